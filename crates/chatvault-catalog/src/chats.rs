@@ -1,0 +1,238 @@
+use chatvault_model::ContentHash;
+use futures::TryStreamExt;
+use sqlx::Row;
+use std::collections::HashMap;
+
+use crate::{query_err, Catalog, CatalogError, Result};
+
+/// The catalog's view of one chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatState {
+    pub chat_uid: String,
+    pub site_key: i64,
+    /// 1 for the first version; every upsert or delete the archive records adds one.
+    pub version: i64,
+    pub content_hash: ContentHash,
+    pub archive_seq: u64,
+    pub archive_segment: u64,
+    pub deleted: bool,
+}
+
+/// One archive record as the catalog applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedChange {
+    pub seq: u64,
+    pub segment: u64,
+    pub chat_uid: String,
+    pub site_key: i64,
+    pub deleted: bool,
+    pub content_hash: ContentHash,
+    pub received_at_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IngestStat {
+    pub source: String,
+    pub outcome: String,
+    pub documents: i64,
+    pub bytes: i64,
+}
+
+/// SQLite's default limit on bound parameters is far above this; it keeps statements short.
+const LOOKUP_CHUNK: usize = 500;
+
+const STATE_COLUMNS: &str =
+    "chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted";
+
+fn state_from_row(row: &sqlx::any::AnyRow) -> Result<ChatState> {
+    let get_i64 = |name: &str| {
+        row.try_get::<i64, _>(name)
+            .map_err(query_err("reading a chat row"))
+    };
+    let hash_text: String = row
+        .try_get("content_hash")
+        .map_err(query_err("reading a chat row"))?;
+    let content_hash = ContentHash::from_hex(&hash_text).ok_or_else(|| {
+        CatalogError::Invalid(format!("content hash {hash_text:?} is not 64 hex digits"))
+    })?;
+    Ok(ChatState {
+        chat_uid: row
+            .try_get("chat_uid")
+            .map_err(query_err("reading a chat row"))?,
+        site_key: get_i64("site_key")?,
+        version: get_i64("version")?,
+        content_hash,
+        archive_seq: u64::try_from(get_i64("archive_seq")?).unwrap_or_default(),
+        archive_segment: u64::try_from(get_i64("archive_segment")?).unwrap_or_default(),
+        deleted: get_i64("deleted")? != 0,
+    })
+}
+
+impl Catalog {
+    /// Current state of each of `uids` that the catalog knows.
+    pub async fn lookup(&self, uids: &[&str]) -> Result<HashMap<String, ChatState>> {
+        let mut out = HashMap::with_capacity(uids.len());
+        for chunk in uids.chunks(LOOKUP_CHUNK) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {STATE_COLUMNS} FROM chats WHERE chat_uid IN ({})",
+                placeholders.join(",")
+            );
+            let mut query = sqlx::query(&sql);
+            for uid in chunk {
+                query = query.bind(*uid);
+            }
+            for row in query
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("looking up chats"))?
+            {
+                let state = state_from_row(&row)?;
+                out.insert(state.chat_uid.clone(), state);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn chat(&self, uid: &str) -> Result<Option<ChatState>> {
+        Ok(self.lookup(&[uid]).await?.remove(uid))
+    }
+
+    /// Applies archive records in one transaction, with the statistics they produced.
+    /// Idempotent: a record at or below a chat's recorded position changes nothing, so
+    /// replaying the archive over a catalog that already has some of it is safe.
+    pub async fn apply(&self, changes: &[AppliedChange], stats: &[IngestStat]) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(query_err("starting an apply"))?;
+        for c in changes {
+            sqlx::query(
+                "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us) \
+                 VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $7) \
+                 ON CONFLICT (chat_uid) DO UPDATE SET \
+                   site_key = excluded.site_key, version = chats.version + 1, content_hash = excluded.content_hash, \
+                   archive_seq = excluded.archive_seq, archive_segment = excluded.archive_segment, \
+                   deleted = excluded.deleted, updated_us = excluded.updated_us \
+                 WHERE chats.archive_seq < excluded.archive_seq",
+            )
+            .bind(&c.chat_uid)
+            .bind(c.site_key)
+            .bind(c.content_hash.to_hex())
+            .bind(c.seq as i64)
+            .bind(c.segment as i64)
+            .bind(i64::from(c.deleted))
+            .bind(c.received_at_us)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("recording a chat version"))?;
+        }
+        if let Some(max) = changes.iter().map(|c| c.seq).max() {
+            sqlx::query(
+                "UPDATE archive_watermark SET next_seq = $1 WHERE id = 1 AND next_seq < $1",
+            )
+            .bind((max + 1) as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("advancing the archive watermark"))?;
+        }
+        for s in stats {
+            sqlx::query(
+                "INSERT INTO ingest_stats (source, outcome, documents, bytes) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (source, outcome) DO UPDATE SET \
+                   documents = ingest_stats.documents + excluded.documents, bytes = ingest_stats.bytes + excluded.bytes",
+            )
+            .bind(&s.source)
+            .bind(&s.outcome)
+            .bind(s.documents)
+            .bind(s.bytes)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("updating ingest statistics"))?;
+        }
+        tx.commit().await.map_err(query_err("committing an apply"))
+    }
+
+    /// The first archive sequence number the catalog has not applied.
+    pub async fn next_seq(&self) -> Result<u64> {
+        let next: i64 = sqlx::query_scalar("SELECT next_seq FROM archive_watermark WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("reading the archive watermark"))?;
+        Ok(u64::try_from(next).unwrap_or_default())
+    }
+
+    /// (live chats, deleted chats).
+    pub async fn chat_counts(&self) -> Result<(u64, u64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(deleted), 0) AS BIGINT) AS d FROM chats",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err("counting chats"))?;
+        let total: i64 = row.try_get("n").map_err(query_err("counting chats"))?;
+        let deleted: i64 = row.try_get("d").map_err(query_err("counting chats"))?;
+        Ok(((total - deleted) as u64, deleted as u64))
+    }
+
+    /// Every chat state, streamed in ChatUID order, so that checks over millions of chats
+    /// run in constant memory.
+    pub async fn for_each_chat(&self, mut f: impl FnMut(ChatState)) -> Result<()> {
+        let sql = format!("SELECT {STATE_COLUMNS} FROM chats ORDER BY chat_uid");
+        let mut rows = sqlx::query(&sql).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(query_err("listing chats"))? {
+            f(state_from_row(&row)?);
+        }
+        Ok(())
+    }
+
+    pub async fn checkpoint(&self, source: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT position FROM source_checkpoints WHERE source = $1")
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("reading a source checkpoint"))
+    }
+
+    pub async fn set_checkpoint(&self, source: &str, position: &str, now_us: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO source_checkpoints (source, position, updated_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_us = excluded.updated_us",
+        )
+        .bind(source)
+        .bind(position)
+        .bind(now_us)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("saving a source checkpoint"))?;
+        Ok(())
+    }
+
+    pub async fn ingest_stats(&self) -> Result<Vec<IngestStat>> {
+        let rows = sqlx::query(
+            "SELECT source, outcome, documents, bytes FROM ingest_stats ORDER BY source, outcome",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("reading ingest statistics"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(IngestStat {
+                    source: row
+                        .try_get("source")
+                        .map_err(query_err("reading ingest statistics"))?,
+                    outcome: row
+                        .try_get("outcome")
+                        .map_err(query_err("reading ingest statistics"))?,
+                    documents: row
+                        .try_get("documents")
+                        .map_err(query_err("reading ingest statistics"))?,
+                    bytes: row
+                        .try_get("bytes")
+                        .map_err(query_err("reading ingest statistics"))?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,45 @@
+//! The catalog: what the system knows about the archive, in SQL.
+//!
+//! Owns the chat index (ChatUID → current version, content hash, archive position,
+//! deleted flag), the archive watermark used for replay, source checkpoints, ingest
+//! statistics and API keys, over SQLite (embedded default) or PostgreSQL (shared,
+//! multi-node), chosen by the URL. Both run the same migrations and the same SQL.
+//!
+//! Must not read or write the archive or the columnar store: it is an index that can be
+//! rebuilt from the archive, never the only copy of anything a user sent.
+
+mod chats;
+mod keys;
+mod pool;
+
+pub use chats::{AppliedChange, ChatState, IngestStat};
+pub use keys::{ApiKey, NewKey, Scope};
+pub use pool::{Backend, Catalog};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot open the catalog at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("catalog migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("catalog query failed ({context}): {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("catalog holds an invalid value: {0}")]
+    Invalid(String),
+    #[error("unsupported catalog URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+pub(crate) fn query_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> CatalogError {
+    move |source| CatalogError::Query { context, source }
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;

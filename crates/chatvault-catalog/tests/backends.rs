@@ -1,0 +1,191 @@
+//! The same behaviour, checked on both back-ends: SQLite in a temporary file and the
+//! PostgreSQL server named by CHATVAULT_TEST_POSTGRES_URL (each test in its own schema).
+
+use chatvault_catalog::{AppliedChange, Catalog, IngestStat, Scope};
+use chatvault_model::ContentHash;
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+async fn sqlite() -> (Catalog, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    (Catalog::connect(&url).await.expect("sqlite catalog"), dir)
+}
+
+async fn postgres(test: &str) -> Catalog {
+    let base =
+        std::env::var("CHATVAULT_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG.to_owned());
+    let schema = format!("cv_{test}_{}", std::process::id());
+    let admin = Catalog::connect_raw(&base).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL at {base} is required for catalog tests (scripts/test.sh starts one): {e}"
+        )
+    });
+    admin
+        .execute_raw(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+    admin
+        .execute_raw(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    Catalog::connect(&url).await.expect("postgres catalog")
+}
+
+fn change(seq: u64, uid: &str, hash: u8, deleted: bool) -> AppliedChange {
+    AppliedChange {
+        seq,
+        segment: seq / 10,
+        chat_uid: uid.to_owned(),
+        site_key: 3,
+        deleted,
+        content_hash: ContentHash([hash; 32]),
+        received_at_us: 1_000 + seq as i64,
+    }
+}
+
+async fn versions_deletes_and_replay(catalog: Catalog) {
+    assert_eq!(catalog.next_seq().await.expect("watermark"), 0);
+    catalog
+        .apply(
+            &[change(0, "a", 1, false), change(1, "b", 2, false)],
+            &[IngestStat {
+                source: "webhook".into(),
+                outcome: "accepted".into(),
+                documents: 2,
+                bytes: 100,
+            }],
+        )
+        .await
+        .expect("apply");
+    catalog
+        .apply(&[change(2, "a", 3, false)], &[])
+        .await
+        .expect("apply update");
+    catalog
+        .apply(&[change(3, "b", 0, true)], &[])
+        .await
+        .expect("apply delete");
+    let states = catalog
+        .lookup(&["a", "b", "missing"])
+        .await
+        .expect("lookup");
+    assert_eq!(states.len(), 2);
+    assert_eq!(states["a"].version, 2);
+    assert_eq!(states["a"].content_hash, ContentHash([3; 32]));
+    assert_eq!(states["a"].archive_seq, 2);
+    assert!(!states["a"].deleted);
+    assert_eq!(states["b"].version, 2);
+    assert!(states["b"].deleted);
+    assert_eq!(catalog.next_seq().await.expect("watermark"), 4);
+    assert_eq!(catalog.chat_counts().await.expect("counts"), (1, 1));
+
+    // Replaying records the catalog already holds changes nothing.
+    catalog
+        .apply(
+            &[
+                change(0, "a", 1, false),
+                change(2, "a", 3, false),
+                change(3, "b", 0, true),
+            ],
+            &[],
+        )
+        .await
+        .expect("replay");
+    let again = catalog.lookup(&["a", "b"]).await.expect("lookup");
+    assert_eq!(again, states);
+    assert_eq!(catalog.next_seq().await.expect("watermark"), 4);
+
+    let mut seen = Vec::new();
+    catalog
+        .for_each_chat(|s| seen.push(s.chat_uid))
+        .await
+        .expect("stream");
+    assert_eq!(seen, vec!["a", "b"]);
+
+    let stats = catalog.ingest_stats().await.expect("stats");
+    assert_eq!(stats[0].documents, 2);
+    assert_eq!(stats[0].bytes, 100);
+}
+
+async fn checkpoints_and_keys(catalog: Catalog) {
+    assert_eq!(catalog.checkpoint("cosmos").await.expect("read"), None);
+    catalog
+        .set_checkpoint("cosmos", "ts=5", 1)
+        .await
+        .expect("set");
+    catalog
+        .set_checkpoint("cosmos", "ts=9", 2)
+        .await
+        .expect("set");
+    assert_eq!(
+        catalog.checkpoint("cosmos").await.expect("read").as_deref(),
+        Some("ts=9")
+    );
+
+    assert!(!catalog.has_keys().await.expect("count"));
+    let key = catalog
+        .create_key("bi", &[Scope::Read], Some(&[1, 2]), 10)
+        .await
+        .expect("create");
+    assert!(key.secret.starts_with("cv_") && key.secret.len() == 51);
+    let found = catalog
+        .authenticate(&key.secret)
+        .await
+        .expect("auth")
+        .expect("known key");
+    assert_eq!(found.sites, Some(vec![1, 2]));
+    assert!(found.allows(Scope::Read) && !found.allows(Scope::Ingest));
+    assert!(found.may_see_site(2) && !found.may_see_site(3));
+    assert!(catalog
+        .authenticate("cv_wrong")
+        .await
+        .expect("auth")
+        .is_none());
+    assert!(catalog.revoke_key(&key.key.id, 11).await.expect("revoke"));
+    assert!(!catalog
+        .revoke_key(&key.key.id, 12)
+        .await
+        .expect("revoke twice"));
+    assert!(catalog
+        .authenticate(&key.secret)
+        .await
+        .expect("auth")
+        .is_none());
+    let admin = catalog
+        .create_key("ops", &[Scope::Admin], None, 13)
+        .await
+        .expect("create");
+    assert!(admin.key.allows(Scope::Ingest) && admin.key.may_see_site(99));
+    assert_eq!(catalog.list_keys().await.expect("list").len(), 2);
+}
+
+#[tokio::test]
+async fn sqlite_versions_deletes_and_replay() {
+    let (catalog, _dir) = sqlite().await;
+    versions_deletes_and_replay(catalog).await;
+}
+
+#[tokio::test]
+async fn postgres_versions_deletes_and_replay() {
+    versions_deletes_and_replay(postgres("versions").await).await;
+}
+
+#[tokio::test]
+async fn sqlite_checkpoints_and_keys() {
+    let (catalog, _dir) = sqlite().await;
+    checkpoints_and_keys(catalog).await;
+}
+
+#[tokio::test]
+async fn postgres_checkpoints_and_keys() {
+    checkpoints_and_keys(postgres("keys").await).await;
+}
+
+#[tokio::test]
+async fn unknown_url_schemes_are_refused_clearly() {
+    let err = Catalog::connect("mysql://x").await.expect_err("refused");
+    assert!(err.to_string().contains("sqlite://"), "{err}");
+}

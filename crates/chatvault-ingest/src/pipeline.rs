@@ -1,0 +1,595 @@
+//! The single writer between sources and storage: batches submissions, decides each
+//! document's fate against the catalog, makes the batch durable, then answers.
+
+use chatvault_archive::{Archive, Entry, Operation, Source};
+use chatvault_catalog::{AppliedChange, Catalog, IngestStat};
+use chatvault_model::{ContentHash, Rejection, SchemaRegistry, ValidatedDocument};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use crate::now_us;
+use crate::payload::Piece;
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Most documents one group commit takes; bounds latency and catalog transaction size.
+    pub max_batch_documents: usize,
+    /// Document bytes that may wait in the pipeline; beyond it sources are told to back off.
+    pub max_inflight_bytes: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            max_batch_documents: 2048,
+            max_inflight_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A document after validation, ready for the pipeline.
+#[derive(Debug)]
+pub enum Prepared {
+    Valid {
+        location: String,
+        detail: String,
+        bytes: Vec<u8>,
+        document: Box<ValidatedDocument>,
+    },
+    Delete {
+        chat_uid: String,
+        detail: String,
+    },
+    Rejected {
+        location: String,
+        bytes_len: usize,
+        rejection: Rejection,
+    },
+}
+
+impl Prepared {
+    fn bytes_len(&self) -> usize {
+        match self {
+            Prepared::Valid { bytes, .. } => bytes.len(),
+            Prepared::Delete { .. } => 0,
+            Prepared::Rejected { bytes_len, .. } => *bytes_len,
+        }
+    }
+}
+
+/// Validates every piece; `detail` says where they came from (client, file).
+pub fn prepare(registry: &SchemaRegistry, pieces: &[Piece<'_>], detail: &str) -> Vec<Prepared> {
+    pieces
+        .iter()
+        .map(|piece| match registry.validate(piece.bytes) {
+            Ok(document) => Prepared::Valid {
+                location: piece.location.clone(),
+                detail: if piece.location.is_empty() {
+                    detail.to_owned()
+                } else {
+                    format!("{detail} {}", piece.location)
+                },
+                bytes: piece.bytes.to_vec(),
+                document: Box::new(document),
+            },
+            Err(rejection) => Prepared::Rejected {
+                location: piece.location.clone(),
+                bytes_len: piece.bytes.len(),
+                rejection,
+            },
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// A chat the archive had not seen.
+    Accepted,
+    /// A new version of a known chat.
+    Updated,
+    /// Identical to the current version (or a delete of a deleted chat): nothing stored.
+    Unchanged,
+    /// A delete was recorded.
+    Deleted,
+    /// A delete for a chat the archive has never seen.
+    NotFound,
+    Rejected,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Accepted => "accepted",
+            OutcomeKind::Updated => "updated",
+            OutcomeKind::Unchanged => "unchanged",
+            OutcomeKind::Deleted => "deleted",
+            OutcomeKind::NotFound => "not_found",
+            OutcomeKind::Rejected => "rejected",
+        }
+    }
+}
+
+/// The answer for one document, in the order the documents were submitted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub location: String,
+    pub status: OutcomeKind,
+    #[serde(rename = "ChatUID", skip_serializing_if = "Option::is_none")]
+    pub chat_uid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Rejection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("ingest is at capacity; retry in {retry_after_secs} s")]
+    Busy { retry_after_secs: u64 },
+    #[error("ingest is unavailable: {0}")]
+    Failed(String),
+    #[error("the ingest pipeline has shut down")]
+    Closed,
+}
+
+struct Submission {
+    source: Source,
+    items: Vec<Prepared>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, SubmitError>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Handle to the pipeline task; clones share it.
+#[derive(Clone)]
+pub struct Pipeline {
+    tx: mpsc::Sender<Submission>,
+    permits: Arc<Semaphore>,
+    capacity_kib: u32,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("failure", &self.failure())
+            .finish()
+    }
+}
+
+impl Pipeline {
+    pub fn start(archive: Archive, catalog: Catalog, config: PipelineConfig) -> Pipeline {
+        let capacity_kib = u32::try_from(config.max_inflight_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let (tx, rx) = mpsc::channel(4096);
+        let failure = Arc::new(Mutex::new(None));
+        let worker = Worker {
+            archive,
+            catalog,
+            max_batch: config.max_batch_documents.max(1),
+            failure: failure.clone(),
+        };
+        tokio::spawn(worker.run(rx));
+        Pipeline {
+            tx,
+            permits: Arc::new(Semaphore::new(capacity_kib as usize)),
+            capacity_kib,
+            failure,
+        }
+    }
+
+    /// Why the pipeline stopped accepting documents, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn cost(&self, items: &[Prepared]) -> u32 {
+        let bytes: usize = items.iter().map(Prepared::bytes_len).sum();
+        u32::try_from(bytes / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(self.capacity_kib)
+    }
+
+    /// Submits and waits for room if the pipeline is full (folder and import sources).
+    pub async fn submit(
+        &self,
+        source: Source,
+        items: Vec<Prepared>,
+    ) -> Result<Vec<Outcome>, SubmitError> {
+        self.enqueue(source, items).await?.wait().await
+    }
+
+    /// Queues a submission (waiting for room) without waiting for its outcome, so a bulk
+    /// loader can prepare the next batch while this one commits. Submissions are committed
+    /// in the order they were queued.
+    pub async fn enqueue(
+        &self,
+        source: Source,
+        items: Vec<Prepared>,
+    ) -> Result<Pending, SubmitError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_many_owned(self.cost(&items))
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        self.send(source, items, permit).await
+    }
+
+    /// Submits only if there is room now; otherwise `Busy` (the webhook answers 503).
+    pub async fn try_submit(
+        &self,
+        source: Source,
+        items: Vec<Prepared>,
+    ) -> Result<Vec<Outcome>, SubmitError> {
+        let permit = match self
+            .permits
+            .clone()
+            .try_acquire_many_owned(self.cost(&items))
+        {
+            Ok(p) => p,
+            Err(TryAcquireError::NoPermits) => {
+                return Err(SubmitError::Busy {
+                    retry_after_secs: 1,
+                })
+            }
+            Err(TryAcquireError::Closed) => return Err(SubmitError::Closed),
+        };
+        self.send(source, items, permit).await?.wait().await
+    }
+
+    async fn send(
+        &self,
+        source: Source,
+        items: Vec<Prepared>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Pending, SubmitError> {
+        if let Some(reason) = self.failure() {
+            return Err(SubmitError::Failed(reason));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Submission {
+                source,
+                items,
+                reply,
+                _permit: permit,
+            })
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        Ok(Pending(rx))
+    }
+}
+
+/// The outcome of a queued submission, available once its batch is durable.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<Vec<Outcome>, SubmitError>>);
+
+impl Pending {
+    pub async fn wait(self) -> Result<Vec<Outcome>, SubmitError> {
+        self.0.await.map_err(|_| SubmitError::Closed)?
+    }
+}
+
+struct Worker {
+    archive: Archive,
+    catalog: Catalog,
+    max_batch: usize,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+/// What the pipeline believes about a chat while deciding a batch.
+#[derive(Clone, Copy)]
+struct Known {
+    hash: ContentHash,
+    deleted: bool,
+    version: i64,
+    site_key: i64,
+}
+
+impl Worker {
+    async fn run(self, mut rx: mpsc::Receiver<Submission>) {
+        while let Some(first) = rx.recv().await {
+            let mut docs = first.items.len();
+            let mut batch = vec![first];
+            while docs < self.max_batch {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        docs += next.items.len();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let failed = self.failure.lock().ok().and_then(|f| f.clone());
+            if let Some(reason) = failed {
+                for s in batch {
+                    let _ = s.reply.send(Err(SubmitError::Failed(reason.clone())));
+                }
+                continue;
+            }
+            let started = Instant::now();
+            let replies: Vec<_> = batch
+                .iter_mut()
+                .map(|s| (s.source, std::mem::take(&mut s.items)))
+                .collect();
+            let result = self.commit(replies).await;
+            metrics::histogram!("chatvault_ingest_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(outcomes) => {
+                    for (s, o) in batch.into_iter().zip(outcomes) {
+                        let _ = s.reply.send(Ok(o));
+                    }
+                }
+                Err(reason) => {
+                    tracing::error!(%reason, "ingest pipeline stopped; restart to replay the archive");
+                    if let Ok(mut f) = self.failure.lock() {
+                        *f = Some(reason.clone());
+                    }
+                    for s in batch {
+                        let _ = s.reply.send(Err(SubmitError::Failed(reason.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn commit(
+        &self,
+        submissions: Vec<(Source, Vec<Prepared>)>,
+    ) -> Result<Vec<Vec<Outcome>>, String> {
+        let uids: Vec<&str> = {
+            let mut uids: Vec<&str> = submissions
+                .iter()
+                .flat_map(|(_, items)| items)
+                .filter_map(|item| match item {
+                    Prepared::Valid { document, .. } => Some(document.chat_uid.as_str()),
+                    Prepared::Delete { chat_uid, .. } => Some(chat_uid.as_str()),
+                    Prepared::Rejected { .. } => None,
+                })
+                .collect();
+            uids.sort_unstable();
+            uids.dedup();
+            uids
+        };
+        let mut known: HashMap<String, Known> = self
+            .catalog
+            .lookup(&uids)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(uid, s)| {
+                let k = Known {
+                    hash: s.content_hash,
+                    deleted: s.deleted,
+                    version: s.version,
+                    site_key: s.site_key,
+                };
+                (uid, k)
+            })
+            .collect();
+
+        let received_at_us = now_us();
+        let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(submissions.len());
+        let mut entries: Vec<Entry> = Vec::new();
+        // (submission, item) each entry answers, so sequence numbers can be filled in.
+        let mut slots: Vec<(usize, usize)> = Vec::new();
+        let mut stats: BTreeMap<(Source, OutcomeKind), (i64, i64)> = BTreeMap::new();
+
+        for (si, (source, items)) in submissions.into_iter().enumerate() {
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                let bytes_len = item.bytes_len() as i64;
+                let (outcome, entry) = decide(item, source, received_at_us, &mut known);
+                let stat = stats.entry((source, outcome.status)).or_default();
+                stat.0 += 1;
+                stat.1 += bytes_len;
+                if let Some(entry) = entry {
+                    slots.push((si, answers.len()));
+                    entries.push(entry);
+                }
+                answers.push(outcome);
+            }
+            outcomes.push(answers);
+        }
+
+        let changes: Vec<(String, i64, bool, ContentHash)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.chat_uid.clone(),
+                    e.site_key,
+                    e.operation == Operation::Delete,
+                    e.content_hash,
+                )
+            })
+            .collect();
+        let positions = self
+            .archive
+            .append(entries)
+            .await
+            .map_err(|e| e.to_string())?;
+        let applied: Vec<AppliedChange> = changes
+            .into_iter()
+            .zip(&positions)
+            .map(
+                |((chat_uid, site_key, deleted, content_hash), pos)| AppliedChange {
+                    seq: pos.seq,
+                    segment: pos.segment,
+                    chat_uid,
+                    site_key,
+                    deleted,
+                    content_hash,
+                    received_at_us,
+                },
+            )
+            .collect();
+        let stat_rows: Vec<IngestStat> = stats
+            .iter()
+            .map(|((source, kind), (documents, bytes))| IngestStat {
+                source: source.as_str().to_owned(),
+                outcome: kind.as_str().to_owned(),
+                documents: *documents,
+                bytes: *bytes,
+            })
+            .collect();
+        self.apply_with_retry(&applied, &stat_rows).await?;
+        for ((si, ii), pos) in slots.into_iter().zip(positions) {
+            outcomes[si][ii].seq = Some(pos.seq);
+        }
+        for ((source, kind), (documents, _)) in stats {
+            metrics::counter!("chatvault_ingest_documents_total", "source" => source.as_str(), "outcome" => kind.as_str())
+                .increment(documents as u64);
+        }
+        Ok(outcomes)
+    }
+
+    /// The batch is already durable in the archive; a transient catalog error must not
+    /// turn that into a failure the client retries (which would duplicate versions).
+    async fn apply_with_retry(
+        &self,
+        applied: &[AppliedChange],
+        stats: &[IngestStat],
+    ) -> Result<(), String> {
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            match self.catalog.apply(applied, stats).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 4 => {
+                    tracing::warn!(error = %e, attempt, "catalog update failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "the catalog could not record an archived batch: {e}"
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The fate of one item given what is known so far in this batch; updates `known` so a
+/// chat sent twice in one batch behaves exactly as if sent in two.
+fn decide(
+    item: Prepared,
+    source: Source,
+    received_at_us: i64,
+    known: &mut HashMap<String, Known>,
+) -> (Outcome, Option<Entry>) {
+    match item {
+        Prepared::Rejected {
+            location,
+            rejection,
+            ..
+        } => (
+            Outcome {
+                location,
+                status: OutcomeKind::Rejected,
+                chat_uid: rejection.chat_uid.clone(),
+                version: None,
+                seq: None,
+                error: Some(rejection),
+            },
+            None,
+        ),
+        Prepared::Valid {
+            location,
+            detail,
+            bytes,
+            document,
+        } => {
+            let previous = known.get(&document.chat_uid).copied();
+            let outcome = |status, version| Outcome {
+                location,
+                status,
+                chat_uid: Some(document.chat_uid.clone()),
+                version: Some(version),
+                seq: None,
+                error: None,
+            };
+            match previous {
+                Some(p) if !p.deleted && p.hash == document.content_hash => {
+                    (outcome(OutcomeKind::Unchanged, p.version), None)
+                }
+                _ => {
+                    let version = previous.map_or(1, |p| p.version + 1);
+                    let status = if previous.is_some() {
+                        OutcomeKind::Updated
+                    } else {
+                        OutcomeKind::Accepted
+                    };
+                    known.insert(
+                        document.chat_uid.clone(),
+                        Known {
+                            hash: document.content_hash,
+                            deleted: false,
+                            version,
+                            site_key: i64::from(document.site_key),
+                        },
+                    );
+                    let entry = Entry {
+                        received_at_us,
+                        source,
+                        source_detail: detail,
+                        chat_uid: document.chat_uid.clone(),
+                        site_key: i64::from(document.site_key),
+                        operation: Operation::Upsert,
+                        schema_version: document.schema_version as i32,
+                        content_hash: document.content_hash,
+                        document: bytes,
+                    };
+                    (outcome(status, version), Some(entry))
+                }
+            }
+        }
+        Prepared::Delete { chat_uid, detail } => {
+            let previous = known.get(&chat_uid).copied();
+            let outcome = |status, version| Outcome {
+                location: String::new(),
+                status,
+                chat_uid: Some(chat_uid.clone()),
+                version,
+                seq: None,
+                error: None,
+            };
+            match previous {
+                None => (outcome(OutcomeKind::NotFound, None), None),
+                Some(p) if p.deleted => (outcome(OutcomeKind::Unchanged, Some(p.version)), None),
+                Some(p) => {
+                    let version = p.version + 1;
+                    known.insert(
+                        chat_uid.clone(),
+                        Known {
+                            deleted: true,
+                            version,
+                            ..p
+                        },
+                    );
+                    let entry = Entry {
+                        received_at_us,
+                        source,
+                        source_detail: detail,
+                        chat_uid: chat_uid.clone(),
+                        site_key: p.site_key,
+                        operation: Operation::Delete,
+                        schema_version: 0,
+                        content_hash: ContentHash::ZERO,
+                        document: Vec::new(),
+                    };
+                    (outcome(OutcomeKind::Deleted, Some(version)), Some(entry))
+                }
+            }
+        }
+    }
+}

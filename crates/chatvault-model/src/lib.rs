@@ -1,0 +1,21 @@
+//! The chat document as the chat server writes it.
+//!
+//! Owns the serde types of a chat document, the normalisation rules (unset timestamps,
+//! trimmed strings, line roles), the content hash that decides whether a re-sent chat
+//! changed, and validation against the versioned JSON Schemas in `schemas/`.
+//!
+//! Must not do I/O: no files, no network, no clocks. Everything here is a pure function
+//! of its input so that every source and every replay reaches the same answer.
+
+mod document;
+mod hash;
+mod time;
+mod validate;
+
+pub use document::{
+    ChatDocument, ChatHeader, GeoIp, Line, Page, Role, SurveyAnswer, VisitDetail,
+    COSMOS_SYSTEM_PROPERTIES,
+};
+pub use hash::{content_hash, ContentHash};
+pub use time::{parse_local_timestamp, LocalTimestamp, TimestampError};
+pub use validate::{Rejection, SchemaRegistry, ValidatedDocument, MAX_DOCUMENT_BYTES};

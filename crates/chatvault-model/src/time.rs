@@ -1,0 +1,89 @@
+use chrono::{NaiveDate, NaiveDateTime};
+
+/// A site wall-clock time (the chat server writes local time without an offset).
+/// `None` is the chat server's "not set" value `0001-01-01T00:00:00`.
+pub type LocalTimestamp = Option<NaiveDateTime>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a timestamp of the form yyyy-MM-ddTHH:mm:ss[.fff]")]
+pub struct TimestampError {
+    pub value: String,
+}
+
+/// Parses `yyyy-MM-ddTHH:mm:ss[.f…]`; the year-1 sentinel means "not set".
+pub fn parse_local_timestamp(value: &str) -> Result<LocalTimestamp, TimestampError> {
+    let trimmed = value.trim();
+    let parsed = NaiveDateTime::parse_from_str(trimmed, "%Y-%m-%dT%H:%M:%S%.f").map_err(|_| {
+        TimestampError {
+            value: value.to_owned(),
+        }
+    })?;
+    let unset = NaiveDate::from_ymd_opt(1, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0));
+    Ok((Some(parsed) != unset).then_some(parsed))
+}
+
+pub(crate) fn format_local_timestamp(value: &NaiveDateTime) -> String {
+    value.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+}
+
+/// Serde adapter for optional local timestamps: accepts a timestamp string or null,
+/// writes normalised (millisecond) strings, and null for "not set".
+pub(crate) mod serde_local {
+    use super::{format_local_timestamp, parse_local_timestamp, LocalTimestamp};
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LocalTimestamp, D::Error> {
+        match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => parse_local_timestamp(&text).map_err(D::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(value: &LocalTimestamp, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(ts) => s.serialize_str(&format_local_timestamp(ts)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn year_one_sentinel_is_unset() {
+        assert_eq!(parse_local_timestamp("0001-01-01T00:00:00"), Ok(None));
+        assert_eq!(parse_local_timestamp("0001-01-01T00:00:00.000"), Ok(None));
+    }
+
+    #[test]
+    fn fractional_seconds_of_any_precision_parse() {
+        for text in [
+            "2024-08-14T09:12:03",
+            "2024-08-14T09:12:03.4",
+            "2024-08-14T09:12:03.4170000",
+        ] {
+            assert!(matches!(parse_local_timestamp(text), Ok(Some(_))), "{text}");
+        }
+    }
+
+    #[test]
+    fn impossible_dates_are_errors() {
+        assert!(parse_local_timestamp("2024-13-40T00:00:00").is_err());
+        assert!(parse_local_timestamp("2024-08-14 09:12:03").is_err());
+        assert!(parse_local_timestamp("").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn format_then_parse_round_trips(secs in 0i64..4_000_000_000i64, millis in 0u32..1000) {
+            let ts = chrono::DateTime::from_timestamp(secs, millis * 1_000_000)
+                .map(|d| d.naive_utc());
+            prop_assume!(ts.is_some());
+            let ts = ts.unwrap_or_default();
+            prop_assert_eq!(parse_local_timestamp(&format_local_timestamp(&ts)), Ok(Some(ts)));
+        }
+    }
+}

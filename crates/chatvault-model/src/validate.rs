@@ -1,0 +1,380 @@
+use jsonschema::Validator;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::document::ChatDocument;
+use crate::hash::{content_hash, ContentHash};
+
+/// Default largest single document accepted. A real chat with thousands of lines is well
+/// under 1 MiB; anything near this is a broken or hostile producer.
+pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many schema violations one rejection lists; the rest are summarised by count.
+const MAX_VIOLATIONS: usize = 20;
+
+/// The schemas every accepted document version must satisfy, embedded at build time so
+/// that the binary validates exactly what `schemas/` says.
+const SCHEMAS: &[(u32, &str)] = &[(
+    1,
+    include_str!("../../../schemas/chat-document.v1.schema.json"),
+)];
+
+/// Why a document was refused: a summary plus where exactly (JSON pointer and field).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejection {
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_uid: Option<String>,
+    pub violations: Vec<Violation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Violation {
+    /// RFC 6901 pointer into the document; empty for the document as a whole.
+    pub pointer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn whole(reason: impl Into<String>) -> Rejection {
+        let reason = reason.into();
+        Rejection {
+            violations: vec![Violation {
+                pointer: String::new(),
+                field: None,
+                reason: reason.clone(),
+            }],
+            reason,
+            chat_uid: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)?;
+        for v in &self.violations {
+            if !v.pointer.is_empty() {
+                write!(f, "; at {}: {}", v.pointer, v.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A document that passed every check, with what the pipeline needs to file it.
+#[derive(Debug, Clone)]
+pub struct ValidatedDocument {
+    pub chat_uid: String,
+    pub site_key: i32,
+    pub schema_version: u32,
+    pub content_hash: ContentHash,
+    pub document: ChatDocument,
+}
+
+pub struct SchemaRegistry {
+    validators: Vec<(u32, Validator)>,
+    max_document_bytes: usize,
+}
+
+impl std::fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let versions: Vec<u32> = self.validators.iter().map(|(v, _)| *v).collect();
+        f.debug_struct("SchemaRegistry")
+            .field("versions", &versions)
+            .finish()
+    }
+}
+
+impl SchemaRegistry {
+    /// Compiles the embedded schemas. Fails only if a schema file in the repository is
+    /// broken, which the test suite catches before release.
+    pub fn new(max_document_bytes: usize) -> Result<SchemaRegistry, String> {
+        let validators = SCHEMAS
+            .iter()
+            .map(|(version, text)| {
+                let schema: Value = serde_json::from_str(text)
+                    .map_err(|e| format!("schema v{version} is not JSON: {e}"))?;
+                let validator = jsonschema::draft202012::new(&schema)
+                    .map_err(|e| format!("schema v{version} does not compile: {e}"))?;
+                Ok((*version, validator))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(SchemaRegistry {
+            validators,
+            max_document_bytes,
+        })
+    }
+
+    pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.validators.iter().map(|(v, _)| *v)
+    }
+
+    /// Every check a document must pass before anything is stored, in the order that gives
+    /// the most useful first error: size, encoding, syntax, schema, then semantic parsing.
+    pub fn validate(&self, bytes: &[u8]) -> Result<ValidatedDocument, Rejection> {
+        if bytes.len() > self.max_document_bytes {
+            return Err(Rejection::whole(format!(
+                "document is {} bytes; the limit is {} bytes",
+                bytes.len(),
+                self.max_document_bytes
+            )));
+        }
+        if let Err(e) = std::str::from_utf8(bytes) {
+            return Err(Rejection::whole(format!(
+                "document is not valid UTF-8 (invalid byte sequence at byte offset {})",
+                e.valid_up_to()
+            )));
+        }
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            Rejection::whole(format!(
+                "document is not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        self.validate_value(&value)
+    }
+
+    pub fn validate_value(&self, value: &Value) -> Result<ValidatedDocument, Rejection> {
+        let Value::Object(map) = value else {
+            return Err(Rejection::whole(format!(
+                "document must be a JSON object, found {}",
+                json_type(value)
+            )));
+        };
+        let chat_uid = value
+            .pointer("/ChatHeader/ChatUID")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let version = match map.get("SchemaVersion") {
+            None => 1,
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| Rejection {
+                    chat_uid: chat_uid.clone(),
+                    ..Rejection::whole(format!(
+                        "SchemaVersion must be a positive integer, found {v}"
+                    ))
+                })?,
+        };
+        let Some((_, validator)) = self.validators.iter().find(|(v, _)| *v == version) else {
+            let known: Vec<String> = self.versions().map(|v| v.to_string()).collect();
+            return Err(Rejection {
+                chat_uid,
+                ..Rejection::whole(format!(
+                    "SchemaVersion {version} is not supported; supported versions: {}",
+                    known.join(", ")
+                ))
+            });
+        };
+        let mut violations = Vec::new();
+        let mut total = 0usize;
+        for error in validator.iter_errors(value) {
+            total += 1;
+            if violations.len() < MAX_VIOLATIONS {
+                violations.push(violation_of(&error));
+            }
+        }
+        if total > 0 {
+            let first = &violations[0];
+            let mut reason = format!(
+                "document does not match chat-document schema v{version}: {} at {}",
+                first.reason,
+                if first.pointer.is_empty() {
+                    "/"
+                } else {
+                    &first.pointer
+                }
+            );
+            if total > 1 {
+                reason.push_str(&format!(" (and {} more)", total - 1));
+            }
+            return Err(Rejection {
+                reason,
+                chat_uid,
+                violations,
+            });
+        }
+        let document: ChatDocument = serde_path_to_error::deserialize(value).map_err(|e| {
+            let pointer = path_to_pointer(e.path());
+            let reason = e.inner().to_string();
+            Rejection {
+                reason: format!("document has an invalid value at {pointer}: {reason}"),
+                chat_uid: chat_uid.clone(),
+                violations: vec![Violation {
+                    field: pointer.rsplit('/').next().map(str::to_owned),
+                    pointer,
+                    reason,
+                }],
+            }
+        })?;
+        Ok(ValidatedDocument {
+            chat_uid: document.chat_header.chat_uid.to_ascii_lowercase(),
+            site_key: document.chat_header.site_key,
+            schema_version: version,
+            content_hash: content_hash(value),
+            document,
+        })
+    }
+}
+
+fn violation_of(error: &jsonschema::ValidationError<'_>) -> Violation {
+    let mut pointer = error.instance_path().to_string();
+    let mut field = pointer
+        .rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    if let jsonschema::error::ValidationErrorKind::Required { property } = error.kind() {
+        if let Some(name) = property.as_str() {
+            pointer = format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1"));
+            field = Some(name.to_owned());
+        }
+    }
+    Violation {
+        pointer,
+        field,
+        reason: truncate(&error.to_string(), 300),
+    }
+}
+
+/// Error messages quote the offending value; a 10 MB string must not come back whole.
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max_chars).collect();
+    format!("{cut}… (truncated)")
+}
+
+fn path_to_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("/{index}")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                out.push('/');
+                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Unknown => out.push_str("/?"),
+        }
+    }
+    out
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn registry() -> SchemaRegistry {
+        SchemaRegistry::new(MAX_DOCUMENT_BYTES).expect("embedded schemas compile")
+    }
+
+    fn minimal() -> Value {
+        json!({
+            "ChatHeader": {"ChatUID": "6741A0C2E4B0A1F3C2D4E501", "SiteKey": 3, "Started": "2024-08-14T09:12:03.417"},
+            "Lines": []
+        })
+    }
+
+    #[test]
+    fn minimal_document_is_accepted_and_uid_lowercased() {
+        let ok = registry().validate_value(&minimal()).expect("valid");
+        assert_eq!(ok.chat_uid, "6741a0c2e4b0a1f3c2d4e501");
+        assert_eq!(ok.site_key, 3);
+        assert_eq!(ok.schema_version, 1);
+    }
+
+    #[test]
+    fn missing_chat_uid_names_the_field_and_pointer() {
+        let mut doc = minimal();
+        doc["ChatHeader"]
+            .as_object_mut()
+            .map(|h| h.remove("ChatUID"));
+        let err = registry().validate_value(&doc).expect_err("must reject");
+        assert_eq!(err.violations[0].pointer, "/ChatHeader/ChatUID");
+        assert_eq!(err.violations[0].field.as_deref(), Some("ChatUID"));
+    }
+
+    #[test]
+    fn wrong_type_points_at_the_value() {
+        let mut doc = minimal();
+        doc["Lines"] =
+            json!([{"Dated": "2024-08-14T09:12:03", "OperatorIndex": "one", "Message": "x"}]);
+        let err = registry().validate_value(&doc).expect_err("must reject");
+        assert_eq!(err.violations[0].pointer, "/Lines/0/OperatorIndex");
+    }
+
+    #[test]
+    fn impossible_date_is_rejected_with_pointer() {
+        let mut doc = minimal();
+        doc["ChatHeader"]["Started"] = json!("2024-02-31T00:00:00");
+        let err = registry().validate_value(&doc).expect_err("must reject");
+        assert_eq!(err.violations[0].pointer, "/ChatHeader/Started");
+    }
+
+    #[test]
+    fn unknown_fields_are_allowed() {
+        let mut doc = minimal();
+        doc["FutureThing"] = json!({"a": [1, 2]});
+        doc["ChatHeader"]["NewHeaderField"] = json!(true);
+        assert!(registry().validate_value(&doc).is_ok());
+    }
+
+    #[test]
+    fn raw_byte_checks_come_first() {
+        let r = SchemaRegistry::new(64).expect("compile");
+        assert!(r
+            .validate(&[b'{'; 65])
+            .expect_err("too big")
+            .reason
+            .contains("limit"));
+        let r = registry();
+        assert!(r
+            .validate(b"{\"a\":\"\xff\"}")
+            .expect_err("utf8")
+            .reason
+            .contains("UTF-8"));
+        assert!(r
+            .validate(b"{\"a\":")
+            .expect_err("syntax")
+            .reason
+            .contains("line 1"));
+        assert!(r
+            .validate(b"[1]")
+            .expect_err("array")
+            .reason
+            .contains("an array"));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(r
+            .validate(deep.as_bytes())
+            .expect_err("deep")
+            .reason
+            .contains("recursion"));
+    }
+
+    #[test]
+    fn unsupported_schema_version_is_explained() {
+        let mut doc = minimal();
+        doc["SchemaVersion"] = json!(9);
+        let err = registry().validate_value(&doc).expect_err("must reject");
+        assert!(err.reason.contains("SchemaVersion 9"), "{}", err.reason);
+    }
+}
