@@ -14,7 +14,7 @@ mod pool;
 
 pub use chats::{AppliedChange, ChatState, IngestStat};
 pub use keys::{ApiKey, NewKey, Scope};
-pub use pool::{Backend, Catalog};
+pub use pool::{redact, Backend, Catalog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

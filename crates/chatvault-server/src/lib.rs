@@ -1,1 +1,91 @@
-//! placeholder
+//! The HTTP service: routes, authentication, the JSON error format, health and metrics.
+//!
+//! Owns the mapping between HTTP and the ingest pipeline's outcomes (status codes,
+//! `Retry-After`, per-document result lists) and the API-key checks every route makes.
+//!
+//! Must not decide anything about documents itself: validation, idempotency and durability
+//! belong to `chatvault-ingest`, so every source behaves the same.
+
+mod auth;
+mod error;
+mod health;
+mod ingest;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use chatvault_catalog::Catalog;
+use chatvault_ingest::Pipeline;
+use chatvault_model::SchemaRegistry;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+pub use error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body, before and after decompression.
+    pub max_body_bytes: usize,
+    /// When set, ingest requests must carry `X-Chatvault-Signature: sha256=<hex HMAC>`.
+    pub webhook_secret: Option<String>,
+    /// Ingest requests handled at once; more get 429.
+    pub max_concurrent_ingest: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 32 * 1024 * 1024,
+            webhook_secret: None,
+            max_concurrent_ingest: 256,
+        }
+    }
+}
+
+/// Everything a request handler may need.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalog: Catalog,
+    pub pipeline: Pipeline,
+    pub registry: Arc<SchemaRegistry>,
+    pub config: Arc<ServerConfig>,
+    pub metrics: Option<PrometheusHandle>,
+    pub health: health::Health,
+    ingest_slots: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(
+        catalog: Catalog,
+        pipeline: Pipeline,
+        registry: Arc<SchemaRegistry>,
+        config: ServerConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> AppState {
+        AppState {
+            ingest_slots: Arc::new(Semaphore::new(config.max_concurrent_ingest.max(1))),
+            catalog,
+            pipeline,
+            registry,
+            config: Arc::new(config),
+            metrics,
+            health: health::Health::default(),
+        }
+    }
+}
+
+pub use health::{Health, SourceStatus};
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/chats", post(ingest::post_chats))
+        .route("/api/v1/chats/{chat_uid}", delete(ingest::delete_chat))
+        .route("/api/v1/stats", get(health::stats))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn(health::track_requests))
+        .with_state(state)
+}

@@ -1,0 +1,137 @@
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chatvault_catalog::Scope;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// How each background source is doing, as shown by `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub healthy: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    sources: Arc<RwLock<BTreeMap<String, SourceStatus>>>,
+}
+
+impl Health {
+    pub fn set(&self, source: &str, healthy: bool, detail: impl Into<String>) {
+        if let Ok(mut map) = self.sources.write() {
+            map.insert(
+                source.to_owned(),
+                SourceStatus {
+                    healthy,
+                    detail: detail.into(),
+                },
+            );
+        }
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, SourceStatus> {
+        self.sources.read().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// Liveness: the process is up and serving HTTP.
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the catalog answers, the pipeline accepts writes, every source is healthy.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let catalog = match state.catalog.next_seq().await {
+        Ok(seq) => SourceStatus {
+            healthy: true,
+            detail: format!("archive applied up to seq {seq}"),
+        },
+        Err(e) => SourceStatus {
+            healthy: false,
+            detail: e.to_string(),
+        },
+    };
+    let pipeline = match state.pipeline.failure() {
+        None => SourceStatus {
+            healthy: true,
+            detail: "accepting documents".into(),
+        },
+        Some(reason) => SourceStatus {
+            healthy: false,
+            detail: reason,
+        },
+    };
+    let mut checks = state.health.snapshot();
+    checks.insert("catalog".into(), catalog);
+    checks.insert("pipeline".into(), pipeline);
+    let ready = checks.values().all(|c| c.healthy);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "metrics are not enabled in this process",
+        )
+        .into_response(),
+    }
+}
+
+/// Ingest totals per source and outcome, and chat counts (scope `read`).
+pub async fn stats(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::auth::require(&state.catalog, &headers, Scope::Read).await?;
+    let unavailable = |e: chatvault_catalog::CatalogError| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CatalogUnavailable",
+            e.to_string(),
+        )
+    };
+    let ingest = state.catalog.ingest_stats().await.map_err(unavailable)?;
+    let (live, deleted) = state.catalog.chat_counts().await.map_err(unavailable)?;
+    Ok(
+        Json(serde_json::json!({"chats": live, "deleted_chats": deleted, "ingest": ingest}))
+            .into_response(),
+    )
+}
+
+/// Request counts and latencies per route, for Prometheus.
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed().as_secs_f64();
+    tracing::debug!(%method, %route, %status, elapsed_ms = elapsed * 1000.0, "request");
+    metrics::counter!("chatvault_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("chatvault_http_request_seconds", "method" => method, "route" => route)
+        .record(elapsed);
+    response
+}

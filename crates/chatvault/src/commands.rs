@@ -1,0 +1,514 @@
+//! One function per subcommand.
+
+use anyhow::{bail, Context};
+use chatvault_archive::{read_records, Operation};
+use chatvault_catalog::{Catalog, Scope};
+use chatvault_ingest::{
+    import_paths, FolderConfig, FolderSource, ImportProgress, Outcome, OutcomeKind,
+};
+use chatvault_server::{router, AppState, ServerConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::{Config, ENV_VARS};
+use crate::runtime::Runtime;
+
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let runtime = Runtime::open(&config).await?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let state = AppState::new(
+        runtime.catalog.clone(),
+        runtime.pipeline.clone(),
+        runtime.registry.clone(),
+        ServerConfig {
+            max_body_bytes: config.ingest.max_body_bytes,
+            webhook_secret: config.ingest.webhook_secret.clone(),
+            max_concurrent_ingest: config.ingest.max_concurrent_requests,
+        },
+        metrics,
+    );
+    let first_key = if runtime.catalog.has_keys().await? {
+        None
+    } else {
+        Some(
+            runtime
+                .catalog
+                .create_key(
+                    "admin (created at first start)",
+                    &[Scope::Admin],
+                    None,
+                    now_us(),
+                )
+                .await?,
+        )
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut folder_task = None;
+    if let Some(path) = &config.folder.path {
+        let folder = FolderConfig {
+            settle: Duration::from_millis(config.folder.settle_ms),
+            rescan_interval: Duration::from_secs(config.folder.rescan_secs.max(1)),
+            batch_files: config.folder.batch_files,
+            max_file_bytes: config.folder.max_file_bytes,
+            ..FolderConfig::new(path)
+        };
+        let health = state.health.clone();
+        health.set("folder", true, format!("watching {}", path.display()));
+        let source = FolderSource::new(folder, runtime.pipeline.clone(), runtime.registry.clone());
+        folder_task = Some(tokio::spawn(async move {
+            if let Err(e) = source.run(stop_rx).await {
+                tracing::error!(error = %e, "folder source stopped");
+                health.set("folder", false, e.to_string());
+            }
+        }));
+    }
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Chatvault {} listening on {base}",
+        env!("CARGO_PKG_VERSION")
+    )?;
+    writeln!(out, "  data directory: {}", config.data_dir.display())?;
+    writeln!(
+        out,
+        "  catalog:        {}",
+        redact_url(&config.catalog_url())
+    )?;
+    writeln!(out, "  webhook:        POST {base}/api/v1/chats")?;
+    writeln!(
+        out,
+        "  health:         {base}/healthz  {base}/readyz  metrics: {base}/metrics"
+    )?;
+    if let Some(path) = &config.folder.path {
+        writeln!(out, "  watched folder: {}", path.display())?;
+    }
+    if runtime.open_report.truncated_bytes > 0 || runtime.replayed > 0 {
+        writeln!(
+            out,
+            "  recovered:      cut {} torn bytes from the archive, replayed {} records into the catalog",
+            runtime.open_report.truncated_bytes, runtime.replayed
+        )?;
+    }
+    if let Some(key) = &first_key {
+        writeln!(
+            out,
+            "  admin API key (shown once; create others with `chatvault keys create`):"
+        )?;
+        writeln!(out, "{}", key.secret)?;
+    }
+    out.flush()?;
+    drop(out);
+
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("HTTP server failed")?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(task) = folder_task {
+        let _ = task.await;
+    }
+    runtime.catalog.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn redact_url(url: &str) -> String {
+    chatvault_catalog::redact(url)
+}
+
+struct Bar {
+    bar: ProgressBar,
+    docs: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl ImportProgress for Bar {
+    fn start(&self, total_bytes: u64) {
+        self.bar.set_length(total_bytes);
+    }
+
+    fn advance(&self, bytes: u64, outcomes: &[Outcome]) {
+        let docs = self
+            .docs
+            .fetch_add(outcomes.len() as u64, Ordering::Relaxed)
+            + outcomes.len() as u64;
+        let rejected = self.rejected.fetch_add(
+            outcomes
+                .iter()
+                .filter(|o| o.status == OutcomeKind::Rejected)
+                .count() as u64,
+            Ordering::Relaxed,
+        );
+        let secs = self.bar.elapsed().as_secs_f64().max(0.001);
+        self.bar.set_message(format!(
+            "{docs} docs ({:.0} docs/s), {rejected} rejected",
+            docs as f64 / secs
+        ));
+        self.bar.inc(bytes);
+    }
+}
+
+pub async fn import(config: Config, paths: Vec<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::open(&config).await?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let progress = Bar {
+        bar,
+        docs: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+    };
+    let started = std::time::Instant::now();
+    let summary = import_paths(
+        &paths,
+        &runtime.pipeline,
+        runtime.registry.clone(),
+        &progress,
+    )
+    .await?;
+    progress.bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let total: u64 = summary.counts.values().sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"summary": summary, "seconds": elapsed})
+            )?
+        );
+    } else {
+        println!(
+            "Imported {} files, {total} documents in {elapsed:.1} s ({:.0} docs/s)",
+            summary.files,
+            total as f64 / elapsed.max(0.001)
+        );
+        for kind in [
+            OutcomeKind::Accepted,
+            OutcomeKind::Updated,
+            OutcomeKind::Unchanged,
+            OutcomeKind::Rejected,
+        ] {
+            println!("  {:<10} {}", kind.as_str(), summary.count(kind));
+        }
+        for reason in summary.unreadable.iter().chain(&summary.rejections) {
+            println!("  ! {reason}");
+        }
+        let shown = summary.rejections.len() as u64;
+        if summary.count(OutcomeKind::Rejected) > shown {
+            println!(
+                "  … and {} more rejections",
+                summary.count(OutcomeKind::Rejected) - shown
+            );
+        }
+    }
+    let clean = summary.count(OutcomeKind::Rejected) == 0 && summary.unreadable.is_empty();
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+pub fn gen(
+    chats: u64,
+    seed: u64,
+    out: Option<PathBuf>,
+    start: chrono::NaiveDate,
+    days: u32,
+) -> anyhow::Result<ExitCode> {
+    let generator = chatvault_gen::Generator {
+        seed,
+        start,
+        days: days.max(1),
+    };
+    let bar = if out.is_some() {
+        ProgressBar::new(chats)
+    } else {
+        ProgressBar::hidden()
+    };
+    let is_stream = |p: &PathBuf| {
+        chatvault_ingest::format_of_path(p)
+            .is_some_and(|(f, _)| f == chatvault_ingest::PayloadFormat::Ndjson)
+    };
+    match out {
+        Some(dir) if !is_stream(&dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for i in 0..chats {
+                let doc = generator.chat(i);
+                let path = dir.join(format!("{}.json", generator.chat_uid(i)));
+                std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                bar.inc(1);
+            }
+        }
+        target => {
+            let sink: Box<dyn Write> = match &target {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    if path.extension().is_some_and(|e| e == "gz") {
+                        Box::new(flate2::write::GzEncoder::new(
+                            file,
+                            flate2::Compression::fast(),
+                        ))
+                    } else {
+                        Box::new(file)
+                    }
+                }
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut sink = std::io::BufWriter::with_capacity(1 << 20, sink);
+            for i in 0..chats {
+                serde_json::to_writer(&mut sink, &generator.chat(i))?;
+                sink.write_all(b"\n")?;
+                bar.inc(1);
+            }
+            sink.into_inner().map_err(|e| e.into_error())?.flush()?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys_create(
+    config: Config,
+    name: String,
+    scopes: Vec<Scope>,
+    sites: Option<Vec<i64>>,
+) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let key = catalog
+        .create_key(&name, &scopes, sites.as_deref(), now_us())
+        .await?;
+    let scope_list: Vec<String> = key.key.scopes.iter().map(Scope::to_string).collect();
+    let site_list = key.key.sites.as_ref().map_or("all sites".to_owned(), |s| {
+        format!(
+            "sites {}",
+            s.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        )
+    });
+    eprintln!("Created key {} ({name}): scopes {}; {site_list}. Store the secret now: it is not shown again.", key.key.id, scope_list.join(","));
+    println!("{}", key.secret);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys_list(config: Config) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    println!(
+        "{:<12} {:<8} {:<18} {:<12} NAME",
+        "ID", "STATE", "SCOPES", "SITES"
+    );
+    for key in catalog.list_keys().await? {
+        let scopes: Vec<String> = key.scopes.iter().map(Scope::to_string).collect();
+        let sites = key.sites.as_ref().map_or("all".to_owned(), |s| {
+            s.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        });
+        println!(
+            "{:<12} {:<8} {:<18} {:<12} {}",
+            key.id,
+            if key.revoked { "revoked" } else { "active" },
+            scopes.join(","),
+            sites,
+            key.name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys_revoke(config: Config, id: String) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    if !catalog.revoke_key(&id, now_us()).await? {
+        bail!("no active key has id {id:?} (see `chatvault keys list`)");
+    }
+    println!("revoked {id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the archive says the catalog must hold for one chat.
+struct Expected {
+    seq: u64,
+    hash: chatvault_model::ContentHash,
+    deleted: bool,
+    versions: i64,
+}
+
+pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    // Opening performs the same recovery the service does at start (torn tail, catch-up),
+    // so what is verified is what the service would serve.
+    let runtime = Runtime::open(&config).await?;
+    let dir = config.archive_dir();
+    let (report, expected, mut problems) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let report = chatvault_archive::verify(&dir)?;
+            let mut expected: HashMap<String, Expected> = HashMap::new();
+            let mut problems = Vec::new();
+            for record in read_records(&dir, 0)? {
+                let record = record?;
+                let e = expected
+                    .entry(record.entry.chat_uid.clone())
+                    .or_insert(Expected {
+                        seq: 0,
+                        hash: chatvault_model::ContentHash::ZERO,
+                        deleted: true,
+                        versions: 0,
+                    });
+                let deleting = record.entry.operation == Operation::Delete;
+                if e.versions > 0 && !deleting && !e.deleted && e.hash == record.entry.content_hash
+                {
+                    problems.push(format!(
+                        "chat {} is stored twice with the same content (seq {} and {})",
+                        record.entry.chat_uid, e.seq, record.seq
+                    ));
+                }
+                e.seq = record.seq;
+                e.hash = record.entry.content_hash;
+                e.deleted = deleting;
+                e.versions += 1;
+            }
+            Ok((report, expected, problems))
+        })
+        .await??;
+    let mut seen = 0usize;
+    runtime
+        .catalog
+        .for_each_chat(|state| {
+            seen += 1;
+            match expected.get(&state.chat_uid) {
+                None => problems.push(format!("catalog has chat {} that the archive never recorded", state.chat_uid)),
+                Some(e) => {
+                    if e.seq != state.archive_seq || e.hash != state.content_hash || e.deleted != state.deleted || e.versions != state.version {
+                        problems.push(format!(
+                            "chat {}: catalog says seq {} version {} deleted {}, archive says seq {} version {} deleted {}",
+                            state.chat_uid, state.archive_seq, state.version, state.deleted, e.seq, e.versions, e.deleted
+                        ));
+                    }
+                }
+            }
+        })
+        .await?;
+    if seen != expected.len() {
+        problems.push(format!(
+            "catalog holds {seen} chats, the archive {}",
+            expected.len()
+        ));
+    }
+    let watermark = runtime.catalog.next_seq().await?;
+    let archive_end = report.last_seq.map_or(0, |s| s + 1);
+    if watermark != archive_end {
+        problems.push(format!("catalog has applied the archive up to seq {watermark}, but the archive ends at {archive_end}"));
+    }
+    problems.extend(report.problems.iter().cloned());
+    let (live, deleted) = runtime.catalog.chat_counts().await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "ok": problems.is_empty(), "segments": report.segments, "records": report.records,
+                "chats": live, "deleted_chats": deleted, "problems": problems,
+            }))?
+        );
+    } else {
+        println!(
+            "Archive: {} segments, {} records, hash chain {}",
+            report.segments.len(),
+            report.records,
+            if report.problems.is_empty() {
+                "intact"
+            } else {
+                "BROKEN"
+            }
+        );
+        println!(
+            "Catalog: {live} chats, {deleted} deleted; {} agree with the archive",
+            if problems.is_empty() {
+                "all"
+            } else {
+                "NOT all"
+            }
+        );
+        for p in &problems {
+            println!("  ! {p}");
+        }
+        println!(
+            "{}",
+            if problems.is_empty() {
+                "verify: OK"
+            } else {
+                "verify: FAILED"
+            }
+        );
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub fn show_config(config: Config) -> anyhow::Result<ExitCode> {
+    println!("# Effective configuration (file < environment < flags); secrets masked.");
+    println!("{}", toml::to_string_pretty(&config.redacted())?);
+    println!("# Environment variables:");
+    for (var, key) in ENV_VARS {
+        println!("#   {var:<28} -> {key}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

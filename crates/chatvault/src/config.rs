@@ -1,0 +1,274 @@
+//! One configuration: defaults, then the TOML file, then environment variables, then
+//! command-line flags, each overriding the one before.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Archive, catalog (SQLite) and store live here.
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// `sqlite://PATH` or `postgres://…`; defaults to `sqlite://DATA_DIR/catalog.db`.
+    pub catalog_url: Option<String>,
+    /// IANA zone of the chat server's wall-clock timestamps.
+    pub site_timezone: String,
+    /// Rows per OData page.
+    pub page_size: u32,
+    pub log: LogConfig,
+    pub ingest: IngestConfig,
+    pub archive: ArchiveSection,
+    pub folder: FolderSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `chatvault_ingest=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_body_bytes: usize,
+    pub max_document_bytes: usize,
+    pub max_inflight_bytes: usize,
+    pub max_batch_documents: usize,
+    pub max_concurrent_requests: usize,
+    /// Shared secret for the webhook's HMAC-SHA256 signature header.
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveSection {
+    pub segment_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FolderSection {
+    /// Enables the folder source when set.
+    pub path: Option<PathBuf>,
+    pub settle_ms: u64,
+    pub rescan_secs: u64,
+    pub batch_files: usize,
+    pub max_file_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./chatvault-data"),
+            listen: "127.0.0.1:8480".into(),
+            catalog_url: None,
+            site_timezone: "UTC".into(),
+            page_size: 5000,
+            log: LogConfig::default(),
+            ingest: IngestConfig::default(),
+            archive: ArchiveSection::default(),
+            folder: FolderSection::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_document_bytes: chatvault_model::MAX_DOCUMENT_BYTES,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            max_batch_documents: 2048,
+            max_concurrent_requests: 256,
+            webhook_secret: None,
+        }
+    }
+}
+
+impl Default for ArchiveSection {
+    fn default() -> Self {
+        ArchiveSection {
+            segment_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for FolderSection {
+    fn default() -> Self {
+        FolderSection {
+            path: None,
+            settle_ms: 500,
+            rescan_secs: 10,
+            batch_files: 256,
+            max_file_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Environment variables and the setting each overrides. These names are a contract with
+/// deployment scripts: add, never rename.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("CHATVAULT_DATA_DIR", "data_dir"),
+    ("CHATVAULT_LISTEN", "listen"),
+    ("CHATVAULT_CATALOG_URL", "catalog_url"),
+    ("CHATVAULT_SITE_TIMEZONE", "site_timezone"),
+    ("CHATVAULT_PAGE_SIZE", "page_size"),
+    ("CHATVAULT_LOG", "log.level"),
+    ("CHATVAULT_LOG_FORMAT", "log.format"),
+    ("CHATVAULT_MAX_BODY_BYTES", "ingest.max_body_bytes"),
+    ("CHATVAULT_WEBHOOK_SECRET", "ingest.webhook_secret"),
+    ("CHATVAULT_FOLDER_PATH", "folder.path"),
+];
+
+impl Config {
+    /// Defaults, then `file` (if given), then the environment.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config file {} is invalid", path.display()))?
+            }
+            None => Config::default(),
+        };
+        for (var, key) in ENV_VARS {
+            if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+                config
+                    .set(key, &value)
+                    .with_context(|| format!("environment variable {var}={value:?}"))?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Sets one setting by its dotted name from text (environment and flags).
+    pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        fn num<T: std::str::FromStr>(value: &str) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value
+                .trim()
+                .parse::<T>()
+                .map_err(|e| anyhow::anyhow!("{value:?} is not a valid number: {e}"))
+        }
+        match key {
+            "data_dir" => self.data_dir = PathBuf::from(value),
+            "listen" => self.listen = value.to_owned(),
+            "catalog_url" => self.catalog_url = Some(value.to_owned()),
+            "site_timezone" => self.site_timezone = value.to_owned(),
+            "page_size" => self.page_size = num(value)?,
+            "log.level" => self.log.level = value.to_owned(),
+            "log.format" => {
+                if value != "text" && value != "json" {
+                    bail!("log format must be text or json");
+                }
+                self.log.format = value.to_owned();
+            }
+            "ingest.max_body_bytes" => self.ingest.max_body_bytes = num(value)?,
+            "ingest.webhook_secret" => self.ingest.webhook_secret = Some(value.to_owned()),
+            "folder.path" => self.folder.path = Some(PathBuf::from(value)),
+            other => bail!("unknown setting {other}"),
+        }
+        Ok(())
+    }
+
+    pub fn catalog_url(&self) -> String {
+        self.catalog_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("catalog.db").display()))
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.data_dir.join("archive")
+    }
+
+    /// Settings printed for users: secrets masked.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        if shown.ingest.webhook_secret.is_some() {
+            shown.ingest.webhook_secret = Some("***".into());
+        }
+        shown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\npage_size = 100\n[folder]\npath = \"/in\"\n",
+        )
+        .expect("write");
+        let env: HashMap<&str, &str> = [
+            ("CHATVAULT_PAGE_SIZE", "250"),
+            ("CHATVAULT_DATA_DIR", "/data"),
+        ]
+        .into();
+        let config =
+            Config::load(Some(&file), |k| env.get(k).map(|v| v.to_string())).expect("load");
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        assert_eq!(config.page_size, 250);
+        assert_eq!(config.folder.path, Some(PathBuf::from("/in")));
+        assert_eq!(config.catalog_url(), "sqlite:///data/catalog.db");
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_source() {
+        let err = Config::load(None, |k| {
+            (k == "CHATVAULT_PAGE_SIZE").then(|| "many".into())
+        })
+        .expect_err("bad number");
+        assert!(
+            format!("{err:#}").contains("CHATVAULT_PAGE_SIZE"),
+            "{err:#}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").expect("write");
+        let err = Config::load(Some(&file), |_| None).expect_err("typo");
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+
+    #[test]
+    fn every_env_var_names_a_real_setting() {
+        let mut config = Config::default();
+        for (var, key) in ENV_VARS {
+            let sample = if key.contains("bytes") || key.contains("size") {
+                "7"
+            } else if key.ends_with("format") {
+                "json"
+            } else {
+                "x"
+            };
+            config
+                .set(key, sample)
+                .unwrap_or_else(|e| panic!("{var}: {e}"));
+        }
+    }
+}

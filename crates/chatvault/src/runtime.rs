@@ -1,0 +1,81 @@
+//! Opening a data directory: the lock, the catalog, the archive (with crash repair), the
+//! catalog catch-up, and the ingest pipeline. Shared by every command that writes.
+
+use anyhow::{bail, Context};
+use chatvault_archive::{Archive, ArchiveConfig, OpenReport};
+use chatvault_catalog::Catalog;
+use chatvault_ingest::{catch_up_catalog, Pipeline, PipelineConfig};
+use chatvault_model::SchemaRegistry;
+use std::fs::File;
+use std::sync::Arc;
+
+use crate::config::Config;
+
+pub struct Runtime {
+    pub catalog: Catalog,
+    pub pipeline: Pipeline,
+    pub registry: Arc<SchemaRegistry>,
+    pub open_report: OpenReport,
+    pub replayed: u64,
+    _lock: File,
+}
+
+/// Takes the data directory's lock, so that two writers never share one archive.
+pub fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another chatvault process (a running `chatvault serve` or import) is using {}; \
+             stop it first, or send documents to its webhook instead",
+            config.data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+impl Runtime {
+    pub async fn open(config: &Config) -> anyhow::Result<Runtime> {
+        let lock = lock_data_dir(config)?;
+        let catalog = Catalog::connect(&config.catalog_url()).await?;
+        let archive_config = ArchiveConfig {
+            segment_max_bytes: config.archive.segment_max_bytes,
+            ..ArchiveConfig::new(config.archive_dir())
+        };
+        let (archive, open_report) =
+            tokio::task::spawn_blocking(move || Archive::open(archive_config)).await??;
+        let replayed = catch_up_catalog(config.archive_dir(), &catalog).await?;
+        if replayed > 0 {
+            tracing::info!(records = replayed, "catalog caught up with the archive");
+        }
+        let registry = Arc::new(
+            SchemaRegistry::new(config.ingest.max_document_bytes).map_err(anyhow::Error::msg)?,
+        );
+        let pipeline = Pipeline::start(
+            archive,
+            catalog.clone(),
+            PipelineConfig {
+                max_batch_documents: config.ingest.max_batch_documents,
+                max_inflight_bytes: config.ingest.max_inflight_bytes,
+            },
+        );
+        Ok(Runtime {
+            catalog,
+            pipeline,
+            registry,
+            open_report,
+            replayed,
+            _lock: lock,
+        })
+    }
+}
