@@ -131,6 +131,7 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         )?;
         writeln!(out, "{}", key.secret)?;
     }
+    writeln!(out, "Ready.")?;
     out.flush()?;
     drop(out);
 

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on any machine: installs and starts what the tests need.
+#
+#   scripts/test.sh [extra cargo test args]
+#
+# PostgreSQL: uses CHATVAULT_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
+# When nothing answers there, a private server from Debian's `postgresql` package is
+# started in a temporary directory (the package is installed if missing) and stopped after.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Builds are reused between runs when the target directory lives outside the clone.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}"
+export CHATVAULT_TEST_POSTGRES_URL="${CHATVAULT_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+pg_answers() {
+  python3 - "$1" <<'PY'
+import socket, sys
+from urllib.parse import urlparse
+u = urlparse(sys.argv[1])
+try:
+    socket.create_connection((u.hostname or "127.0.0.1", u.port or 5432), timeout=2).close()
+except OSError:
+    sys.exit(1)
+PY
+}
+
+PG_DIR=""
+cleanup() {
+  if [ -n "$PG_DIR" ]; then
+    log "stopping private PostgreSQL"
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
+}
+trap cleanup EXIT
+
+start_private_postgres() {
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+  if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
+    log "installing PostgreSQL from Debian's packages"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  fi
+  PG_DIR=$(mktemp -d /tmp/chatvault-pg.XXXXXX)
+  chown postgres "$PG_DIR"
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  log "starting a private PostgreSQL on 127.0.0.1:$port"
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust >/dev/null
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+  runuser -u postgres -- "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres test
+  export CHATVAULT_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/test"
+}
+
+if pg_answers "$CHATVAULT_TEST_POSTGRES_URL"; then
+  log "using PostgreSQL at $CHATVAULT_TEST_POSTGRES_URL"
+else
+  log "no PostgreSQL answers at $CHATVAULT_TEST_POSTGRES_URL"
+  start_private_postgres
+fi
+
+cargo test --workspace --locked "$@"
