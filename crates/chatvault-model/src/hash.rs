@@ -59,6 +59,23 @@ impl HashWriter {
     fn put(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
+
+    /// JSON text of a scalar or key, written straight into the hash (no temporary string).
+    fn put_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
+        // Writing to a hasher cannot fail, and these values always serialise.
+        let _ = serde_json::to_writer(&mut *self, value);
+    }
+}
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn write_canonical(out: &mut HashWriter, value: &Value) {
@@ -78,7 +95,7 @@ fn write_canonical(out: &mut HashWriter, value: &Value) {
             }
             out.put(b"]");
         }
-        scalar => out.put(scalar.to_string().as_bytes()),
+        scalar => out.put_json(scalar),
     }
 }
 
@@ -88,7 +105,7 @@ fn write_object<'a>(out: &mut HashWriter, entries: impl Iterator<Item = (&'a Str
         if i > 0 {
             out.put(b",");
         }
-        out.put(Value::String(key.clone()).to_string().as_bytes());
+        out.put_json(key);
         out.put(b":");
         write_canonical(out, value);
     }

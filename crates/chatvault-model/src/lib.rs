@@ -2,13 +2,17 @@
 //!
 //! Owns the serde types of a chat document, the normalisation rules (unset timestamps,
 //! trimmed strings, line roles), the content hash that decides whether a re-sent chat
-//! changed, and validation against the versioned JSON Schemas in `schemas/`.
+//! changed, validation against the versioned JSON Schemas in `schemas/`, and the
+//! flattening of a chat into the rows of the analytical tables (one definition of every
+//! column, shared by the store, OData and exports).
 //!
 //! Must not do I/O: no files, no network, no clocks. Everything here is a pure function
 //! of its input so that every source and every replay reaches the same answer.
 
 mod document;
+mod flatten;
 mod hash;
+mod tables;
 mod time;
 mod validate;
 
@@ -16,6 +20,11 @@ pub use document::{
     ChatDocument, ChatHeader, GeoIp, Line, Page, Role, SurveyAnswer, VisitDetail,
     COSMOS_SYSTEM_PROPERTIES,
 };
+pub use flatten::{flatten, FlatChat};
 pub use hash::{content_hash, ContentHash};
+pub use tables::{
+    ChatRow, ColumnData, ColumnDef, ColumnKind, ColumnValue, LineRow, PageRow, SurveyRow, TableDef,
+    TagRow, TABLES,
+};
 pub use time::{parse_local_timestamp, LocalTimestamp, TimestampError};
 pub use validate::{Rejection, SchemaRegistry, ValidatedDocument, MAX_DOCUMENT_BYTES};

@@ -171,25 +171,29 @@ impl SchemaRegistry {
                 ))
             });
         };
-        let mut violations = Vec::new();
-        let mut total = 0usize;
-        for error in validator.iter_errors(value) {
-            total += 1;
-            if violations.len() < MAX_VIOLATIONS {
-                violations.push(violation_of(&error));
-            }
-        }
-        if total > 0 {
-            let first = &violations[0];
-            let mut reason = format!(
-                "document does not match chat-document schema v{version}: {} at {}",
-                first.reason,
-                if first.pointer.is_empty() {
-                    "/"
-                } else {
-                    &first.pointer
+        // Nearly every document is valid: the boolean check is much cheaper than
+        // collecting errors, which is only worth doing for the rare invalid one.
+        if !validator.is_valid(value) {
+            let mut violations = Vec::new();
+            let mut total = 0usize;
+            for error in validator.iter_errors(value) {
+                total += 1;
+                if violations.len() < MAX_VIOLATIONS {
+                    violations.push(violation_of(&error));
                 }
-            );
+            }
+            let mut reason = match violations.first() {
+                Some(first) => format!(
+                    "document does not match chat-document schema v{version}: {} at {}",
+                    first.reason,
+                    if first.pointer.is_empty() {
+                        "/"
+                    } else {
+                        &first.pointer
+                    }
+                ),
+                None => format!("document does not match chat-document schema v{version}"),
+            };
             if total > 1 {
                 reason.push_str(&format!(" (and {} more)", total - 1));
             }

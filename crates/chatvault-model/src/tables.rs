@@ -1,0 +1,258 @@
+//! The analytical tables a chat flattens into. One definition serves the store (Parquet
+//! schema), the OData model and the exports, so a column is named and typed once.
+
+use chrono::NaiveDateTime;
+
+/// The type of a column, as every consumer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Str,
+    I32,
+    I64,
+    Bool,
+    F64,
+    /// Site wall-clock time, microsecond precision, no offset.
+    Timestamp,
+    /// A list of strings (Collection(Edm.String) in OData).
+    StrList,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnDef {
+    pub name: &'static str,
+    pub kind: ColumnKind,
+    pub nullable: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDef {
+    pub name: &'static str,
+    /// Columns that identify a row within the current state.
+    pub keys: &'static [&'static str],
+    pub columns: &'static [ColumnDef],
+}
+
+impl TableDef {
+    pub fn column(&self, name: &str) -> Option<&ColumnDef> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Column values ready to become a columnar array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnData {
+    Str(Vec<Option<String>>),
+    I32(Vec<Option<i32>>),
+    I64(Vec<Option<i64>>),
+    Bool(Vec<Option<bool>>),
+    F64(Vec<Option<f64>>),
+    /// Microseconds since 1970-01-01T00:00:00 in site wall-clock time.
+    Timestamp(Vec<Option<i64>>),
+    StrList(Vec<Vec<String>>),
+}
+
+/// A Rust field type that can be a column.
+pub trait ColumnValue {
+    const KIND: ColumnKind;
+    const NULLABLE: bool;
+    fn collect<'a>(values: impl Iterator<Item = &'a Self>) -> ColumnData
+    where
+        Self: 'a;
+}
+
+macro_rules! column_value {
+    ($ty:ty, $kind:ident, $nullable:expr, |$v:ident| $conv:expr) => {
+        impl ColumnValue for $ty {
+            const KIND: ColumnKind = ColumnKind::$kind;
+            const NULLABLE: bool = $nullable;
+            fn collect<'a>(values: impl Iterator<Item = &'a Self>) -> ColumnData {
+                ColumnData::$kind(values.map(|$v| $conv).collect())
+            }
+        }
+    };
+}
+
+column_value!(String, Str, false, |v| Some(v.clone()));
+column_value!(Option<String>, Str, true, |v| v.clone());
+column_value!(i32, I32, false, |v| Some(*v));
+column_value!(Option<i32>, I32, true, |v| *v);
+column_value!(i64, I64, false, |v| Some(*v));
+column_value!(bool, Bool, false, |v| Some(*v));
+column_value!(Option<f64>, F64, true, |v| *v);
+column_value!(Option<NaiveDateTime>, Timestamp, true, |v| v
+    .map(|t| t.and_utc().timestamp_micros()));
+column_value!(Vec<String>, StrList, false, |v| v.clone());
+
+/// Declares a row struct together with its table definition and column extraction, so
+/// the three can never disagree.
+macro_rules! table {
+    ($(#[$meta:meta])* $row:ident, $name:literal, keys [$($key:literal),*], { $($(#[$fmeta:meta])* $field:ident : $ty:ty => $col:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $row {
+            $($(#[$fmeta])* pub $field: $ty),*
+        }
+
+        impl $row {
+            pub const TABLE: TableDef = TableDef {
+                name: $name,
+                keys: &[$($key),*],
+                columns: &[$(ColumnDef { name: $col, kind: <$ty as ColumnValue>::KIND, nullable: <$ty as ColumnValue>::NULLABLE }),*],
+            };
+
+            /// The rows as columns, in `TABLE.columns` order.
+            pub fn columns(rows: &[$row]) -> Vec<ColumnData> {
+                vec![$(<$ty as ColumnValue>::collect(rows.iter().map(|r| &r.$field))),*]
+            }
+        }
+    };
+}
+
+table! {
+    /// One row per chat: every header field, the visit and GeoIP flattened, and derived figures.
+    ChatRow, "Chats", keys ["ChatUID"], {
+        chat_uid: String => "ChatUID",
+        site_key: i32 => "SiteKey",
+        /// Archive sequence number of this version; the store keeps only the newest.
+        archive_seq: i64 => "ArchiveSeq",
+        started: Option<NaiveDateTime> => "Started",
+        finished: Option<NaiveDateTime> => "Finished",
+        waited_seconds: i32 => "WaitedSeconds",
+        duration_seconds: i32 => "DurationSeconds",
+        taken_by_users: String => "TakenByUsers",
+        taken_by_dept: String => "TakenByDept",
+        taken_by_bot: bool => "TakenByBot",
+        requested_dept: String => "RequestedDept",
+        skill_names: String => "SkillNames",
+        channel: String => "Channel",
+        state: i32 => "State",
+        lang: String => "Lang",
+        translation: bool => "Translation",
+        rating: i32 => "Rating",
+        sentiment_score: i32 => "SentimentScore",
+        wrap_up_value: String => "WrapUpValue",
+        tags: Vec<String> => "Tags",
+        summary: String => "Summary",
+        missed: bool => "Missed",
+        missed_message: String => "MissedMessage",
+        missed_seen: bool => "MissedSeen",
+        missed_seen_by_user_name: String => "MissedSeenByUserName",
+        missed_seen_on: Option<NaiveDateTime> => "MissedSeenOn",
+        missed_callback: bool => "MissedCallback",
+        missed_callback_on: Option<NaiveDateTime> => "MissedCallbackOn",
+        name: String => "Name",
+        email: String => "Email",
+        phone: String => "Phone",
+        ip: String => "IP",
+        dns: String => "DNS",
+        location: String => "Location",
+        tracking_id: String => "TrackingId",
+        visit_no: i32 => "VisitNo",
+        transcript_url: String => "TranscriptURL",
+        site_name: String => "SiteName",
+        total_visits: i32 => "TotalVisits",
+        browser: String => "Browser",
+        os: String => "OS",
+        referrer: String => "Referrer",
+        session_started: Option<NaiveDateTime> => "SessionStarted",
+        chatting_language: String => "ChattingLanguage",
+        chatting_translate: bool => "ChattingTranslate",
+        page_views: i32 => "PageViews",
+        first_page: String => "FirstPage",
+        first_visit: Option<NaiveDateTime> => "FirstVisit",
+        contact_name: String => "ContactName",
+        contact_email: String => "ContactEmail",
+        contact_company: String => "ContactCompany",
+        contact_telephone: String => "ContactTelephone",
+        contact_notes: String => "ContactNotes",
+        contact_street: String => "ContactStreet",
+        contact_city: String => "ContactCity",
+        contact_post_code: String => "ContactPostCode",
+        contact_country: String => "ContactCountry",
+        contact_web_address: String => "ContactWebAddress",
+        contact_organization: String => "ContactOrganization",
+        crm_id: String => "CRMId",
+        country_name: String => "CountryName",
+        country_iso: String => "CountryISO",
+        city: String => "City",
+        post_code: String => "PostCode",
+        metro_code: String => "MetroCode",
+        latitude: Option<f64> => "Latitude",
+        longitude: Option<f64> => "Longitude",
+        radius: Option<f64> => "Radius",
+        isp: String => "ISP",
+        organization: String => "Organization",
+        line_count: i32 => "LineCount",
+        visitor_lines: i32 => "VisitorLines",
+        operator_lines: i32 => "OperatorLines",
+        system_lines: i32 => "SystemLines",
+        /// Seconds from the start of the chat to the first line an operator (or bot) wrote.
+        first_response_seconds: Option<i32> => "FirstResponseSeconds",
+        operator_names: Vec<String> => "OperatorNames",
+        operator_count: i32 => "OperatorCount",
+        /// GeoIP country, else the country part of Location.
+        visitor_country: String => "VisitorCountry",
+        answered_by_bot: bool => "AnsweredByBot",
+        transferred: bool => "Transferred",
+        translated: bool => "Translated",
+        /// A missed chat someone saw or called back.
+        missed_followed_up: bool => "MissedFollowedUp",
+    }
+}
+
+table! {
+    LineRow, "ChatLines", keys ["ChatUID", "Seq"], {
+        chat_uid: String => "ChatUID",
+        site_key: i32 => "SiteKey",
+        archive_seq: i64 => "ArchiveSeq",
+        seq: i32 => "Seq",
+        dated: Option<NaiveDateTime> => "Dated",
+        operator_index: i32 => "OperatorIndex",
+        role: String => "Role",
+        /// The operator's name from TakenByUsers; empty for visitor and system lines.
+        operator_name: String => "OperatorName",
+        message: String => "Message",
+    }
+}
+
+table! {
+    SurveyRow, "SurveyAnswers", keys ["ChatUID", "Survey", "Seq"], {
+        chat_uid: String => "ChatUID",
+        site_key: i32 => "SiteKey",
+        archive_seq: i64 => "ArchiveSeq",
+        /// `pre` or `post`.
+        survey: String => "Survey",
+        seq: i32 => "Seq",
+        name: String => "Name",
+        value: String => "Value",
+    }
+}
+
+table! {
+    PageRow, "PageViews", keys ["ChatUID", "Seq"], {
+        chat_uid: String => "ChatUID",
+        site_key: i32 => "SiteKey",
+        archive_seq: i64 => "ArchiveSeq",
+        seq: i32 => "Seq",
+        dated: Option<NaiveDateTime> => "Dated",
+        name: String => "Name",
+    }
+}
+
+table! {
+    TagRow, "ChatTags", keys ["ChatUID", "Tag"], {
+        chat_uid: String => "ChatUID",
+        site_key: i32 => "SiteKey",
+        archive_seq: i64 => "ArchiveSeq",
+        tag: String => "Tag",
+    }
+}
+
+/// The stored tables, in a fixed order.
+pub const TABLES: [TableDef; 5] = [
+    ChatRow::TABLE,
+    LineRow::TABLE,
+    SurveyRow::TABLE,
+    PageRow::TABLE,
+    TagRow::TABLE,
+];

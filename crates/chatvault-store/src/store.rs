@@ -1,0 +1,956 @@
+use chatvault_archive::{read_records, Operation};
+use chatvault_catalog::{Catalog, StoreChange, StoreFile, StoreSnapshot};
+use chatvault_model::{
+    flatten, ChatDocument, ChatRow, FlatChat, LineRow, PageRow, SurveyRow, TableDef, TagRow, TABLES,
+};
+use polars::prelude::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::frame::to_frame;
+use crate::{Result, StoreError};
+
+const HIDE: &str = "HideBelow";
+const DELETES_DIR: &str = "_deletes";
+const TRASH_DIR: &str = "_trash";
+/// Files replaced by a compaction stay this long for readers that planned a scan before.
+const TRASH_GRACE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    /// Flush once this many chats are buffered…
+    pub flush_chats: usize,
+    /// …or the oldest buffered change is this old.
+    pub flush_age: Duration,
+    pub row_group_rows: usize,
+    /// Compact a partition once it has this many files.
+    pub compact_min_files: usize,
+    /// Compact everything once this many superseded/deleted chats await removal.
+    pub compact_max_deletes: usize,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            flush_chats: 20_000,
+            flush_age: Duration::from_secs(10),
+            row_group_rows: 128 * 1024,
+            compact_min_files: 8,
+            compact_max_deletes: 50_000,
+        }
+    }
+}
+
+/// One change the store must mirror, in archive order.
+#[derive(Debug, Clone)]
+pub enum StoreUpdate {
+    Upsert {
+        seq: u64,
+        document: Arc<ChatDocument>,
+        /// An earlier version may exist (the chat was updated): readers must hide it.
+        supersedes: bool,
+    },
+    Delete {
+        seq: u64,
+        chat_uid: String,
+    },
+}
+
+/// Which files a scan may skip: a hint the caller's own predicate must imply.
+#[derive(Debug, Clone, Default)]
+pub struct ScanFilter {
+    pub sites: Option<Vec<i32>>,
+    /// Started ≥ this (Chats partitions only carry Started).
+    pub started_from: Option<chrono::NaiveDateTime>,
+    /// Started < this.
+    pub started_before: Option<chrono::NaiveDateTime>,
+}
+
+impl ScanFilter {
+    fn admits(&self, site_key: i64, month: &str) -> bool {
+        if let Some(sites) = &self.sites {
+            if !sites.iter().any(|s| i64::from(*s) == site_key) {
+                return false;
+            }
+        }
+        if self.started_from.is_none() && self.started_before.is_none() {
+            return true;
+        }
+        if month == NO_MONTH {
+            return false;
+        }
+        let from_ok = self
+            .started_from
+            .is_none_or(|from| month >= month_of(Some(from)).as_str());
+        let before_ok = self.started_before.is_none_or(|before| {
+            month <= month_of(Some(before - chrono::Duration::microseconds(1))).as_str()
+        });
+        from_ok && before_ok
+    }
+}
+
+const NO_MONTH: &str = "none";
+
+fn month_of(started: Option<chrono::NaiveDateTime>) -> String {
+    started.map_or_else(|| NO_MONTH.to_owned(), |t| t.format("%Y-%m").to_string())
+}
+
+#[derive(Debug, Clone)]
+struct Buffered {
+    seq: u64,
+    site_key: i32,
+    month: String,
+    /// None: the chat was deleted.
+    flat: Option<Arc<FlatChat>>,
+    supersedes: bool,
+}
+
+/// What readers see: the registry's files, the hide list, and the buffer as frames.
+struct View {
+    files: Vec<StoreFile>,
+    /// (ChatUID, HideBelow): rows of the chat with a smaller ArchiveSeq are not current.
+    hide: Option<DataFrame>,
+    buffer: [DataFrame; 5],
+}
+
+struct State {
+    buffer: HashMap<String, Buffered>,
+    oldest_change: Option<Instant>,
+    snapshot: StoreSnapshot,
+    persisted_hide: Option<DataFrame>,
+    generation: u64,
+    view: Option<(u64, Arc<View>)>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FlushReport {
+    pub chats: usize,
+    pub files: usize,
+    pub bytes: u64,
+    pub flushed_seq: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CompactReport {
+    pub partitions: usize,
+    pub files_before: usize,
+    pub files_after: usize,
+    pub deletes_applied: usize,
+}
+
+/// Handle to the store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    config: Arc<StoreConfig>,
+    catalog: Catalog,
+    state: Arc<RwLock<State>>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+    files_opened: Arc<AtomicU64>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Task("store state lock poisoned".into())
+}
+
+impl Store {
+    /// Opens the store in `config.dir`, removing files a crashed flush left unregistered.
+    pub async fn open(config: StoreConfig, catalog: Catalog) -> Result<Store> {
+        std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
+        let snapshot = catalog.store_snapshot().await?;
+        remove_orphans(&config.dir, &snapshot)?;
+        let persisted_hide = load_hide(&config.dir, &snapshot.deletes)?;
+        Ok(Store {
+            config: Arc::new(config),
+            catalog,
+            state: Arc::new(RwLock::new(State {
+                buffer: HashMap::new(),
+                oldest_change: None,
+                snapshot,
+                persisted_hide,
+                generation: 0,
+                view: None,
+            })),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            files_opened: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The first archive seq not yet in Parquet files.
+    pub fn flushed_seq(&self) -> u64 {
+        self.state
+            .read()
+            .map(|s| s.snapshot.flushed_seq)
+            .unwrap_or_default()
+    }
+
+    /// Parquet files handed to scans so far (to prove partition pruning).
+    pub fn files_opened(&self) -> u64 {
+        self.files_opened.load(Ordering::Relaxed)
+    }
+
+    pub fn buffered_chats(&self) -> usize {
+        self.state
+            .read()
+            .map(|s| s.buffer.len())
+            .unwrap_or_default()
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.state
+            .read()
+            .map(|s| s.snapshot.files.len())
+            .unwrap_or_default()
+    }
+
+    /// Mirrors changes the archive has recorded. Readers see them at once (the buffer is
+    /// part of every scan); they reach Parquet at the next flush.
+    pub fn apply(&self, updates: Vec<StoreUpdate>) -> Result<()> {
+        let prepared: Vec<(String, Buffered)> = updates
+            .into_iter()
+            .map(|u| match u {
+                StoreUpdate::Upsert {
+                    seq,
+                    document,
+                    supersedes,
+                } => {
+                    let flat = flatten(&document, seq as i64);
+                    let uid = flat.chat.chat_uid.clone();
+                    let b = Buffered {
+                        seq,
+                        site_key: flat.chat.site_key,
+                        month: month_of(flat.chat.started),
+                        flat: Some(Arc::new(flat)),
+                        supersedes,
+                    };
+                    (uid, b)
+                }
+                StoreUpdate::Delete { seq, chat_uid } => (
+                    chat_uid,
+                    Buffered {
+                        seq,
+                        site_key: 0,
+                        month: NO_MONTH.into(),
+                        flat: None,
+                        supersedes: true,
+                    },
+                ),
+            })
+            .collect();
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        for (uid, b) in prepared {
+            match state.buffer.get(&uid) {
+                Some(existing) if existing.seq >= b.seq => {}
+                Some(existing) => {
+                    let supersedes = b.supersedes || existing.supersedes;
+                    state.buffer.insert(uid, Buffered { supersedes, ..b });
+                }
+                None => {
+                    state.buffer.insert(uid, b);
+                }
+            }
+        }
+        state.oldest_change.get_or_insert_with(Instant::now);
+        state.generation += 1;
+        Ok(())
+    }
+
+    /// True when the buffer is due for a flush.
+    pub fn flush_due(&self) -> bool {
+        self.state.read().is_ok_and(|s| {
+            s.buffer.len() >= self.config.flush_chats
+                || s.oldest_change
+                    .is_some_and(|t| t.elapsed() >= self.config.flush_age)
+        })
+    }
+
+    fn view(&self) -> Result<Arc<View>> {
+        {
+            let state = self.state.read().map_err(|_| poisoned())?;
+            if let Some((generation, view)) = &state.view {
+                if *generation == state.generation {
+                    return Ok(view.clone());
+                }
+            }
+        }
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        let buffered: Vec<&Buffered> = state.buffer.values().collect();
+        let buffer = buffer_frames(&buffered)?;
+        let buffer_hide = {
+            let (uids, seqs): (Vec<&str>, Vec<i64>) = state
+                .buffer
+                .iter()
+                .filter(|(_, b)| b.supersedes)
+                .map(|(uid, b)| (uid.as_str(), b.seq as i64))
+                .unzip();
+            (!uids.is_empty())
+                .then(|| {
+                    DataFrame::new(
+                        uids.len(),
+                        vec![
+                            Column::new("ChatUID".into(), uids),
+                            Column::new(HIDE.into(), seqs),
+                        ],
+                    )
+                })
+                .transpose()?
+        };
+        let hide = match (state.persisted_hide.clone(), buffer_hide) {
+            (None, None) => None,
+            (Some(a), None) | (None, Some(a)) => Some(a),
+            (Some(a), Some(b)) => Some(a.vstack(&b)?),
+        };
+        let hide = hide.map(latest_hide).transpose()?;
+        let view = Arc::new(View {
+            files: state.snapshot.files.clone(),
+            hide,
+            buffer,
+        });
+        let generation = state.generation;
+        state.view = Some((generation, view.clone()));
+        Ok(view)
+    }
+
+    /// The current rows of `table`: registered files (pruned by `filter`, superseded rows
+    /// hidden) plus the buffer. Filters and projections the caller adds are pushed into
+    /// the Parquet scan by polars.
+    pub fn scan(&self, table: &str, filter: &ScanFilter) -> Result<LazyFrame> {
+        let index = TABLES
+            .iter()
+            .position(|t| t.name == table)
+            .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))?;
+        let view = self.view()?;
+        let paths: Vec<PlRefPath> = view
+            .files
+            .iter()
+            .filter(|f| f.table == table && filter.admits(f.site_key, &f.month))
+            .map(|f| PlRefPath::try_from_path(&self.config.dir.join(&f.path)))
+            .collect::<PolarsResult<_>>()?;
+        self.files_opened
+            .fetch_add(paths.len() as u64, Ordering::Relaxed);
+        let buffered = view.buffer[index].clone().lazy();
+        if paths.is_empty() {
+            return Ok(buffered);
+        }
+        let mut files = LazyFrame::scan_parquet_files(paths.into_iter().collect(), scan_args())?;
+        if let Some(hide) = &view.hide {
+            files = hide_superseded(files, hide);
+        }
+        Ok(concat([files, buffered], UnionArgs::default())?)
+    }
+
+    /// Per site and day: the derived DaySummary table.
+    pub fn day_summary(&self, filter: &ScanFilter) -> Result<LazyFrame> {
+        let chats = self.scan("Chats", filter)?;
+        Ok(chats
+            .filter(col("Started").is_not_null())
+            .group_by([col("SiteKey"), col("Started").dt().date().alias("Dated")])
+            .agg([
+                len().cast(DataType::Int64).alias("Chats"),
+                col("Missed").cast(DataType::Int64).sum().alias("Missed"),
+                col("Missed")
+                    .not()
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("Answered"),
+                col("AnsweredByBot")
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("Bot"),
+                col("MissedFollowedUp")
+                    .cast(DataType::Int64)
+                    .sum()
+                    .alias("MissedFollowedUp"),
+                col("WaitedSeconds").mean().alias("AvgWaitSeconds"),
+                col("DurationSeconds")
+                    .filter(col("Missed").not())
+                    .mean()
+                    .alias("AvgDurationSeconds"),
+                col("Rating")
+                    .filter(col("Rating").gt(lit(0)))
+                    .mean()
+                    .alias("AvgRating"),
+                col("SentimentScore")
+                    .filter(col("Missed").not())
+                    .mean()
+                    .alias("AvgSentiment"),
+            ])
+            .sort(["SiteKey", "Dated"], SortMultipleOptions::default()))
+    }
+
+    /// Writes the buffer to Parquet and registers the files in one catalog transaction.
+    pub async fn flush(&self) -> Result<Option<FlushReport>> {
+        let _guard = self.write_lock.lock().await;
+        let entries: Vec<(String, Buffered)> = {
+            let state = self.state.read().map_err(|_| poisoned())?;
+            state
+                .buffer
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let Some(max_seq) = entries.iter().map(|(_, b)| b.seq).max() else {
+            return Ok(None);
+        };
+        let dir = self.config.dir.clone();
+        let row_group = self.config.row_group_rows;
+        let tag = format!(
+            "{:012}-{}",
+            max_seq,
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        );
+        let (change, report) = tokio::task::spawn_blocking(move || {
+            write_flush(&dir, &entries, max_seq, &tag, row_group)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.catalog.commit_store_change(&change, now_us()).await?;
+        let new_hide = load_hide(
+            &self.config.dir,
+            &change
+                .add_deletes
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect::<Vec<_>>(),
+        )?;
+        let mut state = self.state.write().map_err(|_| poisoned())?;
+        state.buffer.retain(|_, b| b.seq > max_seq);
+        state.oldest_change = if state.buffer.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        state
+            .snapshot
+            .files
+            .extend(change.add_files.iter().cloned());
+        state
+            .snapshot
+            .deletes
+            .extend(change.add_deletes.iter().map(|(p, _)| p.clone()));
+        state.snapshot.flushed_seq = max_seq + 1;
+        state.persisted_hide = match (state.persisted_hide.take(), new_hide) {
+            (Some(a), Some(b)) => Some(a.vstack(&b)?),
+            (a, b) => a.or(b),
+        };
+        state.generation += 1;
+        tracing::debug!(chats = report.chats, files = report.files, "store flush");
+        Ok(Some(report))
+    }
+
+    /// Merges each partition's files into one and drops superseded and deleted rows.
+    /// With `full` every partition is rewritten and all hide entries are retired;
+    /// otherwise only partitions with many files are.
+    pub async fn compact(&self, full: bool) -> Result<CompactReport> {
+        let _guard = self.write_lock.lock().await;
+        let (snapshot, hide) = {
+            let state = self.state.read().map_err(|_| poisoned())?;
+            (state.snapshot.clone(), state.persisted_hide.clone())
+        };
+        let full = full
+            || !snapshot.deletes.is_empty()
+                && hide
+                    .as_ref()
+                    .is_some_and(|h| h.height() >= self.config.compact_max_deletes);
+        let mut groups: BTreeMap<(String, i64, String), Vec<StoreFile>> = BTreeMap::new();
+        for f in &snapshot.files {
+            groups
+                .entry((f.table.clone(), f.site_key, f.month.clone()))
+                .or_default()
+                .push(f.clone());
+        }
+        let min_files = self.config.compact_min_files.max(2);
+        let chosen: Vec<((String, i64, String), Vec<StoreFile>)> = groups
+            .into_iter()
+            .filter(|(_, files)| full || files.len() >= min_files)
+            .collect();
+        let mut report = CompactReport {
+            deletes_applied: if full {
+                hide.as_ref().map_or(0, DataFrame::height)
+            } else {
+                0
+            },
+            ..CompactReport::default()
+        };
+        if chosen.is_empty() && !(full && !snapshot.deletes.is_empty()) {
+            return Ok(report);
+        }
+        let dir = self.config.dir.clone();
+        let row_group = self.config.row_group_rows;
+        let hide_for_rewrite = if full {
+            hide.clone().map(latest_hide).transpose()?
+        } else {
+            None
+        };
+        let (change, report) =
+            tokio::task::spawn_blocking(move || -> Result<(StoreChange, CompactReport)> {
+                let mut change = StoreChange::default();
+                let stamp = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                for ((table, site, month), files) in &chosen {
+                    report.partitions += 1;
+                    report.files_before += files.len();
+                    let paths: Vec<PlRefPath> = files
+                        .iter()
+                        .map(|f| PlRefPath::try_from_path(&dir.join(&f.path)))
+                        .collect::<PolarsResult<_>>()?;
+                    let mut lf =
+                        LazyFrame::scan_parquet_files(paths.into_iter().collect(), scan_args())?;
+                    if let Some(h) = &hide_for_rewrite {
+                        lf = hide_superseded(lf, h);
+                    }
+                    let mut df = lf
+                        .sort(
+                            ["ChatUID"],
+                            SortMultipleOptions::default().with_maintain_order(true),
+                        )
+                        .collect()?;
+                    change
+                        .remove_files
+                        .extend(files.iter().map(|f| f.path.clone()));
+                    if df.height() > 0 {
+                        let rel = partition_path(table, *site, month, &format!("compact-{stamp}"));
+                        let bytes = write_parquet(&dir, &rel, &mut df, row_group)?;
+                        change.add_files.push(StoreFile {
+                            path: rel,
+                            table: table.clone(),
+                            site_key: *site,
+                            month: month.clone(),
+                            rows: df.height() as i64,
+                            bytes: bytes as i64,
+                        });
+                        report.files_after += 1;
+                    }
+                }
+                if hide_for_rewrite.is_some() || full {
+                    change.remove_deletes = snapshot.deletes.clone();
+                }
+                Ok((change, report))
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.catalog.commit_store_change(&change, now_us()).await?;
+        {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            let removed: HashSet<&String> = change.remove_files.iter().collect();
+            state.snapshot.files.retain(|f| !removed.contains(&f.path));
+            state
+                .snapshot
+                .files
+                .extend(change.add_files.iter().cloned());
+            if !change.remove_deletes.is_empty() {
+                let retired: HashSet<&String> = change.remove_deletes.iter().collect();
+                state.snapshot.deletes.retain(|d| !retired.contains(d));
+                state.persisted_hide = load_hide(&self.config.dir, &state.snapshot.deletes)?;
+            }
+            state.generation += 1;
+        }
+        retire(
+            &self.config.dir,
+            change.remove_files.iter().chain(&change.remove_deletes),
+        )?;
+        Ok(report)
+    }
+
+    /// Replays archive records the Parquet files do not hold yet (after a crash the
+    /// buffer is gone; the archive still has everything). Returns records replayed.
+    pub async fn recover(
+        &self,
+        archive_dir: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        let from = self.flushed_seq();
+        self.replay(archive_dir, from, false, progress).await
+    }
+
+    /// Recreates the whole store from the archive.
+    pub async fn rebuild(
+        &self,
+        archive_dir: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        {
+            let _guard = self.write_lock.lock().await;
+            let old = self.catalog.store_snapshot().await?;
+            self.catalog.reset_store().await?;
+            retire(
+                &self.config.dir,
+                old.files.iter().map(|f| &f.path).chain(&old.deletes),
+            )?;
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            state.buffer.clear();
+            state.oldest_change = None;
+            state.snapshot = StoreSnapshot::default();
+            state.persisted_hide = None;
+            state.generation += 1;
+        }
+        let n = self.replay(archive_dir, 0, true, progress).await?;
+        self.compact(true).await?;
+        Ok(n)
+    }
+
+    async fn replay(
+        &self,
+        archive_dir: &Path,
+        from: u64,
+        exact: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        const CHUNK: usize = 2000;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<StoreUpdate>>>(4);
+        let dir = archive_dir.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let records = match read_records(&dir, from) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            // During a rebuild, a chat supersedes only if seen before; after a crash the
+            // earlier version may be in files, so every replayed change hides older rows.
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut chunk = Vec::with_capacity(CHUNK);
+            for record in records {
+                let update = record.map_err(StoreError::from).and_then(|r| {
+                    let supersedes = !exact || !seen.insert(r.entry.chat_uid.clone());
+                    match r.entry.operation {
+                        Operation::Delete => Ok(StoreUpdate::Delete {
+                            seq: r.seq,
+                            chat_uid: r.entry.chat_uid,
+                        }),
+                        Operation::Upsert => {
+                            let value: serde_json::Value =
+                                serde_json::from_slice(&r.entry.document).map_err(|e| {
+                                    StoreError::BadArchivedDocument {
+                                        seq: r.seq,
+                                        reason: e.to_string(),
+                                    }
+                                })?;
+                            let document = ChatDocument::from_value(&value).map_err(|e| {
+                                StoreError::BadArchivedDocument {
+                                    seq: r.seq,
+                                    reason: e.to_string(),
+                                }
+                            })?;
+                            Ok(StoreUpdate::Upsert {
+                                seq: r.seq,
+                                document: Arc::new(document),
+                                supersedes,
+                            })
+                        }
+                    }
+                });
+                match update {
+                    Ok(u) => chunk.push(u),
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+                if chunk.len() == CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
+                {
+                    return;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.blocking_send(Ok(chunk));
+            }
+        });
+        let mut n = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            let chunk = chunk?;
+            n += chunk.len() as u64;
+            self.apply(chunk)?;
+            progress(n);
+            if self.buffered_chats() >= self.config.flush_chats {
+                self.flush().await?;
+            }
+        }
+        self.flush().await?;
+        Ok(n)
+    }
+
+    /// (ChatUID → ArchiveSeq) of every chat the store currently holds, for `verify`.
+    pub fn current_versions(&self) -> Result<HashMap<String, Vec<i64>>> {
+        let df = self
+            .scan("Chats", &ScanFilter::default())?
+            .select([col("ChatUID"), col("ArchiveSeq")])
+            .collect()?;
+        let uids = df.column("ChatUID")?.str()?.clone();
+        let seqs = df.column("ArchiveSeq")?.i64()?.clone();
+        let mut out: HashMap<String, Vec<i64>> = HashMap::with_capacity(df.height());
+        for (uid, seq) in uids.iter().zip(seqs.iter()) {
+            if let (Some(uid), Some(seq)) = (uid, seq) {
+                out.entry(uid.to_owned()).or_default().push(seq);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes and compacts in the background until the returned handle is dropped.
+    pub fn spawn_background(&self) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if store.flush_due() {
+                    if let Err(e) = store.flush().await {
+                        tracing::error!(error = %e, "store flush failed; will retry");
+                        continue;
+                    }
+                    if let Err(e) = store.compact(false).await {
+                        tracing::error!(error = %e, "store compaction failed; will retry");
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn buffer_frames(buffered: &[&Buffered]) -> Result<[DataFrame; 5]> {
+    let flats: Vec<&FlatChat> = buffered.iter().filter_map(|b| b.flat.as_deref()).collect();
+    let chats: Vec<ChatRow> = flats.iter().map(|f| f.chat.clone()).collect();
+    let lines: Vec<LineRow> = flats.iter().flat_map(|f| f.lines.iter().cloned()).collect();
+    let surveys: Vec<SurveyRow> = flats
+        .iter()
+        .flat_map(|f| f.surveys.iter().cloned())
+        .collect();
+    let pages: Vec<PageRow> = flats.iter().flat_map(|f| f.pages.iter().cloned()).collect();
+    let tags: Vec<TagRow> = flats.iter().flat_map(|f| f.tags.iter().cloned()).collect();
+    Ok([
+        to_frame(&ChatRow::TABLE, ChatRow::columns(&chats))?,
+        to_frame(&LineRow::TABLE, LineRow::columns(&lines))?,
+        to_frame(&SurveyRow::TABLE, SurveyRow::columns(&surveys))?,
+        to_frame(&PageRow::TABLE, PageRow::columns(&pages))?,
+        to_frame(&TagRow::TABLE, TagRow::columns(&tags))?,
+    ])
+}
+
+/// One hide bound per chat: the newest change wins. Joining against several bounds for
+/// one chat would keep a row that an older bound lets through.
+fn latest_hide(hide: DataFrame) -> PolarsResult<DataFrame> {
+    hide.lazy()
+        .group_by([col("ChatUID")])
+        .agg([col(HIDE).max()])
+        .collect()
+}
+
+/// Drops rows of chats whose newer version (or delete) is recorded in `hide` (one row
+/// per chat, see `latest_hide`).
+fn hide_superseded(rows: LazyFrame, hide: &DataFrame) -> LazyFrame {
+    rows.join(
+        hide.clone().lazy(),
+        [col("ChatUID")],
+        [col("ChatUID")],
+        JoinArgs::new(JoinType::Left),
+    )
+    .filter(col(HIDE).is_null().or(col("ArchiveSeq").gt_eq(col(HIDE))))
+    .drop(Selector::ByName {
+        names: Arc::new([HIDE.into()]),
+        strict: true,
+    })
+}
+
+/// Scan options: the registry already pruned partitions, and SiteKey is a real column,
+/// so the Hive path segments must not become extra columns.
+fn scan_args() -> ScanArgsParquet {
+    ScanArgsParquet {
+        hive_options: HiveOptions::new_disabled(),
+        ..ScanArgsParquet::default()
+    }
+}
+
+fn partition_path(table: &str, site: i64, month: &str, name: &str) -> String {
+    format!("{table}/SiteKey={site}/Month={month}/{name}.parquet")
+}
+
+/// Writes under a temporary name, syncs, renames: a registered file is always whole.
+fn write_parquet(dir: &Path, rel: &str, df: &mut DataFrame, row_group: usize) -> Result<u64> {
+    let path = dir.join(rel);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let tmp = path.with_extension("parquet.tmp");
+    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let bytes = ParquetWriter::new(&file)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_statistics(StatisticsOptions::full())
+        .with_row_group_size(Some(row_group))
+        .finish(df)?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(bytes)
+}
+
+fn write_flush(
+    dir: &Path,
+    entries: &[(String, Buffered)],
+    max_seq: u64,
+    tag: &str,
+    row_group: usize,
+) -> Result<(StoreChange, FlushReport)> {
+    let mut change = StoreChange {
+        flushed_seq: Some(max_seq + 1),
+        ..StoreChange::default()
+    };
+    let mut report = FlushReport {
+        chats: entries.len(),
+        flushed_seq: max_seq + 1,
+        ..FlushReport::default()
+    };
+    let mut partitions: BTreeMap<(i32, &str), Vec<&Buffered>> = BTreeMap::new();
+    for (_, b) in entries {
+        if b.flat.is_some() {
+            partitions
+                .entry((b.site_key, b.month.as_str()))
+                .or_default()
+                .push(b);
+        }
+    }
+    for ((site, month), group) in partitions {
+        let frames = buffer_frames(&group)?;
+        for (table, mut df) in TABLES.iter().zip(frames) {
+            if df.height() == 0 {
+                continue;
+            }
+            let sort_keys: Vec<&str> = table.keys.to_vec();
+            df = df.sort(sort_keys, SortMultipleOptions::default())?;
+            let rel = partition_path(table.name, i64::from(site), month, &format!("part-{tag}"));
+            let bytes = write_parquet(dir, &rel, &mut df, row_group)?;
+            report.files += 1;
+            report.bytes += bytes;
+            change.add_files.push(StoreFile {
+                path: rel,
+                table: table.name.to_owned(),
+                site_key: i64::from(site),
+                month: month.to_owned(),
+                rows: df.height() as i64,
+                bytes: bytes as i64,
+            });
+        }
+    }
+    let (uids, seqs): (Vec<&str>, Vec<i64>) = entries
+        .iter()
+        .filter(|(_, b)| b.supersedes)
+        .map(|(uid, b)| (uid.as_str(), b.seq as i64))
+        .unzip();
+    if !uids.is_empty() {
+        let mut df = DataFrame::new(
+            uids.len(),
+            vec![
+                Column::new("ChatUID".into(), uids),
+                Column::new(HIDE.into(), seqs),
+            ],
+        )?;
+        let rel = format!("{DELETES_DIR}/deletes-{tag}.parquet");
+        write_parquet(dir, &rel, &mut df, row_group)?;
+        change.add_deletes.push((rel, df.height() as i64));
+    }
+    Ok((change, report))
+}
+
+fn load_hide(dir: &Path, deletes: &[String]) -> Result<Option<DataFrame>> {
+    if deletes.is_empty() {
+        return Ok(None);
+    }
+    let paths: Vec<PlRefPath> = deletes
+        .iter()
+        .map(|p| PlRefPath::try_from_path(&dir.join(p)))
+        .collect::<PolarsResult<_>>()?;
+    let df = LazyFrame::scan_parquet_files(paths.into_iter().collect(), scan_args())?.collect()?;
+    Ok(Some(df))
+}
+
+/// Moves replaced files to the trash (readers may still be scanning them) and empties
+/// trash older than the grace period.
+fn retire<'a>(dir: &Path, paths: impl Iterator<Item = &'a String>) -> Result<()> {
+    let trash = dir.join(TRASH_DIR);
+    std::fs::create_dir_all(&trash).map_err(io(&trash))?;
+    for rel in paths {
+        let from = dir.join(rel);
+        let to = trash.join(rel.replace('/', "__"));
+        if let Err(e) = std::fs::rename(&from, &to) {
+            tracing::warn!(file = %from.display(), error = %e, "cannot retire a replaced store file");
+        }
+    }
+    for entry in std::fs::read_dir(&trash).map_err(io(&trash))?.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > TRASH_GRACE);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Parquet files on disk that the registry does not list: a flush or compaction that
+/// crashed before its commit. Nothing reads them; they are removed.
+fn remove_orphans(dir: &Path, snapshot: &StoreSnapshot) -> Result<()> {
+    let known: HashSet<&str> = snapshot
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain(snapshot.deletes.iter().map(String::as_str))
+        .collect();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == TRASH_DIR) {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(dir)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let is_data = rel.ends_with(".parquet") || rel.ends_with(".parquet.tmp");
+            if is_data && !known.contains(rel.as_str()) {
+                tracing::info!(file = %rel, "removing a store file no flush registered");
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The table definition of a stored table by name.
+pub fn table(name: &str) -> Option<&'static TableDef> {
+    TABLES.iter().find(|t| t.name == name)
+}

@@ -1,0 +1,334 @@
+//! The store against a plain in-memory model, and partition pruning.
+
+use chatvault_archive::{Archive, ArchiveConfig, Entry, Operation, Source};
+use chatvault_catalog::{AppliedChange, Catalog};
+use chatvault_model::{content_hash, ChatDocument, ContentHash};
+use chatvault_store::{ScanFilter, Store, StoreConfig, StoreUpdate};
+use polars::prelude::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Archive, catalog and store wired the way the ingest pipeline wires them.
+struct Harness {
+    dir: tempfile::TempDir,
+    archive: Archive,
+    catalog: Catalog,
+    store: Store,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("catalog.db").display()
+        ))
+        .await
+        .expect("catalog");
+        let (archive, _) =
+            Archive::open(ArchiveConfig::new(dir.path().join("archive"))).expect("archive");
+        let store = Store::open(store_config(dir.path()), catalog.clone())
+            .await
+            .expect("store");
+        Harness {
+            dir,
+            archive,
+            catalog,
+            store,
+        }
+    }
+
+    async fn record(&self, uid: &str, site_key: i32, doc: Option<&serde_json::Value>) {
+        let (operation, document, hash) = match doc {
+            Some(d) => (
+                Operation::Upsert,
+                serde_json::to_vec(d).expect("json"),
+                content_hash(d),
+            ),
+            None => (Operation::Delete, Vec::new(), ContentHash::ZERO),
+        };
+        let existed = self.catalog.chat(uid).await.expect("lookup").is_some();
+        let entry = Entry {
+            received_at_us: 0,
+            source: Source::Import,
+            source_detail: "test".into(),
+            chat_uid: uid.to_owned(),
+            site_key: i64::from(site_key),
+            operation,
+            schema_version: 1,
+            content_hash: hash,
+            document,
+        };
+        let pos = self.archive.append(vec![entry]).await.expect("append")[0];
+        self.catalog
+            .apply(
+                &[AppliedChange {
+                    seq: pos.seq,
+                    segment: pos.segment,
+                    chat_uid: uid.to_owned(),
+                    site_key: i64::from(site_key),
+                    deleted: doc.is_none(),
+                    content_hash: hash,
+                    received_at_us: 0,
+                }],
+                &[],
+            )
+            .await
+            .expect("catalog");
+        let update = match doc {
+            Some(d) => StoreUpdate::Upsert {
+                seq: pos.seq,
+                document: Arc::new(ChatDocument::from_value(d).expect("model")),
+                supersedes: existed,
+            },
+            None => StoreUpdate::Delete {
+                seq: pos.seq,
+                chat_uid: uid.to_owned(),
+            },
+        };
+        self.store.apply(vec![update]).expect("store apply");
+    }
+
+    /// A crash: the buffer is lost, the archive and catalog survive.
+    async fn restart(&mut self) {
+        let (archive, _) = Archive::open(ArchiveConfig::new(self.dir.path().join("archive")))
+            .expect("reopen archive");
+        self.archive = archive;
+        self.store = Store::open(store_config(self.dir.path()), self.catalog.clone())
+            .await
+            .expect("reopen store");
+        self.store
+            .recover(&self.dir.path().join("archive"), &|_| {})
+            .await
+            .expect("recover");
+    }
+}
+
+fn store_config(dir: &Path) -> StoreConfig {
+    StoreConfig {
+        compact_min_files: 3,
+        ..StoreConfig::new(dir.join("store"))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert {
+        chat: u8,
+        revision: u8,
+        move_month: bool,
+    },
+    Delete {
+        chat: u8,
+    },
+    Flush,
+    Compact {
+        full: bool,
+    },
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0u8..5, 0u8..4, any::<bool>()).prop_map(|(chat, revision, move_month)| Op::Upsert { chat, revision, move_month }),
+        2 => (0u8..5).prop_map(|chat| Op::Delete { chat }),
+        2 => Just(Op::Flush),
+        1 => any::<bool>().prop_map(|full| Op::Compact { full }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+fn document(chat: u8, revision: u8, move_month: bool) -> serde_json::Value {
+    let mut doc = chatvault_gen::Generator::new(99).chat(u64::from(chat));
+    doc["ChatHeader"]["Summary"] = serde_json::Value::String(format!("revision {revision}"));
+    if let Some(lines) = doc["Lines"].as_array_mut() {
+        lines.truncate(2 + usize::from(revision));
+    }
+    doc["ChatHeader"]["Tags"] =
+        serde_json::json!((0..revision).map(|t| format!("t{t}")).collect::<Vec<_>>());
+    if move_month {
+        doc["ChatHeader"]["Started"] =
+            serde_json::Value::String(format!("2023-0{}-15T10:00:00", 1 + revision % 9));
+    }
+    doc
+}
+
+/// (Summary, line count, tag count) per current chat, as the store shows it.
+fn observed(store: &Store) -> BTreeMap<String, (String, u32, u32)> {
+    let chats = store
+        .scan("Chats", &ScanFilter::default())
+        .expect("scan")
+        .select([col("ChatUID"), col("Summary")])
+        .collect()
+        .expect("collect");
+    let count = |table: &str| -> BTreeMap<String, u32> {
+        let df = store
+            .scan(table, &ScanFilter::default())
+            .expect("scan")
+            .group_by([col("ChatUID")])
+            .agg([len().alias("n")])
+            .collect()
+            .expect("collect");
+        let uids = df
+            .column("ChatUID")
+            .expect("uid")
+            .str()
+            .expect("str")
+            .clone();
+        let n = df.column("n").expect("n").u32().expect("u32").clone();
+        uids.iter()
+            .zip(n.iter())
+            .filter_map(|(u, n)| Some((u?.to_owned(), n?)))
+            .collect()
+    };
+    let lines = count("ChatLines");
+    let tags = count("ChatTags");
+    let uids = chats
+        .column("ChatUID")
+        .expect("uid")
+        .str()
+        .expect("str")
+        .clone();
+    let summaries = chats
+        .column("Summary")
+        .expect("summary")
+        .str()
+        .expect("str")
+        .clone();
+    let mut out = BTreeMap::new();
+    for (uid, summary) in uids.iter().zip(summaries.iter()) {
+        let uid = uid.expect("uid").to_owned();
+        let previous = out.insert(
+            uid.clone(),
+            (
+                summary.unwrap_or_default().to_owned(),
+                lines.get(&uid).copied().unwrap_or(0),
+                tags.get(&uid).copied().unwrap_or(0),
+            ),
+        );
+        assert!(previous.is_none(), "chat {uid} appears twice in Chats");
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #[test]
+    fn every_table_matches_a_plain_model_through_flushes_compactions_and_restarts(ops in proptest::collection::vec(op(), 1..30)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let mut h = Harness::new().await;
+            let mut model: BTreeMap<String, (String, u32, u32)> = BTreeMap::new();
+            for op in &ops {
+                match op {
+                    Op::Upsert { chat, revision, move_month } => {
+                        let doc = document(*chat, *revision, *move_month);
+                        let uid = doc["ChatHeader"]["ChatUID"].as_str().expect("uid").to_owned();
+                        let unchanged = h.catalog.chat(&uid).await.expect("lookup").is_some_and(|s| !s.deleted && s.content_hash == content_hash(&doc));
+                        if !unchanged {
+                            let site = doc["ChatHeader"]["SiteKey"].as_i64().expect("site") as i32;
+                            h.record(&uid, site, Some(&doc)).await;
+                        }
+                        let lines = doc["Lines"].as_array().map_or(0, Vec::len) as u32;
+                        model.insert(uid, (format!("revision {revision}"), lines, u32::from(*revision)));
+                    }
+                    Op::Delete { chat } => {
+                        let uid = chatvault_gen::Generator::new(99).chat_uid(u64::from(*chat));
+                        if let Some(state) = h.catalog.chat(&uid).await.expect("lookup").filter(|s| !s.deleted) {
+                            h.record(&uid, state.site_key as i32, None).await;
+                        }
+                        model.remove(&uid);
+                    }
+                    Op::Flush => { h.store.flush().await.expect("flush"); }
+                    Op::Compact { full } => { h.store.compact(*full).await.expect("compact"); }
+                    Op::Restart => h.restart().await,
+                }
+                let seen = observed(&h.store);
+                prop_assert_eq!(&seen, &model, "after {:?}", op);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_site_one_month_query_opens_only_that_partition() {
+    let h = Harness::new().await;
+    let gen = chatvault_gen::Generator::new(5);
+    for i in 0..600 {
+        let doc = gen.chat(i);
+        let uid = doc["ChatHeader"]["ChatUID"]
+            .as_str()
+            .expect("uid")
+            .to_owned();
+        h.record(
+            &uid,
+            doc["ChatHeader"]["SiteKey"].as_i64().expect("site") as i32,
+            Some(&doc),
+        )
+        .await;
+        if i % 200 == 199 {
+            h.store.flush().await.expect("flush");
+        }
+    }
+    let chat_files = h.store.file_count();
+    let filter = ScanFilter {
+        sites: Some(vec![3]),
+        started_from: chrono::NaiveDate::from_ymd_opt(2024, 8, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0)),
+        started_before: chrono::NaiveDate::from_ymd_opt(2024, 9, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0)),
+    };
+    let predicate = || {
+        col("SiteKey")
+            .eq(lit(3))
+            .and(col("Started").gt_eq(lit(NaiveDateLit("2024-08-01"))))
+            .and(col("Started").lt(lit(NaiveDateLit("2024-09-01"))))
+    };
+    let before = h.store.files_opened();
+    let pruned = h
+        .store
+        .scan("Chats", &filter)
+        .expect("scan")
+        .filter(predicate())
+        .select([col("ChatUID")])
+        .sort(["ChatUID"], Default::default())
+        .collect()
+        .expect("collect");
+    let opened = h.store.files_opened() - before;
+    // Three flushes, each wrote at most one Chats file for this partition.
+    assert!(
+        (1..=3).contains(&opened),
+        "opened {opened} of {chat_files} files"
+    );
+    let everything = h
+        .store
+        .scan("Chats", &ScanFilter::default())
+        .expect("scan")
+        .filter(predicate())
+        .select([col("ChatUID")])
+        .sort(["ChatUID"], Default::default())
+        .collect()
+        .expect("collect");
+    assert!(pruned.height() > 0, "the sample partition is empty");
+    assert!(pruned.equals(&everything), "pruning changed the answer");
+    assert!(
+        h.store.files_opened() - before - opened > opened * 10,
+        "a full scan must open many more files"
+    );
+}
+
+struct NaiveDateLit(&'static str);
+
+impl Literal for NaiveDateLit {
+    fn lit(self) -> Expr {
+        let date = chrono::NaiveDate::parse_from_str(self.0, "%Y-%m-%d")
+            .expect("date")
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight");
+        lit(date.and_utc().timestamp_micros())
+            .cast(DataType::Datetime(TimeUnit::Microseconds, None))
+    }
+}
