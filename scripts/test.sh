@@ -3,6 +3,7 @@
 #
 #   scripts/test.sh [extra cargo test args]
 #
+# Cosmos DB: installs the emulator's npm packages (tests start and stop it themselves).
 # PostgreSQL: uses CHATVAULT_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
 # When nothing answers there, a private server from Debian's `postgresql` package is
 # started in a temporary directory (the package is installed if missing) and stopped after.
@@ -63,5 +64,9 @@ else
   log "no PostgreSQL answers at $CHATVAULT_TEST_POSTGRES_URL"
   start_private_postgres
 fi
+
+# The Cosmos DB source tests run a real emulator (@vercel/cosmosdb-server from npm).
+log "installing the Cosmos DB test emulator"
+npm ci --prefix tests/cosmos-emulator --no-audit --no-fund --loglevel=error
 
 cargo test --workspace --locked "$@"

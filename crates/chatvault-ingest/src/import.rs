@@ -1,5 +1,6 @@
-//! Bulk import of files and folders: streamed, validated on worker threads, committed in
-//! order through the pipeline.
+//! Bulk import of files and folders: one reader streams documents from every file into
+//! chunks (many small files share a chunk, so they share a group commit), chunks are
+//! validated on worker threads in parallel, and committed in order through the pipeline.
 
 use chatvault_model::SchemaRegistry;
 use std::collections::{BTreeMap, VecDeque};
@@ -7,15 +8,18 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::task::JoinHandle;
 
-use crate::payload::{format_of_path, split_documents, Encoding, PayloadFormat, Piece};
-use crate::pipeline::{prepare, Outcome, OutcomeKind, Pending, Pipeline, Prepared};
+use crate::payload::{format_of_path, split_documents, Encoding, PayloadFormat};
+use crate::pipeline::{prepare_one, Outcome, OutcomeKind, Pending, Pipeline, Prepared};
 use crate::{IngestError, Result, Source};
 
 /// Documents validated and committed together.
 const CHUNK_DOCUMENTS: usize = 1000;
-/// Chunks queued in the pipeline at once: one committing while the next is prepared.
-const IN_FLIGHT: usize = 3;
+/// Chunks being validated at once (one per core here, plus one waiting).
+const VALIDATING: usize = 3;
+/// Chunks queued in the pipeline at once: one committing while the next waits.
+const IN_FLIGHT: usize = 2;
 /// At most this many rejection reasons are kept for the summary.
 const MAX_REASONS: usize = 100;
 
@@ -82,6 +86,18 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Documents read but not yet validated: (file, location in the file, bytes).
+struct RawChunk {
+    docs: Vec<(Arc<str>, String, Vec<u8>)>,
+    /// File bytes consumed since the previous chunk.
+    bytes: u64,
+}
+
+enum Read_ {
+    Chunk(RawChunk),
+    Unreadable(String),
+}
+
 /// Imports every document in `paths`. Per-document problems are counted and reported;
 /// only a failure of the pipeline itself (archive or catalog) aborts the import.
 pub async fn import_paths(
@@ -97,48 +113,76 @@ pub async fn import_paths(
         .map(|m| m.len())
         .sum();
     progress.start(total);
-    let mut summary = ImportSummary::default();
-    let mut pending: VecDeque<(String, u64, Pending)> = VecDeque::new();
-    for file in files {
-        summary.files += 1;
-        let name = file.display().to_string();
-        let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<std::result::Result<(u64, Vec<Prepared>), String>>(2);
-        let registry = registry.clone();
-        let reader_file = file.clone();
-        // Reading and validating are CPU work: keep them off the async workers.
-        let reader = tokio::task::spawn_blocking(move || read_chunks(&reader_file, &registry, &tx));
-        while let Some(chunk) = rx.recv().await {
-            match chunk {
-                Ok((bytes, items)) => {
-                    let queued = pipeline.enqueue(Source::Import, items).await?;
-                    pending.push_back((name.clone(), bytes, queued));
-                    while pending.len() >= IN_FLIGHT {
-                        settle_one(&mut pending, &mut summary, progress).await?;
-                    }
+    let mut summary = ImportSummary {
+        files: files.len() as u64,
+        ..ImportSummary::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Read_>(VALIDATING);
+    let reader = tokio::task::spawn_blocking(move || read_all(&files, &tx));
+    let mut validating: VecDeque<(u64, JoinHandle<Vec<Prepared>>)> = VecDeque::new();
+    let mut pending: VecDeque<(u64, Pending)> = VecDeque::new();
+    let mut reading = true;
+    loop {
+        if reading && validating.len() < VALIDATING {
+            match rx.recv().await {
+                Some(Read_::Chunk(chunk)) => {
+                    let registry = registry.clone();
+                    let handle = tokio::task::spawn_blocking(move || {
+                        chunk
+                            .docs
+                            .iter()
+                            .map(|(file, location, bytes)| {
+                                prepare_one(
+                                    &registry,
+                                    format!("{file} {location}").trim_end(),
+                                    bytes,
+                                    "import",
+                                )
+                            })
+                            .collect()
+                    });
+                    validating.push_back((chunk.bytes, handle));
+                    continue;
                 }
-                Err(reason) => {
-                    summary.unreadable.push(format!("{name}: {reason}"));
+                Some(Read_::Unreadable(reason)) => {
+                    summary.unreadable.push(reason);
+                    continue;
                 }
+                None => reading = false,
             }
         }
-        reader.await.map_err(|e| IngestError::Io {
-            path: file.clone(),
+        // Validation slots are full, or the reader is done: commit the oldest chunk.
+        let Some((bytes, handle)) = validating.pop_front() else {
+            if reading {
+                continue;
+            }
+            break;
+        };
+        let items = handle.await.map_err(|e| IngestError::Io {
+            path: PathBuf::new(),
             source: std::io::Error::other(e),
         })?;
+        pending.push_back((bytes, pipeline.enqueue(Source::Import, items).await?));
+        while pending.len() >= IN_FLIGHT {
+            settle_one(&mut pending, &mut summary, progress).await?;
+        }
     }
     while !pending.is_empty() {
         settle_one(&mut pending, &mut summary, progress).await?;
     }
+    reader.await.map_err(|e| IngestError::Io {
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    })?;
     Ok(summary)
 }
 
 async fn settle_one(
-    pending: &mut VecDeque<(String, u64, Pending)>,
+    pending: &mut VecDeque<(u64, Pending)>,
     summary: &mut ImportSummary,
     progress: &dyn ImportProgress,
 ) -> Result<()> {
-    let Some((name, bytes, queued)) = pending.pop_front() else {
+    let Some((bytes, queued)) = pending.pop_front() else {
         return Ok(());
     };
     let outcomes = queued.wait().await?;
@@ -146,9 +190,7 @@ async fn settle_one(
         *summary.counts.entry(o.status).or_default() += 1;
         if let (OutcomeKind::Rejected, Some(err)) = (o.status, &o.error) {
             if summary.rejections.len() < MAX_REASONS {
-                summary
-                    .rejections
-                    .push(format!("{name} {}: {err}", o.location).replace("  ", " "));
+                summary.rejections.push(format!("{}: {err}", o.location));
             }
         }
     }
@@ -156,104 +198,117 @@ async fn settle_one(
     Ok(())
 }
 
-type ChunkSender = tokio::sync::mpsc::Sender<std::result::Result<(u64, Vec<Prepared>), String>>;
-
-/// Streams a file's documents in validated chunks. NDJSON is read line by line so a file
-/// of any size imports in bounded memory; a JSON file is one document or one array.
-fn read_chunks(path: &Path, registry: &SchemaRegistry, tx: &ChunkSender) {
-    let detail = path.display().to_string();
-    let send = |r| tx.blocking_send(r).is_ok();
-    let Some((format, encoding)) = format_of_path(path) else {
-        send(Err(
-            "not a .json, .ndjson or .jsonl file (optionally .gz)".into()
-        ));
-        return;
-    };
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            send(Err(format!("cannot open: {e}")));
-            return;
-        }
-    };
+/// Streams every file's documents into chunks of about `CHUNK_DOCUMENTS`. NDJSON is read
+/// line by line, so a file of any size imports in bounded memory; a JSON file is one
+/// document or one array.
+fn read_all(files: &[PathBuf], tx: &tokio::sync::mpsc::Sender<Read_>) {
     let consumed = Arc::new(AtomicU64::new(0));
-    let counted = CountingReader {
-        inner: file,
-        count: consumed.clone(),
-    };
     let mut reported = 0u64;
-    // Progress is in bytes of the file as stored, however it is compressed.
-    let mut step = || {
+    let mut chunk: Vec<(Arc<str>, String, Vec<u8>)> = Vec::with_capacity(CHUNK_DOCUMENTS);
+    // Sends the chunk when full (or `force`); false once the receiver has gone.
+    let mut emit = |chunk: &mut Vec<(Arc<str>, String, Vec<u8>)>, force: bool| -> bool {
+        if chunk.is_empty() || (!force && chunk.len() < CHUNK_DOCUMENTS) {
+            return true;
+        }
         let now = consumed.load(Ordering::Relaxed);
-        let step = now - reported;
+        let bytes = now - reported;
         reported = now;
-        step
+        tx.blocking_send(Read_::Chunk(RawChunk {
+            docs: std::mem::take(chunk),
+            bytes,
+        }))
+        .is_ok()
     };
-    let mut reader: Box<dyn BufRead> = match encoding {
-        Encoding::Identity => Box::new(BufReader::with_capacity(1 << 20, counted)),
-        Encoding::Gzip => Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::read::MultiGzDecoder::new(counted),
-        )),
-    };
-    match format {
-        PayloadFormat::Json => {
-            let mut body = Vec::new();
-            if let Err(e) = reader.read_to_end(&mut body) {
-                send(Err(format!("cannot read: {e}")));
+    for path in files {
+        let name: Arc<str> = Arc::from(path.display().to_string());
+        let unreadable = |reason: String| {
+            tx.blocking_send(Read_::Unreadable(format!("{name}: {reason}")))
+                .is_ok()
+        };
+        let Some((format, encoding)) = format_of_path(path) else {
+            if !unreadable("not a .json, .ndjson or .jsonl file (optionally .gz)".into()) {
                 return;
             }
-            match split_documents(&body, PayloadFormat::Json) {
-                Ok(pieces) => {
-                    for group in pieces.chunks(CHUNK_DOCUMENTS) {
-                        if !send(Ok((step(), prepare(registry, group, &detail)))) {
+            continue;
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                if !unreadable(format!("cannot open: {e}")) {
+                    return;
+                }
+                continue;
+            }
+        };
+        let counted = CountingReader {
+            inner: file,
+            count: consumed.clone(),
+        };
+        let mut reader: Box<dyn BufRead> = match encoding {
+            Encoding::Identity => Box::new(BufReader::with_capacity(1 << 20, counted)),
+            Encoding::Gzip => Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::read::MultiGzDecoder::new(counted),
+            )),
+        };
+        match format {
+            PayloadFormat::Json => {
+                let mut body = Vec::new();
+                if let Err(e) = reader.read_to_end(&mut body) {
+                    if !unreadable(format!("cannot read: {e}")) {
+                        return;
+                    }
+                    continue;
+                }
+                match split_documents(&body, PayloadFormat::Json) {
+                    Ok(pieces) => {
+                        for piece in pieces {
+                            chunk.push((name.clone(), piece.location, piece.bytes.to_vec()));
+                            if !emit(&mut chunk, false) {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        if !unreadable(e.to_string()) {
                             return;
                         }
                     }
                 }
-                Err(e) => {
-                    send(Err(e.to_string()));
-                }
             }
-        }
-        PayloadFormat::Ndjson => {
-            let mut lines: Vec<(usize, Vec<u8>)> = Vec::with_capacity(CHUNK_DOCUMENTS);
-            let mut line_no = 0usize;
-            loop {
-                let mut line = Vec::new();
-                let read = match reader.read_until(b'\n', &mut line) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        send(Err(format!("cannot read after line {line_no}: {e}")));
-                        return;
+            PayloadFormat::Ndjson => {
+                let mut line_no = 0usize;
+                loop {
+                    let mut line = Vec::new();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) => break,
+                        Ok(_) => {
+                            line_no += 1;
+                            let trimmed = line.trim_ascii();
+                            if !trimmed.is_empty() {
+                                let doc = if trimmed.len() == line.len() {
+                                    line
+                                } else {
+                                    trimmed.to_vec()
+                                };
+                                chunk.push((name.clone(), format!("line {line_no}"), doc));
+                                if !emit(&mut chunk, false) {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if !unreadable(format!("cannot read after line {line_no}: {e}")) {
+                                return;
+                            }
+                            break;
+                        }
                     }
-                };
-                if read > 0 {
-                    line_no += 1;
-                    if !line.trim_ascii().is_empty() {
-                        lines.push((line_no, line));
-                    }
-                }
-                if lines.len() == CHUNK_DOCUMENTS || (read == 0 && !lines.is_empty()) {
-                    let pieces: Vec<Piece<'_>> = lines
-                        .iter()
-                        .map(|(n, l)| Piece {
-                            location: format!("line {n}"),
-                            bytes: l.trim_ascii(),
-                        })
-                        .collect();
-                    let prepared = prepare(registry, &pieces, &detail);
-                    if !send(Ok((step(), prepared))) {
-                        return;
-                    }
-                    lines.clear();
-                }
-                if read == 0 {
-                    return;
                 }
             }
         }
     }
+    emit(&mut chunk, true);
 }
 
 struct CountingReader<R> {

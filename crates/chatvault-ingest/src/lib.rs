@@ -10,19 +10,22 @@
 //! a document as accepted before its archive record is fsynced and its catalog row is
 //! committed.
 
+mod cosmos;
 mod folder;
 mod import;
 mod payload;
 mod pipeline;
 mod replay;
 
+pub use cosmos::{BackfillSummary, CosmosConfig, CosmosSource, CA_FILE_ENV};
 pub use folder::{FolderConfig, FolderSource};
 pub use import::{collect_files, import_paths, ImportProgress, ImportSummary};
 pub use payload::{
     decode_body, format_of_path, split_documents, Encoding, PayloadError, PayloadFormat, Piece,
 };
 pub use pipeline::{
-    prepare, Outcome, OutcomeKind, Pending, Pipeline, PipelineConfig, Prepared, SubmitError,
+    prepare, prepare_one, Outcome, OutcomeKind, Pending, Pipeline, PipelineConfig, Prepared,
+    SubmitError,
 };
 pub use replay::catch_up_catalog;
 
@@ -44,6 +47,10 @@ pub enum IngestError {
     Watch(#[from] notify::Error),
     #[error(transparent)]
     Submit(#[from] SubmitError),
+    /// The Cosmos DB source cannot read its container (wrong key, missing container,
+    /// untrusted certificate, repeated failures); the message says which, never the key.
+    #[error("{0}")]
+    Cosmos(String),
 }
 
 pub type Result<T, E = IngestError> = std::result::Result<T, E>;

@@ -3,7 +3,8 @@
 
 use chatvault_archive::{Archive, Entry, Operation, Source};
 use chatvault_catalog::{AppliedChange, Catalog, IngestStat};
-use chatvault_model::{ContentHash, Rejection, SchemaRegistry, ValidatedDocument};
+use chatvault_model::{ChatDocument, ContentHash, Rejection, SchemaRegistry, ValidatedDocument};
+use chatvault_store::{Store, StoreUpdate};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -64,24 +65,34 @@ impl Prepared {
 pub fn prepare(registry: &SchemaRegistry, pieces: &[Piece<'_>], detail: &str) -> Vec<Prepared> {
     pieces
         .iter()
-        .map(|piece| match registry.validate(piece.bytes) {
-            Ok(document) => Prepared::Valid {
-                location: piece.location.clone(),
-                detail: if piece.location.is_empty() {
-                    detail.to_owned()
-                } else {
-                    format!("{detail} {}", piece.location)
-                },
-                bytes: piece.bytes.to_vec(),
-                document: Box::new(document),
-            },
-            Err(rejection) => Prepared::Rejected {
-                location: piece.location.clone(),
-                bytes_len: piece.bytes.len(),
-                rejection,
-            },
-        })
+        .map(|piece| prepare_one(registry, &piece.location, piece.bytes, detail))
         .collect()
+}
+
+/// Validates one document found at `location` of the payload from `detail`.
+pub fn prepare_one(
+    registry: &SchemaRegistry,
+    location: &str,
+    bytes: &[u8],
+    detail: &str,
+) -> Prepared {
+    match registry.validate(bytes) {
+        Ok(document) => Prepared::Valid {
+            location: location.to_owned(),
+            detail: if location.is_empty() {
+                detail.to_owned()
+            } else {
+                format!("{detail} {location}")
+            },
+            bytes: bytes.to_vec(),
+            document: Box::new(document),
+        },
+        Err(rejection) => Prepared::Rejected {
+            location: location.to_owned(),
+            bytes_len: bytes.len(),
+            rejection,
+        },
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -164,7 +175,12 @@ impl std::fmt::Debug for Pipeline {
 }
 
 impl Pipeline {
-    pub fn start(archive: Archive, catalog: Catalog, config: PipelineConfig) -> Pipeline {
+    pub fn start(
+        archive: Archive,
+        catalog: Catalog,
+        store: Store,
+        config: PipelineConfig,
+    ) -> Pipeline {
         let capacity_kib = u32::try_from(config.max_inflight_bytes / 1024)
             .unwrap_or(u32::MAX)
             .max(1);
@@ -173,6 +189,7 @@ impl Pipeline {
         let worker = Worker {
             archive,
             catalog,
+            store,
             max_batch: config.max_batch_documents.max(1),
             failure: failure.clone(),
         };
@@ -281,6 +298,7 @@ impl Pending {
 struct Worker {
     archive: Archive,
     catalog: Catalog,
+    store: Store,
     max_batch: usize,
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -382,19 +400,22 @@ impl Worker {
         let mut entries: Vec<Entry> = Vec::new();
         // (submission, item) each entry answers, so sequence numbers can be filled in.
         let mut slots: Vec<(usize, usize)> = Vec::new();
+        // What the columnar store must mirror once the batch is durable, per entry.
+        let mut mirrored: Vec<Option<Arc<ChatDocument>>> = Vec::new();
         let mut stats: BTreeMap<(Source, OutcomeKind), (i64, i64)> = BTreeMap::new();
 
         for (si, (source, items)) in submissions.into_iter().enumerate() {
             let mut answers = Vec::with_capacity(items.len());
             for item in items {
                 let bytes_len = item.bytes_len() as i64;
-                let (outcome, entry) = decide(item, source, received_at_us, &mut known);
+                let (outcome, entry, document) = decide(item, source, received_at_us, &mut known);
                 let stat = stats.entry((source, outcome.status)).or_default();
                 stat.0 += 1;
                 stat.1 += bytes_len;
                 if let Some(entry) = entry {
                     slots.push((si, answers.len()));
                     entries.push(entry);
+                    mirrored.push(document);
                 }
                 answers.push(outcome);
             }
@@ -442,8 +463,30 @@ impl Worker {
             })
             .collect();
         self.apply_with_retry(&applied, &stat_rows).await?;
-        for ((si, ii), pos) in slots.into_iter().zip(positions) {
-            outcomes[si][ii].seq = Some(pos.seq);
+        let mut updates = Vec::with_capacity(applied.len());
+        for (((si, ii), pos), (change, document)) in slots
+            .into_iter()
+            .zip(positions)
+            .zip(applied.into_iter().zip(mirrored))
+        {
+            let outcome = &mut outcomes[si][ii];
+            outcome.seq = Some(pos.seq);
+            updates.push(match document {
+                Some(document) => StoreUpdate::Upsert {
+                    seq: pos.seq,
+                    document,
+                    supersedes: outcome.status == OutcomeKind::Updated,
+                },
+                None => StoreUpdate::Delete {
+                    seq: pos.seq,
+                    chat_uid: change.chat_uid,
+                },
+            });
+        }
+        // The archive and catalog are the record; the store is rebuilt from them after
+        // any failure, so a failure here is logged, not reported to the sender.
+        if let Err(e) = self.store.apply(updates) {
+            tracing::error!(error = %e, "columnar store could not mirror a batch; it will catch up on restart");
         }
         for ((source, kind), (documents, _)) in stats {
             metrics::counter!("chatvault_ingest_documents_total", "source" => source.as_str(), "outcome" => kind.as_str())
@@ -486,7 +529,7 @@ fn decide(
     source: Source,
     received_at_us: i64,
     known: &mut HashMap<String, Known>,
-) -> (Outcome, Option<Entry>) {
+) -> (Outcome, Option<Entry>, Option<Arc<ChatDocument>>) {
     match item {
         Prepared::Rejected {
             location,
@@ -501,6 +544,7 @@ fn decide(
                 seq: None,
                 error: Some(rejection),
             },
+            None,
             None,
         ),
         Prepared::Valid {
@@ -520,7 +564,7 @@ fn decide(
             };
             match previous {
                 Some(p) if !p.deleted && p.hash == document.content_hash => {
-                    (outcome(OutcomeKind::Unchanged, p.version), None)
+                    (outcome(OutcomeKind::Unchanged, p.version), None, None)
                 }
                 _ => {
                     let version = previous.map_or(1, |p| p.version + 1);
@@ -549,7 +593,8 @@ fn decide(
                         content_hash: document.content_hash,
                         document: bytes,
                     };
-                    (outcome(status, version), Some(entry))
+                    let outcome = outcome(status, version);
+                    (outcome, Some(entry), Some(Arc::new(document.document)))
                 }
             }
         }
@@ -564,8 +609,10 @@ fn decide(
                 error: None,
             };
             match previous {
-                None => (outcome(OutcomeKind::NotFound, None), None),
-                Some(p) if p.deleted => (outcome(OutcomeKind::Unchanged, Some(p.version)), None),
+                None => (outcome(OutcomeKind::NotFound, None), None, None),
+                Some(p) if p.deleted => {
+                    (outcome(OutcomeKind::Unchanged, Some(p.version)), None, None)
+                }
                 Some(p) => {
                     let version = p.version + 1;
                     known.insert(
@@ -587,7 +634,11 @@ fn decide(
                         content_hash: ContentHash::ZERO,
                         document: Vec::new(),
                     };
-                    (outcome(OutcomeKind::Deleted, Some(version)), Some(entry))
+                    (
+                        outcome(OutcomeKind::Deleted, Some(version)),
+                        Some(entry),
+                        None,
+                    )
                 }
             }
         }

@@ -92,6 +92,32 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         }));
     }
 
+    let mut cosmos_task = None;
+    if let Some(cosmos) = config.cosmos()? {
+        let health = state.health.clone();
+        let label = format!("{}/{}", cosmos.database, cosmos.container);
+        health.set("cosmos", false, format!("connecting to {label}"));
+        let source = chatvault_ingest::CosmosSource::new(
+            cosmos,
+            runtime.pipeline.clone(),
+            runtime.registry.clone(),
+            runtime.catalog.clone(),
+        )?;
+        let stop = stop_tx.subscribe();
+        let status = health.clone();
+        cosmos_task = Some(tokio::spawn(async move {
+            if let Err(e) = source
+                .run(stop, move |ready, detail| {
+                    status.set("cosmos", ready, detail)
+                })
+                .await
+            {
+                tracing::error!(error = %e, "Cosmos DB source stopped");
+                health.set("cosmos", false, e.to_string());
+            }
+        }));
+    }
+    let background = runtime.store.spawn_background();
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -116,6 +142,13 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     )?;
     if let Some(path) = &config.folder.path {
         writeln!(out, "  watched folder: {}", path.display())?;
+    }
+    if let Some(endpoint) = &config.cosmos.endpoint {
+        writeln!(
+            out,
+            "  Cosmos DB:      {endpoint} {}/{}",
+            config.cosmos.database, config.cosmos.container
+        )?;
     }
     if runtime.open_report.truncated_bytes > 0 || runtime.replayed > 0 {
         writeln!(
@@ -144,8 +177,12 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     .context("HTTP server failed")?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    if let Some(task) = folder_task {
+    for task in [folder_task, cosmos_task].into_iter().flatten() {
         let _ = task.await;
+    }
+    background.abort();
+    if let Err(e) = runtime.store.flush().await {
+        tracing::warn!(error = %e, "final store flush failed; the next start replays it from the archive");
     }
     runtime.catalog.close().await;
     Ok(ExitCode::SUCCESS)
@@ -451,6 +488,37 @@ pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
             expected.len()
         ));
     }
+    let stored = runtime.store.current_versions()?;
+    let mut live_in_catalog = 0usize;
+    let mut store_problems = Vec::new();
+    runtime
+        .catalog
+        .for_each_chat(|state| {
+            if state.deleted {
+                if stored.contains_key(&state.chat_uid) {
+                    store_problems
+                        .push(format!("store still shows deleted chat {}", state.chat_uid));
+                }
+                return;
+            }
+            live_in_catalog += 1;
+            match stored.get(&state.chat_uid).map(Vec::as_slice) {
+                Some([seq]) if *seq as u64 == state.archive_seq => {}
+                Some(seqs) => store_problems.push(format!(
+                    "store holds chat {} at seqs {seqs:?}, catalog says {}",
+                    state.chat_uid, state.archive_seq
+                )),
+                None => store_problems.push(format!("store lacks chat {}", state.chat_uid)),
+            }
+        })
+        .await?;
+    if stored.len() != live_in_catalog {
+        store_problems.push(format!(
+            "store holds {} chats, the catalog {live_in_catalog} live ones",
+            stored.len()
+        ));
+    }
+    problems.extend(store_problems);
     let watermark = runtime.catalog.next_seq().await?;
     let archive_end = report.last_seq.map_or(0, |s| s + 1);
     if watermark != archive_end {
@@ -512,4 +580,85 @@ pub fn show_config(config: Config) -> anyhow::Result<ExitCode> {
         println!("#   {var:<28} -> {key}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn compact(config: Config) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::open(&config).await?;
+    runtime.store.flush().await?;
+    let report = runtime.store.compact(true).await?;
+    println!(
+        "Compacted {} partitions: {} files became {}; {} superseded or deleted chats dropped",
+        report.partitions, report.files_before, report.files_after, report.deletes_applied
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rebuild(config: Config) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::open(&config).await?;
+    // The catalog has applied the whole archive by now, so its watermark is the record count.
+    let total = runtime.catalog.next_seq().await?;
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records ({per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let replayed = runtime
+        .store
+        .rebuild(&config.archive_dir(), &|n| bar.set_position(n))
+        .await?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!("Rebuilt the columnar store from {replayed} archive records in {secs:.1} s ({:.0} records/s)", replayed as f64 / secs.max(0.001));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn import_cosmos(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(cosmos) = config.cosmos()? else {
+        bail!("no Cosmos DB source is configured: set CHATVAULT_COSMOS_ENDPOINT, _KEY (or _KEY_FILE), _DATABASE and _CONTAINER");
+    };
+    let runtime = Runtime::open(&config).await?;
+    let source = chatvault_ingest::CosmosSource::new(
+        cosmos,
+        runtime.pipeline.clone(),
+        runtime.registry.clone(),
+        runtime.catalog.clone(),
+    )?;
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} documents ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let background = runtime.store.spawn_background();
+    let summary = source.backfill(&|n| bar.set_position(n)).await?;
+    background.abort();
+    runtime.store.flush().await?;
+    bar.finish_and_clear();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "documents": summary.documents, "counts": summary.counts,
+                "rejections": summary.rejections, "checkpoint": summary.checkpoint,
+            }))?
+        );
+    } else {
+        println!("Read {} documents from Cosmos DB", summary.documents);
+        for (kind, n) in &summary.counts {
+            println!("  {:<10} {n}", kind.as_str());
+        }
+        for reason in &summary.rejections {
+            println!("  ! {reason}");
+        }
+    }
+    let rejected = summary
+        .counts
+        .get(&OutcomeKind::Rejected)
+        .copied()
+        .unwrap_or_default();
+    Ok(if rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }

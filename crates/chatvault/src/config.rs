@@ -21,6 +21,25 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub archive: ArchiveSection,
     pub folder: FolderSection,
+    pub cosmos: CosmosSection,
+}
+
+/// The Azure Cosmos DB source; enabled when `endpoint` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CosmosSection {
+    pub endpoint: Option<String>,
+    /// The account key; prefer `key_file` or the environment so it is not in the file.
+    pub key: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub database: String,
+    pub container: String,
+    /// Emulators only: accept a self-signed certificate (refused for non-local hosts).
+    pub accept_invalid_certs: bool,
+    /// Trust this CA (PEM) in addition to nothing else: for private CAs.
+    pub ca_file: Option<PathBuf>,
+    pub poll_secs: Option<u64>,
+    pub overlap_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +92,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             archive: ArchiveSection::default(),
             folder: FolderSection::default(),
+            cosmos: CosmosSection::default(),
         }
     }
 }
@@ -132,6 +152,16 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CHATVAULT_MAX_BODY_BYTES", "ingest.max_body_bytes"),
     ("CHATVAULT_WEBHOOK_SECRET", "ingest.webhook_secret"),
     ("CHATVAULT_FOLDER_PATH", "folder.path"),
+    ("CHATVAULT_COSMOS_ENDPOINT", "cosmos.endpoint"),
+    ("CHATVAULT_COSMOS_KEY", "cosmos.key"),
+    ("CHATVAULT_COSMOS_KEY_FILE", "cosmos.key_file"),
+    ("CHATVAULT_COSMOS_DATABASE", "cosmos.database"),
+    ("CHATVAULT_COSMOS_CONTAINER", "cosmos.container"),
+    (
+        "CHATVAULT_COSMOS_ACCEPT_INVALID_CERTS",
+        "cosmos.accept_invalid_certs",
+    ),
+    ("CHATVAULT_COSMOS_CA_FILE", "cosmos.ca_file"),
 ];
 
 impl Config {
@@ -186,6 +216,20 @@ impl Config {
             "ingest.max_body_bytes" => self.ingest.max_body_bytes = num(value)?,
             "ingest.webhook_secret" => self.ingest.webhook_secret = Some(value.to_owned()),
             "folder.path" => self.folder.path = Some(PathBuf::from(value)),
+            "cosmos.endpoint" => self.cosmos.endpoint = Some(value.to_owned()),
+            "cosmos.key" => self.cosmos.key = Some(value.to_owned()),
+            "cosmos.key_file" => self.cosmos.key_file = Some(PathBuf::from(value)),
+            "cosmos.database" => self.cosmos.database = value.to_owned(),
+            "cosmos.container" => self.cosmos.container = value.to_owned(),
+            "cosmos.accept_invalid_certs" => {
+                self.cosmos.accept_invalid_certs = match value.trim().to_ascii_lowercase().as_str()
+                {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    other => bail!("{other:?} is not true or false"),
+                }
+            }
+            "cosmos.ca_file" => self.cosmos.ca_file = Some(PathBuf::from(value)),
             other => bail!("unknown setting {other}"),
         }
         Ok(())
@@ -201,11 +245,18 @@ impl Config {
         self.data_dir.join("archive")
     }
 
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
     /// Settings printed for users: secrets masked.
     pub fn redacted(&self) -> Config {
         let mut shown = self.clone();
         if shown.ingest.webhook_secret.is_some() {
             shown.ingest.webhook_secret = Some("***".into());
+        }
+        if shown.cosmos.key.is_some() {
+            shown.cosmos.key = Some("***".into());
         }
         shown
     }
@@ -263,6 +314,8 @@ mod tests {
                 "7"
             } else if key.ends_with("format") {
                 "json"
+            } else if key.ends_with("certs") {
+                "true"
             } else {
                 "x"
             };
@@ -270,5 +323,38 @@ mod tests {
                 .set(key, sample)
                 .unwrap_or_else(|e| panic!("{var}: {e}"));
         }
+    }
+}
+
+impl Config {
+    /// The Cosmos DB source's settings, when an endpoint is configured. The key comes
+    /// from `cosmos.key` (or CHATVAULT_COSMOS_KEY) or the key file; it is never printed.
+    pub fn cosmos(&self) -> anyhow::Result<Option<chatvault_ingest::CosmosConfig>> {
+        let Some(endpoint) = &self.cosmos.endpoint else {
+            return Ok(None);
+        };
+        let key = match (&self.cosmos.key, &self.cosmos.key_file) {
+            (Some(key), _) => key.clone(),
+            (None, Some(file)) => chatvault_ingest::CosmosConfig::read_key_file(file)?,
+            (None, None) => bail!("the Cosmos DB source needs a key: set CHATVAULT_COSMOS_KEY or CHATVAULT_COSMOS_KEY_FILE"),
+        };
+        if self.cosmos.database.is_empty() || self.cosmos.container.is_empty() {
+            bail!("the Cosmos DB source needs CHATVAULT_COSMOS_DATABASE and CHATVAULT_COSMOS_CONTAINER");
+        }
+        let mut config = chatvault_ingest::CosmosConfig::new(
+            endpoint,
+            key,
+            &self.cosmos.database,
+            &self.cosmos.container,
+        );
+        config.accept_invalid_certs = self.cosmos.accept_invalid_certs;
+        config.ca_file = self.cosmos.ca_file.clone();
+        if let Some(secs) = self.cosmos.poll_secs {
+            config.poll_interval = std::time::Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = self.cosmos.overlap_secs {
+            config.overlap_secs = secs;
+        }
+        Ok(Some(config))
     }
 }

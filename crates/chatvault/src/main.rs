@@ -41,8 +41,11 @@ enum Command {
     },
     /// Load chat documents from files and folders (.json, .ndjson, .jsonl, optionally .gz).
     Import {
-        #[arg(required = true, value_name = "PATH")]
+        #[arg(required_unless_present = "from_cosmos", value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Backfill from the configured Cosmos DB container instead (CHATVAULT_COSMOS_*).
+        #[arg(long)]
+        from_cosmos: bool,
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -69,12 +72,16 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Check the archive's hash chain and that the catalog agrees with the archive.
+    /// Check the archive's hash chain, and that the catalog and the columnar store agree with it.
     Verify {
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
     },
+    /// Merge small Parquet files and drop superseded and deleted rows now.
+    Compact,
+    /// Recreate the whole columnar store from the archive.
+    Rebuild,
     /// Show the effective configuration (secrets masked) and where each setting can come from.
     Config,
 }
@@ -113,6 +120,11 @@ fn main() -> ExitCode {
         }
     };
     commands::init_logging(&config);
+    // The Cosmos DB client reads extra trusted CAs only from this variable, and it must be
+    // set before any thread starts.
+    if let Some(ca) = &config.cosmos.ca_file {
+        std::env::set_var(chatvault_ingest::CA_FILE_ENV, ca);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,7 +138,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve { listen } => commands::serve(config, listen).await,
-            Command::Import { paths, json } => commands::import(config, paths, json).await,
+            Command::Import {
+                paths,
+                json,
+                from_cosmos: false,
+            } => commands::import(config, paths, json).await,
+            Command::Import {
+                json,
+                from_cosmos: true,
+                ..
+            } => commands::import_cosmos(config, json).await,
             Command::Gen {
                 chats,
                 seed,
@@ -143,6 +164,8 @@ fn main() -> ExitCode {
             },
             Command::Verify { json } => commands::verify(config, json).await,
             Command::Config => commands::show_config(config),
+            Command::Compact => commands::compact(config).await,
+            Command::Rebuild => commands::rebuild(config).await,
         }
     });
     match result {

@@ -6,6 +6,7 @@ use chatvault_archive::{Archive, ArchiveConfig, OpenReport};
 use chatvault_catalog::Catalog;
 use chatvault_ingest::{catch_up_catalog, Pipeline, PipelineConfig};
 use chatvault_model::SchemaRegistry;
+use chatvault_store::{Store, StoreConfig};
 use std::fs::File;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::config::Config;
 pub struct Runtime {
     pub catalog: Catalog,
     pub pipeline: Pipeline,
+    pub store: Store,
     pub registry: Arc<SchemaRegistry>,
     pub open_report: OpenReport,
     pub replayed: u64,
@@ -58,12 +60,21 @@ impl Runtime {
         if replayed > 0 {
             tracing::info!(records = replayed, "catalog caught up with the archive");
         }
+        let store = Store::open(StoreConfig::new(config.store_dir()), catalog.clone()).await?;
+        let recovered = store.recover(&config.archive_dir(), &|_| {}).await?;
+        if recovered > 0 {
+            tracing::info!(
+                records = recovered,
+                "columnar store caught up with the archive"
+            );
+        }
         let registry = Arc::new(
             SchemaRegistry::new(config.ingest.max_document_bytes).map_err(anyhow::Error::msg)?,
         );
         let pipeline = Pipeline::start(
             archive,
             catalog.clone(),
+            store.clone(),
             PipelineConfig {
                 max_batch_documents: config.ingest.max_batch_documents,
                 max_inflight_bytes: config.ingest.max_inflight_bytes,
@@ -72,6 +83,7 @@ impl Runtime {
         Ok(Runtime {
             catalog,
             pipeline,
+            store,
             registry,
             open_report,
             replayed,
