@@ -30,11 +30,9 @@ WORK=${CHATVAULT_BENCH_DIR:-/tmp/chatvault-bench}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-log() { printf '[ingest-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "ERROR: $*"
-    exit 1
-}
+BENCH_NAME=ingest-bench
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
 
 [[ $CHATS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CHATS must be a positive integer, not '$CHATS'"
 [[ $CONCURRENCY =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONCURRENCY must be a positive integer"
@@ -71,35 +69,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# --- tools ---------------------------------------------------------------------------
-if [[ ! -x /usr/bin/time ]]; then
-    log "installing GNU time (Debian package 'time') for peak-RSS measurements"
-    SUDO=()
-    [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
-fi
-
-log "building release binaries into $CARGO_TARGET_DIR"
-(cd "$ROOT" && cargo build --release -p chatvault -p chatvault-bench)
-CV=$CARGO_TARGET_DIR/release/chatvault
 LOAD=$CARGO_TARGET_DIR/release/webhook-load
-[[ -x $CV && -x $LOAD ]] || die "release binaries not found under $CARGO_TARGET_DIR/release"
-
-mkdir -p "$WORK"
-VENV=$WORK/venv
-if [[ ! -x $VENV/bin/python ]]; then
-    log "creating the Python venv $VENV"
-    python3 -m venv "$VENV"
-fi
-if ! "$VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
-    log "installing duckdb into $VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb
-fi
-PY=$VENV/bin/python
-
-# json_get FILE EXPR: prints the Python expression EXPR evaluated with d = the JSON in FILE.
-json_get() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+[[ -x $LOAD ]] || die "webhook-load not found under $CARGO_TARGET_DIR/release"
 
 # --- data ----------------------------------------------------------------------------
 DATA=$WORK/data-$CHATS-seed$SEED
@@ -126,16 +97,9 @@ find "$FOLDER" -type f -name '*.json' -print0 | xargs -0 cat >/dev/null
 RUNS=$WORK/runs
 rm -rf "$RUNS"
 mkdir -p "$RUNS"
-ROWS=$RUNS/rows.tsv # name, documents, bytes, seconds, peak RSS KiB, notes
+ROWS=$RUNS/rows.tsv # name, documents, bytes, seconds, peak RSS KiB, CPU s, load, notes
 : >"$ROWS"
 
-peak_rss_kib() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
-fresh_dir() {
-    rm -rf "$1"
-    mkdir -p "$1"
-}
 # verify_dir DIR: `chatvault verify` (untimed); prints "verify OK" or fails the run.
 verify_dir() {
     local out
@@ -148,8 +112,9 @@ verify_dir() {
 
 # --- (a), (b) chatvault import -------------------------------------------------------
 bench_import() {
-    local name=$1 input=$2 bytes=$3 dir=$WORK/dd-$1 t0 t1 secs
+    local name=$1 input=$2 bytes=$3 dir=$WORK/dd-$1 t0 t1 secs load
     fresh_dir "$dir"
+    load=$(load1)
     log "$name: chatvault import $input"
     t0=$(now)
     if ! /usr/bin/time -v -o "$RUNS/$name.time" "$CV" import --json --data-dir "$dir" "$input" \
@@ -167,8 +132,8 @@ bench_import() {
     local v size
     v=$(verify_dir "$dir")
     size=$(du -sm "$dir" | cut -f1)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$CHATS" "$bytes" "$secs" "$(peak_rss_kib "$RUNS/$name.time")" \
-        "${inner} s inside the import; data dir ${size} MB; $v" >>"$ROWS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$CHATS" "$bytes" "$secs" "$(peak_rss_kib "$RUNS/$name.time")" \
+        "$(cpu_secs "$RUNS/$name.time")" "$load" "${inner} s inside the import; data dir ${size} MB; $v" >>"$ROWS"
 }
 
 bench_import import-ndjson "$NDJSON" "$NDJSON_BYTES"
@@ -186,6 +151,8 @@ bench_webhook() {
     [[ $key == cv_* ]] || die "keys create printed no key (see $RUNS/$name.keys.err)"
 
     log "$name: chatvault serve + webhook-load (concurrency $CONCURRENCY, batch $batch)"
+    local load
+    load=$(load1)
     /usr/bin/time -v -o "$RUNS/$name.server.time" "$CV" serve --data-dir "$dir" --listen 127.0.0.1:0 \
         >"$RUNS/$name.server.out" 2>"$RUNS/$name.server.err" &
     TIME_PID=$!
@@ -204,7 +171,7 @@ bench_webhook() {
     [[ $url == http://127.0.0.1:* ]] || die "the server listens on $url, not on 127.0.0.1"
 
     local load_ok=1
-    if ! CHATVAULT_API_KEY=$key /usr/bin/time -v -o "$RUNS/$name.load.time" \
+    if ! CHATVAULT_API_KEY=$key RUST_LIB_BACKTRACE=0 /usr/bin/time -v -o "$RUNS/$name.load.time" \
         "$LOAD" --url "$url" --file "$NDJSON" --concurrency "$CONCURRENCY" --batch "$batch" \
         --label "$name" >"$RUNS/$name.json" 2>"$RUNS/$name.load.err"; then
         load_ok=0
@@ -215,7 +182,7 @@ bench_webhook() {
     fi
     TIME_PID=""
     if [[ $load_ok -eq 0 ]]; then
-        tail -n 20 "$RUNS/$name.load.err" >&2
+        head -n 20 "$RUNS/$name.load.err" >&2
         tail -n 20 "$RUNS/$name.server.err" >&2
         die "$name: webhook-load failed"
     fi
@@ -228,9 +195,9 @@ bench_webhook() {
         '"%d requests, %d retries, latency p50 %.0f ms p99 %.0f ms" % (d["requests"], d["retries"], d["latency_ms"]["p50"], d["latency_ms"]["p99"])')
     v=$(verify_dir "$dir")
     size=$(du -sm "$dir" | cut -f1)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$CHATS" "$(json_get "$RUNS/$name.json" 'd["bytes"]')" "$secs" \
-        "$(peak_rss_kib "$RUNS/$name.server.time")" \
-        "$notes; client peak RSS $(($(peak_rss_kib "$RUNS/$name.load.time") / 1024)) MiB; data dir ${size} MB; $v" >>"$ROWS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$CHATS" "$(json_get "$RUNS/$name.json" 'd["bytes"]')" "$secs" \
+        "$(peak_rss_kib "$RUNS/$name.server.time")" "$(cpu_secs "$RUNS/$name.server.time")" "$load" \
+        "$notes; client CPU $(cpu_secs "$RUNS/$name.load.time") s, peak RSS $(($(peak_rss_kib "$RUNS/$name.load.time") / 1024)) MiB; data dir ${size} MB; $v" >>"$ROWS"
 }
 
 for b in $BATCHES; do
@@ -238,38 +205,12 @@ for b in $BATCHES; do
 done
 
 # --- (d) DuckDB: NDJSON -> chats.parquet + lines.parquet -----------------------------
-cat >"$RUNS/duckdb_job.py" <<'PY'
-import json, sys, time
-started = time.perf_counter()
-import duckdb
-
-src, out = sys.argv[1], sys.argv[2]
-q = lambda s: "'" + s.replace("'", "''") + "'"
-con = duckdb.connect()
-docs = f"read_ndjson({q(src)}, maximum_object_size = 67108864)"
-con.execute(
-    f"COPY (SELECT unnest(ChatHeader) FROM {docs}) "
-    f"TO {q(out + '/chats.parquet')} (FORMAT parquet)"
-)
-con.execute(
-    f"COPY (SELECT ChatHeader.ChatUID AS ChatUID, unnest(Lines, recursive := true) FROM {docs}) "
-    f"TO {q(out + '/lines.parquet')} (FORMAT parquet)"
-)
-seconds = time.perf_counter() - started
-chats, chat_cols = con.execute(
-    f"SELECT count(*), (SELECT count(*) FROM (DESCRIBE SELECT * FROM {q(out + '/chats.parquet')})) FROM {q(out + '/chats.parquet')}"
-).fetchone()
-lines, line_cols = con.execute(
-    f"SELECT count(*), (SELECT count(*) FROM (DESCRIBE SELECT * FROM {q(out + '/lines.parquet')})) FROM {q(out + '/lines.parquet')}"
-).fetchone()
-print(json.dumps({"duckdb": duckdb.__version__, "seconds_in_python": seconds,
-                  "chats": chats, "chat_columns": chat_cols, "lines": lines, "line_columns": line_cols}))
-PY
 DUCK_OUT=$WORK/duckdb-out
 fresh_dir "$DUCK_OUT"
 log "duckdb: NDJSON -> chats.parquet + lines.parquet"
+duck_load=$(load1)
 t0=$(now)
-if ! /usr/bin/time -v -o "$RUNS/duckdb.time" "$PY" "$RUNS/duckdb_job.py" "$NDJSON" "$DUCK_OUT" \
+if ! /usr/bin/time -v -o "$RUNS/duckdb.time" "$PY" "$ROOT/benches/duckdb_convert.py" "$NDJSON" "$DUCK_OUT" \
     >"$RUNS/duckdb.json" 2>"$RUNS/duckdb.err"; then
     tail -n 30 "$RUNS/duckdb.err" >&2
     die "the DuckDB job failed"
@@ -278,19 +219,25 @@ t1=$(now)
 duck_secs=$(elapsed "$t0" "$t1")
 duck_chats=$(json_get "$RUNS/duckdb.json" 'd["chats"]')
 [[ $duck_chats -eq $CHATS ]] || die "DuckDB wrote $duck_chats chats, not $CHATS"
-printf '%s\t%s\t%s\t%s\t%s\t%s\n' duckdb "$CHATS" "$NDJSON_BYTES" "$duck_secs" "$(peak_rss_kib "$RUNS/duckdb.time")" \
+printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' duckdb "$CHATS" "$NDJSON_BYTES" "$duck_secs" "$(peak_rss_kib "$RUNS/duckdb.time")" \
+    "$(cpu_secs "$RUNS/duckdb.time")" "$duck_load" \
     "$(json_get "$RUNS/duckdb.json" '"DuckDB %s; %d chats x %d columns, %d lines x %d columns" % (d["duckdb"], d["chats"], d["chat_columns"], d["lines"], d["line_columns"])'); Parquet $(du -sm "$DUCK_OUT" | cut -f1) MB; no fsync" >>"$ROWS"
 
 # --- report --------------------------------------------------------------------------
 REPORT=$WORK/results.md
 {
     echo "Chatvault ingest benchmark: $CHATS chats (seed $SEED), $(nproc) cores, $(date -u +'%Y-%m-%d %H:%M UTC')"
-    echo "chatvault $("$CV" --version | awk '{print $2}') at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)'); webhook: $CONCURRENCY clients"
+    rev="not a git checkout"
+    if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        rev="commit $(git -C "$ROOT" rev-parse --short HEAD)"
+        git -C "$ROOT" diff --quiet HEAD -- || rev="$rev (with uncommitted changes)"
+    fi
+    echo "chatvault $("$CV" --version | awk '{print $2}'), $rev; webhook: $CONCURRENCY clients"
     echo
-    echo "| Run | Documents | Seconds | docs/s | MB/s | Peak RSS (MiB) | Notes |"
-    echo "|---|---:|---:|---:|---:|---:|---|"
+    echo "| Run | Documents | Seconds | docs/s | MB/s | Peak RSS (MiB) | CPU s | Load before | Notes |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
     awk -F'\t' '{
-        printf "| %s | %d | %.2f | %.0f | %.1f | %.0f | %s |\n", $1, $2, $4, $2 / $4, $3 / 1e6 / $4, $5 / 1024, $6
+        printf "| %s | %d | %.2f | %.0f | %.1f | %.0f | %s | %s | %s |\n", $1, $2, $4, $2 / $4, $3 / 1e6 / $4, $5 / 1024, $6, $7, $8
     }' "$ROWS"
     echo
     awk -F'\t' '
@@ -302,7 +249,9 @@ REPORT=$WORK/results.md
     echo "Seconds: wall clock of the whole process for import and DuckDB (start-up included);"
     echo "for the webhook, webhook-load's time from the first request to the last answer, with"
     echo "the server already running. MB/s: the run's own input bytes (the folder's files are"
-    echo "pretty-printed, so larger). Peak RSS: /usr/bin/time -v (for the webhook, the server's)."
+    echo "pretty-printed, so larger). Peak RSS and CPU s (user + system): /usr/bin/time -v (for the"
+    echo "webhook, the server's; the client's are in the notes). Load before: 1-minute load average"
+    echo "when the run started; anything well above 0 means other work shared the cores."
     echo "Chatvault validates, hashes, fsyncs each group commit and indexes in SQLite; DuckDB"
     echo "only converts (no validation, no fsync). Client and server share the same cores."
 } | tee "$REPORT"

@@ -1,0 +1,49 @@
+# Shared by the benchmark scripts: logging, tools, the DuckDB venv and timing helpers.
+# Expects ROOT, WORK and CARGO_TARGET_DIR to be set, and BENCH_NAME for log lines.
+
+log() { printf '[%s %s] %s\n' "${BENCH_NAME:-bench}" "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+    log "ERROR: $*"
+    exit 1
+}
+
+# --- tools ---------------------------------------------------------------------------
+if [[ ! -x /usr/bin/time ]]; then
+    log "installing GNU time (Debian package 'time') for peak-RSS measurements"
+    SUDO=()
+    [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+fi
+
+log "building release binaries into $CARGO_TARGET_DIR"
+(cd "$ROOT" && cargo build --release -p chatvault -p chatvault-bench)
+CV=$CARGO_TARGET_DIR/release/chatvault
+[[ -x $CV ]] || die "release binaries not found under $CARGO_TARGET_DIR/release"
+
+mkdir -p "$WORK"
+VENV=$WORK/venv
+if [[ ! -x $VENV/bin/python ]]; then
+    log "creating the Python venv $VENV"
+    python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
+    log "installing duckdb into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb
+fi
+PY=$VENV/bin/python
+
+# json_get FILE EXPR: prints the Python expression EXPR evaluated with d = the JSON in FILE.
+json_get() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+
+peak_rss_kib() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
+# cpu_secs FILE...: user + system CPU seconds reported by /usr/bin/time -v, summed over FILEs.
+cpu_secs() { awk -F': ' '/^\t(User|System) time \(seconds\)/ {s += $2} END {printf "%.1f", s}' "$@"; }
+# The 1-minute load average: other work on the machine skews every number.
+load1() { cut -d' ' -f1 /proc/loadavg; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
+fresh_dir() {
+    rm -rf "$1"
+    mkdir -p "$1"
+}
