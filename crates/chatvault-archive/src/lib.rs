@@ -14,7 +14,7 @@ mod segment;
 mod writer;
 
 pub use record::{Entry, Operation, Record, Source, ARCHIVE_RECORD_SCHEMA};
-pub use segment::{read_records, verify, SegmentSummary, VerifyReport};
+pub use segment::{read_records, replay_chunks, verify, SegmentSummary, VerifyReport};
 pub use writer::{Archive, ArchiveConfig, ArchiveStats, OpenReport, Position};
 
 use std::path::PathBuf;

@@ -235,6 +235,48 @@ pub fn read_records(dir: &Path, from_seq: u64) -> Result<impl Iterator<Item = Re
     Ok(iter)
 }
 
+/// Replays records with `seq >= from_seq` on a blocking thread, each mapped by `map`,
+/// delivered in order in chunks of `chunk` so the async side can apply them in batches.
+/// The first error (reading or mapping) ends the stream.
+pub fn replay_chunks<T, E>(
+    dir: PathBuf,
+    from_seq: u64,
+    chunk: usize,
+    mut map: impl FnMut(Record) -> std::result::Result<T, E> + Send + 'static,
+) -> tokio::sync::mpsc::Receiver<std::result::Result<Vec<T>, E>>
+where
+    T: Send + 'static,
+    E: From<ArchiveError> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let records = match read_records(&dir, from_seq) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.into()));
+                return;
+            }
+        };
+        let mut batch = Vec::with_capacity(chunk);
+        for record in records {
+            match record.map_err(E::from).and_then(&mut map) {
+                Ok(item) => batch.push(item),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+            if batch.len() >= chunk && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(Ok(batch));
+        }
+    });
+    rx
+}
+
 fn read_header_bytes(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(8192);

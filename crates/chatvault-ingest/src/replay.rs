@@ -1,4 +1,4 @@
-use chatvault_archive::{read_records, Operation, Record};
+use chatvault_archive::{replay_chunks, Operation, Record};
 use chatvault_catalog::{AppliedChange, Catalog};
 use std::path::PathBuf;
 
@@ -11,33 +11,8 @@ const REPLAY_CHUNK: usize = 2000;
 /// makes the acknowledged state whole again. Returns how many records were applied.
 pub async fn catch_up_catalog(archive_dir: PathBuf, catalog: &Catalog) -> Result<u64> {
     let from = catalog.next_seq().await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<AppliedChange>>>(4);
-    tokio::task::spawn_blocking(move || {
-        let records = match read_records(&archive_dir, from) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.into()));
-                return;
-            }
-        };
-        let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
-        for record in records {
-            match record {
-                Ok(r) => chunk.push(change_of(r)),
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e.into()));
-                    return;
-                }
-            }
-            if chunk.len() == REPLAY_CHUNK
-                && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
-            {
-                return;
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = tx.blocking_send(Ok(chunk));
-        }
+    let mut rx = replay_chunks(archive_dir, from, REPLAY_CHUNK, |r| {
+        Ok::<_, IngestError>(change_of(r))
     });
     let mut applied = 0u64;
     while let Some(chunk) = rx.recv().await {

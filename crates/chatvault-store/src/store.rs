@@ -1,4 +1,4 @@
-use chatvault_archive::{read_records, Operation};
+use chatvault_archive::{replay_chunks, Operation};
 use chatvault_catalog::{Catalog, StoreChange, StoreFile, StoreSnapshot};
 use chatvault_model::{
     flatten, ChatDocument, ChatRow, FlatChat, LineRow, PageRow, SurveyRow, TableDef, TagRow, TABLES,
@@ -621,66 +621,41 @@ impl Store {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         const CHUNK: usize = 2000;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<StoreUpdate>>>(4);
-        let dir = archive_dir.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let records = match read_records(&dir, from) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e.into()));
-                    return;
-                }
-            };
-            // During a rebuild, a chat supersedes only if seen before; after a crash the
-            // earlier version may be in files, so every replayed change hides older rows.
-            let mut seen: HashSet<String> = HashSet::new();
-            let mut chunk = Vec::with_capacity(CHUNK);
-            for record in records {
-                let update = record.map_err(StoreError::from).and_then(|r| {
-                    let supersedes = !exact || !seen.insert(r.entry.chat_uid.clone());
-                    match r.entry.operation {
-                        Operation::Delete => Ok(StoreUpdate::Delete {
-                            seq: r.seq,
-                            chat_uid: r.entry.chat_uid,
-                        }),
-                        Operation::Upsert => {
-                            let value: serde_json::Value =
-                                serde_json::from_slice(&r.entry.document).map_err(|e| {
-                                    StoreError::BadArchivedDocument {
-                                        seq: r.seq,
-                                        reason: e.to_string(),
-                                    }
-                                })?;
-                            let document = ChatDocument::from_value(&value).map_err(|e| {
-                                StoreError::BadArchivedDocument {
-                                    seq: r.seq,
-                                    reason: e.to_string(),
-                                }
-                            })?;
-                            Ok(StoreUpdate::Upsert {
+        // During a rebuild, a chat supersedes only if seen before; after a crash the
+        // earlier version may be in files, so every replayed change hides older rows.
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut rx = replay_chunks(
+            archive_dir.to_owned(),
+            from,
+            CHUNK,
+            move |r| -> Result<StoreUpdate> {
+                let supersedes = !exact || !seen.insert(r.entry.chat_uid.clone());
+                match r.entry.operation {
+                    Operation::Delete => Ok(StoreUpdate::Delete {
+                        seq: r.seq,
+                        chat_uid: r.entry.chat_uid,
+                    }),
+                    Operation::Upsert => {
+                        let value: serde_json::Value = serde_json::from_slice(&r.entry.document)
+                            .map_err(|e| StoreError::BadArchivedDocument {
                                 seq: r.seq,
-                                document: Arc::new(document),
-                                supersedes,
-                            })
-                        }
-                    }
-                });
-                match update {
-                    Ok(u) => chunk.push(u),
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
+                                reason: e.to_string(),
+                            })?;
+                        let document = ChatDocument::from_value(&value).map_err(|e| {
+                            StoreError::BadArchivedDocument {
+                                seq: r.seq,
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        Ok(StoreUpdate::Upsert {
+                            seq: r.seq,
+                            document: Arc::new(document),
+                            supersedes,
+                        })
                     }
                 }
-                if chunk.len() == CHUNK && tx.blocking_send(Ok(std::mem::take(&mut chunk))).is_err()
-                {
-                    return;
-                }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.blocking_send(Ok(chunk));
-            }
-        });
+            },
+        );
         let mut n = 0u64;
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
