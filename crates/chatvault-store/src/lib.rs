@@ -12,7 +12,9 @@ mod frame;
 mod store;
 
 pub use frame::{empty_frame, table_schema};
-pub use store::{table, CompactReport, FlushReport, ScanFilter, Store, StoreConfig, StoreUpdate};
+pub use store::{
+    table, CompactReport, FlushReport, Partition, ScanFilter, Store, StoreConfig, StoreUpdate,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -116,7 +116,13 @@ struct View {
     /// (ChatUID, HideBelow): rows of the chat with a smaller ArchiveSeq are not current.
     hide: Option<DataFrame>,
     buffer: [DataFrame; 5],
+    /// Which buffered chats belong to each partition, for partition-wise scans.
+    buffer_partitions: BTreeMap<Partition, Vec<String>>,
 }
+
+/// A partition of every table: a SiteKey and the month of the chat's Started
+/// (`YYYY-MM`, or `none`, which sorts after every month).
+pub type Partition = (i64, String);
 
 struct State {
     buffer: HashMap<String, Buffered>,
@@ -320,10 +326,18 @@ impl Store {
             (Some(a), Some(b)) => Some(a.vstack(&b)?),
         };
         let hide = hide.map(latest_hide).transpose()?;
+        let mut buffer_partitions: BTreeMap<Partition, Vec<String>> = BTreeMap::new();
+        for (uid, b) in &state.buffer {
+            buffer_partitions
+                .entry((i64::from(b.site_key), b.month.clone()))
+                .or_default()
+                .push(uid.clone());
+        }
         let view = Arc::new(View {
             files: state.snapshot.files.clone(),
             hide,
             buffer,
+            buffer_partitions,
         });
         let generation = state.generation;
         state.view = Some((generation, view.clone()));
@@ -334,20 +348,66 @@ impl Store {
     /// hidden) plus the buffer. Filters and projections the caller adds are pushed into
     /// the Parquet scan by polars.
     pub fn scan(&self, table: &str, filter: &ScanFilter) -> Result<LazyFrame> {
-        let index = TABLES
-            .iter()
-            .position(|t| t.name == table)
-            .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))?;
+        let index = table_index(table)?;
         let view = self.view()?;
-        let paths: Vec<PlRefPath> = view
+        let files = view
             .files
             .iter()
-            .filter(|f| f.table == table && filter.admits(f.site_key, &f.month))
+            .filter(|f| f.table == table && filter.admits(f.site_key, &f.month));
+        self.scan_files(&view, files, view.buffer[index].clone().lazy())
+    }
+
+    /// The partitions of `table` that `filter` admits, in (SiteKey, month) order, so a
+    /// reader can walk the table one partition at a time in a stable order.
+    pub fn partitions(&self, table: &str, filter: &ScanFilter) -> Result<Vec<Partition>> {
+        table_index(table)?;
+        let view = self.view()?;
+        let mut out: Vec<Partition> = view
+            .files
+            .iter()
+            .filter(|f| f.table == table)
+            .map(|f| (f.site_key, f.month.clone()))
+            .chain(view.buffer_partitions.keys().cloned())
+            .filter(|(site, month)| filter.admits(*site, month))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The current rows of one partition of `table` (files and buffer).
+    pub fn scan_partition(&self, table: &str, partition: &Partition) -> Result<LazyFrame> {
+        let index = table_index(table)?;
+        let view = self.view()?;
+        let (site, month) = partition;
+        let files = view
+            .files
+            .iter()
+            .filter(|f| f.table == table && f.site_key == *site && &f.month == month);
+        let buffered = match view.buffer_partitions.get(partition) {
+            Some(uids) if view.buffer[index].height() > 0 => {
+                let uids = Series::new("uids".into(), uids.as_slice());
+                view.buffer[index]
+                    .clone()
+                    .lazy()
+                    .filter(col("ChatUID").is_in(lit(uids).implode(true), false))
+            }
+            _ => view.buffer[index].clone().lazy().slice(0, 0),
+        };
+        self.scan_files(&view, files, buffered)
+    }
+
+    fn scan_files<'a>(
+        &self,
+        view: &View,
+        files: impl Iterator<Item = &'a StoreFile>,
+        buffered: LazyFrame,
+    ) -> Result<LazyFrame> {
+        let paths: Vec<PlRefPath> = files
             .map(|f| PlRefPath::try_from_path(&self.config.dir.join(&f.path)))
             .collect::<PolarsResult<_>>()?;
         self.files_opened
             .fetch_add(paths.len() as u64, Ordering::Relaxed);
-        let buffered = view.buffer[index].clone().lazy();
         if paths.is_empty() {
             return Ok(buffered);
         }
@@ -926,6 +986,13 @@ fn remove_orphans(dir: &Path, snapshot: &StoreSnapshot) -> Result<()> {
 }
 
 /// The table definition of a stored table by name.
+fn table_index(table: &str) -> Result<usize> {
+    TABLES
+        .iter()
+        .position(|t| t.name == table)
+        .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))
+}
+
 pub fn table(name: &str) -> Option<&'static TableDef> {
     TABLES.iter().find(|t| t.name == name)
 }
