@@ -1,0 +1,247 @@
+//! OData JSON for result rows: values written straight from polars columns (no per-cell
+//! dynamic values), timestamps as Edm.DateTimeOffset in the site's zone.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Offset, TimeZone};
+use chrono_tz::Tz;
+use polars::prelude::*;
+
+use crate::error::Result;
+
+/// How much control information a response carries (`odata.metadata=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metadata {
+    None,
+    #[default]
+    Minimal,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Format {
+    pub metadata: Metadata,
+    /// `IEEE754Compatible=true`: Int64 values as strings, so JavaScript clients keep them exact.
+    pub ieee754: bool,
+    pub tz: Tz,
+}
+
+/// A JSON string literal.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// An Edm.DateTimeOffset for a site wall-clock time.
+pub fn datetime_text(tz: Tz, local: NaiveDateTime) -> String {
+    // A wall-clock time skipped by a DST change has no offset of its own; the offset in
+    // force just before the change is the honest reading of what the server wrote.
+    let offset = tz
+        .offset_from_local_datetime(&local)
+        .earliest()
+        .map(|o| o.fix())
+        .unwrap_or_else(|| tz.offset_from_utc_datetime(&local).fix());
+    let fraction = if local.and_utc().timestamp_subsec_micros() == 0 { "%S" } else { "%S%.6f" };
+    let base = local.format(&format!("%Y-%m-%dT%H:%M:{fraction}")).to_string();
+    if offset.local_minus_utc() == 0 {
+        format!("{base}Z")
+    } else {
+        format!("{base}{}", DateTime::<chrono::FixedOffset>::from_naive_utc_and_offset(local, offset).format("%:z"))
+    }
+}
+
+fn micros_to_local(micros: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp_micros(micros).map(|t| t.naive_utc())
+}
+
+/// One column, downcast once, written row by row.
+pub enum ColumnWriter<'a> {
+    Str(&'a StringChunked),
+    I32(&'a Int32Chunked),
+    I64(&'a Int64Chunked),
+    U32(&'a UInt32Chunked),
+    U64(&'a UInt64Chunked),
+    F64(&'a Float64Chunked),
+    Bool(&'a BooleanChunked),
+    Timestamp(&'a Int64Chunked),
+    Date(&'a Int32Chunked),
+    StrList(&'a ListChunked),
+}
+
+impl<'a> ColumnWriter<'a> {
+    /// `series` must be a single chunk (see `DataFrame::rechunk`) for fast row access.
+    pub fn new(series: &'a Series) -> Result<ColumnWriter<'a>> {
+        Ok(match series.dtype() {
+            DataType::String => ColumnWriter::Str(series.str()?),
+            DataType::Int32 => ColumnWriter::I32(series.i32()?),
+            DataType::Int64 => ColumnWriter::I64(series.i64()?),
+            DataType::UInt32 => ColumnWriter::U32(series.u32()?),
+            DataType::UInt64 => ColumnWriter::U64(series.u64()?),
+            DataType::Float64 => ColumnWriter::F64(series.f64()?),
+            DataType::Boolean => ColumnWriter::Bool(series.bool()?),
+            DataType::Datetime(TimeUnit::Microseconds, _) => ColumnWriter::Timestamp(series.datetime()?.physical()),
+            DataType::Date => ColumnWriter::Date(series.date()?.physical()),
+            DataType::List(inner) if **inner == DataType::String => ColumnWriter::StrList(series.list()?),
+            other => {
+                return Err(crate::error::QueryError::Invalid(format!(
+                    "column {} has the type {other}, which the feed cannot write",
+                    series.name()
+                )))
+            }
+        })
+    }
+
+    /// Whether the value is an Int64 (written as a string under IEEE754Compatible).
+    pub fn is_int64(&self) -> bool {
+        matches!(self, ColumnWriter::I64(_) | ColumnWriter::U64(_))
+    }
+
+    pub fn is_timestamp(&self) -> bool {
+        matches!(self, ColumnWriter::Timestamp(_))
+    }
+
+    pub fn write(&self, row: usize, out: &mut Vec<u8>, format: &Format) {
+        use std::io::Write as _;
+        fn num(out: &mut Vec<u8>, v: impl std::fmt::Display, quoted: bool) {
+            if quoted {
+                let _ = write!(out, "\"{v}\"");
+            } else {
+                let _ = write!(out, "{v}");
+            }
+        }
+        match self {
+            ColumnWriter::Str(c) => match c.get(row) {
+                Some(s) => write_str(out, s),
+                None => out.extend_from_slice(b"null"),
+            },
+            ColumnWriter::I32(c) => opt(out, c.get(row), |out, v| num(out, v, false)),
+            ColumnWriter::U32(c) => opt(out, c.get(row), |out, v| num(out, v, false)),
+            ColumnWriter::I64(c) => opt(out, c.get(row), |out, v| num(out, v, format.ieee754)),
+            ColumnWriter::U64(c) => opt(out, c.get(row), |out, v| num(out, v, format.ieee754)),
+            ColumnWriter::F64(c) => opt(out, c.get(row), |out, v| {
+                if v.is_nan() {
+                    out.extend_from_slice(b"\"NaN\"");
+                } else if v.is_infinite() {
+                    out.extend_from_slice(if v > 0.0 { b"\"INF\"" } else { b"\"-INF\"" });
+                } else {
+                    num(out, v, false)
+                }
+            }),
+            ColumnWriter::Bool(c) => opt(out, c.get(row), |out, v| {
+                out.extend_from_slice(if v { b"true" } else { b"false" })
+            }),
+            ColumnWriter::Timestamp(c) => opt(out, c.get(row).and_then(micros_to_local), |out, v| {
+                write_str(out, &datetime_text(format.tz, v))
+            }),
+            ColumnWriter::Date(c) => opt(
+                out,
+                c.get(row).and_then(|d| NaiveDate::default().checked_add_signed(chrono::Duration::days(i64::from(d)))),
+                |out, v| write_str(out, &v.format("%Y-%m-%d").to_string()),
+            ),
+            ColumnWriter::StrList(c) => match c.get_as_series(row) {
+                Some(items) => {
+                    out.push(b'[');
+                    if let Ok(items) = items.str() {
+                        for (i, item) in (0..items.len()).map(|i| items.get(i)).enumerate() {
+                            if i > 0 {
+                                out.push(b',');
+                            }
+                            match item {
+                                Some(s) => write_str(out, s),
+                                None => out.extend_from_slice(b"null"),
+                            }
+                        }
+                    }
+                    out.push(b']');
+                }
+                None => out.extend_from_slice(b"[]"),
+            },
+        }
+    }
+
+    /// The value as it appears in a key predicate or `$value` (no JSON quoting).
+    pub fn raw_text(&self, row: usize, format: &Format) -> Option<String> {
+        Some(match self {
+            ColumnWriter::Str(c) => c.get(row)?.to_owned(),
+            ColumnWriter::I32(c) => c.get(row)?.to_string(),
+            ColumnWriter::U32(c) => c.get(row)?.to_string(),
+            ColumnWriter::I64(c) => c.get(row)?.to_string(),
+            ColumnWriter::U64(c) => c.get(row)?.to_string(),
+            ColumnWriter::F64(c) => c.get(row)?.to_string(),
+            ColumnWriter::Bool(c) => c.get(row)?.to_string(),
+            ColumnWriter::Timestamp(c) => datetime_text(format.tz, micros_to_local(c.get(row)?)?),
+            ColumnWriter::Date(c) => {
+                let d = NaiveDate::default().checked_add_signed(chrono::Duration::days(i64::from(c.get(row)?)))?;
+                d.format("%Y-%m-%d").to_string()
+            }
+            ColumnWriter::StrList(_) => return None,
+        })
+    }
+
+    /// The value as a JSON value (for skip tokens).
+    pub fn json_value(&self, row: usize) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            ColumnWriter::Str(c) => json!(c.get(row)),
+            ColumnWriter::I32(c) => json!(c.get(row)),
+            ColumnWriter::U32(c) => json!(c.get(row)),
+            ColumnWriter::I64(c) | ColumnWriter::Timestamp(c) => json!(c.get(row)),
+            ColumnWriter::U64(c) => json!(c.get(row)),
+            ColumnWriter::F64(c) => json!(c.get(row)),
+            ColumnWriter::Bool(c) => json!(c.get(row)),
+            ColumnWriter::Date(c) => json!(c.get(row)),
+            ColumnWriter::StrList(_) => serde_json::Value::Null,
+        }
+    }
+}
+
+fn opt<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
+    match value {
+        Some(v) => write(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_and_emoji_survive() {
+        let mut out = Vec::new();
+        write_str(&mut out, "a \"quote\"\nnew\u{1}line 😀");
+        let text = String::from_utf8(out).expect("utf-8");
+        let back: String = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(back, "a \"quote\"\nnew\u{1}line 😀");
+    }
+
+    #[test]
+    fn timestamps_carry_the_site_offset() {
+        let t = NaiveDate::from_ymd_opt(2024, 8, 1).and_then(|d| d.and_hms_micro_opt(10, 0, 0, 500)).expect("time");
+        assert_eq!(datetime_text(Tz::UTC, t), "2024-08-01T10:00:00.000500Z");
+        assert_eq!(datetime_text(chrono_tz::Europe::London, t), "2024-08-01T10:00:00.000500+01:00");
+        let winter = NaiveDate::from_ymd_opt(2024, 1, 1).and_then(|d| d.and_hms_opt(9, 0, 0)).expect("time");
+        assert_eq!(datetime_text(chrono_tz::Europe::London, winter), "2024-01-01T09:00:00Z");
+        // 01:30 on the spring-forward night does not exist in London; still answered.
+        let gap = NaiveDate::from_ymd_opt(2024, 3, 31).and_then(|d| d.and_hms_opt(1, 30, 0)).expect("time");
+        assert!(datetime_text(chrono_tz::Europe::London, gap).starts_with("2024-03-31T01:30:00"));
+    }
+}
