@@ -69,4 +69,14 @@ fi
 log "installing the Cosmos DB test emulator"
 npm ci --prefix tests/cosmos-emulator --no-audit --no-fund --loglevel=error
 
+# Python test tools (a third-party OData client) in a virtualenv outside the clone.
+VENV="${CHATVAULT_TEST_VENV:-$HOME/.cache/chatvault/venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating the test virtualenv in $VENV"
+  python3 -m venv "$VENV"
+fi
+log "installing Python test tools"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/odata-client/requirements.txt
+export CHATVAULT_TEST_PYTHON="$VENV/bin/python"
+
 cargo test --workspace --locked "$@"

@@ -10,6 +10,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Vec<serde_json::Value>,
+    /// The part of the request the error is about (an OData query option).
+    pub target: Option<String>,
     pub retry_after_secs: Option<u64>,
     pub www_authenticate: bool,
 }
@@ -23,6 +25,8 @@ struct Body<'a> {
 struct Inner<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     details: &'a [serde_json::Value],
 }
@@ -34,6 +38,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            target: None,
             retry_after_secs: None,
             www_authenticate: false,
         }
@@ -63,6 +68,7 @@ impl IntoResponse for ApiError {
             error: Inner {
                 code: self.code,
                 message: &self.message,
+                target: self.target.as_deref(),
                 details: &self.details,
             },
         })

@@ -8,8 +8,10 @@
 
 mod auth;
 mod error;
+mod export;
 mod health;
 mod ingest;
+mod odata;
 
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Option<PrometheusHandle>,
     pub health: health::Health,
+    /// The OData feed; None on a node that only ingests.
+    pub odata: Option<odata::SharedService>,
     ingest_slots: Arc<Semaphore>,
 }
 
@@ -70,7 +74,13 @@ impl AppState {
             config: Arc::new(config),
             metrics,
             health: health::Health::default(),
+            odata: None,
         }
+    }
+
+    pub fn with_odata(mut self, service: chatvault_odata::Service) -> AppState {
+        self.odata = Some(Arc::new(service));
+        self
     }
 }
 
@@ -82,6 +92,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/chats", post(ingest::post_chats))
         .route("/api/v1/chats/{chat_uid}", delete(ingest::delete_chat))
         .route("/api/v1/stats", get(health::stats))
+        .route("/api/v1/export/{file}", get(export::export))
+        .route("/odata", get(odata::root))
+        .route("/odata/", get(odata::root))
+        .route("/odata/{*path}", get(odata::resource))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

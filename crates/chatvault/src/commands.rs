@@ -54,7 +54,8 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
             max_concurrent_ingest: config.ingest.max_concurrent_requests,
         },
         metrics,
-    );
+    )
+    .with_odata(chatvault_odata::Service::new(query_engine(&config, &runtime)?));
     let first_key = if runtime.catalog.has_keys().await? {
         None
     } else {
@@ -578,6 +579,88 @@ pub fn show_config(config: Config) -> anyhow::Result<ExitCode> {
     println!("# Environment variables:");
     for (var, key) in ENV_VARS {
         println!("#   {var:<28} -> {key}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The query engine over this node's store, as the feed and exports use it.
+fn query_engine(config: &Config, runtime: &Runtime) -> anyhow::Result<chatvault_odata::Engine> {
+    Ok(chatvault_odata::Engine::new(
+        runtime.store.clone(),
+        chatvault_odata::Settings {
+            tz: config.site_tz()?,
+            page_size: config.page_size.max(1) as usize,
+        },
+    ))
+}
+
+/// The OData options of `chatvault export`.
+pub struct ExportQuery {
+    pub filter: Option<String>,
+    pub select: Option<String>,
+    pub orderby: Option<String>,
+}
+
+pub async fn export(
+    config: Config,
+    entity_set: String,
+    query: ExportQuery,
+    format: chatvault_odata::export::ExportFormat,
+    out: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    let Some(set) = chatvault_odata::model::entity_set(&entity_set) else {
+        let known: Vec<&str> = chatvault_odata::model::ENTITY_SETS.iter().map(|s| s.name).collect();
+        bail!("no entity set named '{entity_set}' (there are {})", known.join(", "));
+    };
+    let mut pairs = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in [("$filter", &query.filter), ("$select", &query.select), ("$orderby", &query.orderby)] {
+        if let Some(value) = value {
+            pairs.append_pair(name, value);
+        }
+    }
+    let options = chatvault_odata::QueryOptions::parse(&pairs.finish())?;
+    let runtime = Runtime::open(&config).await?;
+    let engine = query_engine(&config, &runtime)?;
+    let to_stdout = out.as_os_str() == "-";
+    let partial = out.with_extension(format!(
+        "{}partial",
+        out.extension().map(|e| format!("{}.", e.to_string_lossy())).unwrap_or_default()
+    ));
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} rows ({per_sec}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    if to_stdout {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let gzip = out.extension().is_some_and(|e| e == "gz");
+    let rows = tokio::task::block_in_place(|| -> anyhow::Result<u64> {
+        let sink: Box<dyn Write> = if to_stdout {
+            Box::new(std::io::stdout().lock())
+        } else {
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("cannot create {}", partial.display()))?;
+            Box::new(std::io::BufWriter::with_capacity(1 << 20, file))
+        };
+        let now = chrono::Utc::now().naive_utc();
+        let access = chatvault_odata::Access::default();
+        let mut progress = |n: u64| bar.set_position(n);
+        let rows = if gzip {
+            let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::fast());
+            let rows = chatvault_odata::export::export(&engine, set, &options, &access, format, now, &mut encoder, &mut progress)?;
+            encoder.finish()?.flush()?;
+            rows
+        } else {
+            let mut sink = sink;
+            chatvault_odata::export::export(&engine, set, &options, &access, format, now, &mut sink, &mut progress)?
+        };
+        Ok(rows)
+    })?;
+    bar.finish_and_clear();
+    if !to_stdout {
+        std::fs::rename(&partial, &out)
+            .with_context(|| format!("cannot move the export into place at {}", out.display()))?;
+        eprintln!("Exported {rows} rows of {} to {}", set.name, out.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -327,6 +327,16 @@ mod tests {
 }
 
 impl Config {
+    /// The site time zone that stored wall-clock timestamps are read in.
+    pub fn site_tz(&self) -> anyhow::Result<chrono_tz::Tz> {
+        self.site_timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            anyhow::anyhow!(
+                "site_timezone '{}' is not an IANA time zone name (such as UTC or Europe/London)",
+                self.site_timezone
+            )
+        })
+    }
+
     /// The Cosmos DB source's settings, when an endpoint is configured. The key comes
     /// from `cosmos.key` (or CHATVAULT_COSMOS_KEY) or the key file; it is never printed.
     pub fn cosmos(&self) -> anyhow::Result<Option<chatvault_ingest::CosmosConfig>> {

@@ -78,12 +78,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export an entity set as CSV or Parquet, filtered and ordered in the OData feed's
+    /// language (for example --filter "SiteKey eq 3 and Started ge 2024-08-01T00:00:00Z").
+    Export {
+        /// Chats, ChatLines, SurveyAnswers, PageViews or ChatTags.
+        entity_set: String,
+        /// An OData $filter expression.
+        #[arg(long, value_name = "ODATA_FILTER")]
+        filter: Option<String>,
+        /// Comma-separated properties (default: all).
+        #[arg(long, value_name = "PROPERTIES")]
+        select: Option<String>,
+        /// An OData $orderby, e.g. "Started desc" (default: site, month, key).
+        #[arg(long, value_name = "ORDER")]
+        orderby: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExportFormatArg::Csv)]
+        format: ExportFormatArg,
+        /// Start the CSV with a UTF-8 byte-order mark, which Excel needs to read UTF-8.
+        #[arg(long)]
+        bom: bool,
+        /// Output file (a .gz name compresses it); '-' writes to stdout.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Merge small Parquet files and drop superseded and deleted rows now.
     Compact,
     /// Recreate the whole columnar store from the archive.
     Rebuild,
     /// Show the effective configuration (secrets masked) and where each setting can come from.
     Config,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormatArg {
+    Csv,
+    Parquet,
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +193,22 @@ fn main() -> ExitCode {
             },
             Command::Verify { json } => commands::verify(config, json).await,
             Command::Config => commands::show_config(config),
+            Command::Export {
+                entity_set,
+                filter,
+                select,
+                orderby,
+                format,
+                bom,
+                out,
+            } => {
+                let format = match format {
+                    ExportFormatArg::Csv => chatvault_odata::export::ExportFormat::Csv { bom },
+                    ExportFormatArg::Parquet => chatvault_odata::export::ExportFormat::Parquet,
+                };
+                let query = commands::ExportQuery { filter, select, orderby };
+                commands::export(config, entity_set, query, format, out).await
+            }
             Command::Compact => commands::compact(config).await,
             Command::Rebuild => commands::rebuild(config).await,
         }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# OData feed benchmark for Chatvault, with DuckDB as the yardstick, in one run:
+#   first page  Chats filtered to one site and month, 6 columns, over HTTP with JSON,
+#               against DuckDB answering the same question on the same Parquet files;
+#   groupby     $apply=groupby((SiteKey),aggregate($count as Chats)) against GROUP BY;
+#   stream      every row of Chats through @odata.nextLink (rows/s and server memory).
+#
+# Environment: BENCH_CHATS (default 1000000), BENCH_SEED (1), CHATVAULT_BENCH_DIR
+# (default /tmp/chatvault-bench), CARGO_TARGET_DIR (default ~/.cache/chatvault/target).
+set -euo pipefail
+
+CHATS=${BENCH_CHATS:-1000000}
+SEED=${BENCH_SEED:-1}
+WORK=${CHATVAULT_BENCH_DIR:-/tmp/chatvault-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=odata-bench
+# shellcheck source=benches/common.sh
+source "$ROOT/benches/common.sh"
+"$VENV/bin/python" -c 'import requests' 2>/dev/null || "$VENV/bin/pip" install --quiet --disable-pip-version-check requests
+
+NDJSON=$WORK/store-$CHATS-seed$SEED.ndjson
+if [[ ! -f $NDJSON.complete ]]; then
+    log "generating $CHATS chats (seed $SEED)"
+    "$CV" gen --chats "$CHATS" --seed "$SEED" --out "$NDJSON"
+    touch "$NDJSON.complete"
+fi
+DIR=$WORK/dd-odata-$CHATS
+if [[ ! -f $DIR.complete ]]; then
+    fresh_dir "$DIR"
+    log "import"
+    "$CV" import --data-dir "$DIR" "$NDJSON" >/dev/null 2>"$WORK/odata-import.err" || die "import failed"
+    "$CV" compact --data-dir "$DIR" >/dev/null 2>&1 || die "compact failed"
+    touch "$DIR.complete"
+fi
+KEY=$("$CV" keys create --data-dir "$DIR" --name bench --scope read | tail -1)
+
+log "starting the service"
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+CHATVAULT_LOG=warn "$CV" serve --data-dir "$DIR" --listen "127.0.0.1:$PORT" >"$WORK/odata-serve.out" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+
+log "measuring (load $(load1))"
+RESULT=$WORK/odata-results.json
+"$PY" "$ROOT/benches/odata_bench.py" "http://127.0.0.1:$PORT/odata/" "$KEY" "$DIR/store" "$SERVER" >"$RESULT" || die "benchmark failed"
+log "load after: $(load1)"
+cat "$RESULT"

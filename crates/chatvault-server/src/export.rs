@@ -1,0 +1,146 @@
+//! `GET /api/v1/export/{EntitySet}.csv|.parquet`: a whole entity set for BI tools,
+//! streamed as it is read so memory stays flat for any size.
+
+use std::io::Write;
+
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chatvault_catalog::Scope;
+use chatvault_odata::export::{export as run_export, ExportFormat};
+use chatvault_odata::{model, Access, QueryError, QueryOptions};
+use futures::StreamExt as _;
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::odata::query_error;
+use crate::AppState;
+
+/// Bytes gathered before a chunk is handed to the connection.
+const CHUNK_BYTES: usize = 256 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+type Chunk = Result<Vec<u8>, QueryError>;
+
+/// An `io::Write` that hands full chunks to the response; a client that went away makes
+/// the next write fail, which stops the export.
+struct ChannelWriter {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+fn wants_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")))
+}
+
+pub async fn export(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(service) = state.odata.clone() else {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ExportUnavailable", "exports are not enabled on this node"));
+    };
+    let (set_name, extension) = file.rsplit_once('.').unwrap_or((file.as_str(), ""));
+    let query = uri.query().unwrap_or("").to_owned();
+    let bom = form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "bom" && v == "true");
+    let format = match extension {
+        "csv" => ExportFormat::Csv { bom },
+        "parquet" => ExportFormat::Parquet,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("exports are .csv or .parquet, not '.{other}'"),
+            ))
+        }
+    };
+    let set = model::entity_set(set_name).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no entity set named '{set_name}'"))
+    })?;
+    let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
+    let options = QueryOptions::parse(&query).map_err(query_error)?;
+    let gzip = wants_gzip(&headers);
+    let access = Access { sites: key.sites.clone() };
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let now = chrono::Utc::now().naive_utc();
+        let sink = ChannelWriter { buf: Vec::with_capacity(CHUNK_BYTES), tx: tx.clone() };
+        let engine = service.engine();
+        let result = if gzip {
+            let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::fast());
+            run_export(engine, set, &options, &access, format, now, &mut encoder, &mut |_| {})
+                .and_then(|rows| {
+                    encoder
+                        .finish()
+                        .and_then(|mut sink| sink.flush())
+                        .map(|()| rows)
+                        .map_err(|e| QueryError::Invalid(format!("writing the export: {e}")))
+                })
+        } else {
+            let mut sink = sink;
+            run_export(engine, set, &options, &access, format, now, &mut sink, &mut |_| {})
+        };
+        match result {
+            Ok(rows) => tracing::info!(entity_set = set.name, rows, "export finished"),
+            Err(e) => {
+                tracing::warn!(entity_set = set.name, error = %e, "export stopped");
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+
+    // The first chunk (or the error that came instead) decides the status.
+    let first = match rx.recv().await {
+        Some(Err(e)) => return Err(query_error(e)),
+        Some(Ok(chunk)) => Some(chunk),
+        None => None,
+    };
+    let rest = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| {
+            (chunk.map_err(|e| std::io::Error::other(e.to_string())), rx)
+        })
+    });
+    let body = futures::stream::iter(first.map(Ok::<_, std::io::Error>)).chain(rest);
+    let mut response = (StatusCode::OK, axum::body::Body::from_stream(body)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{}\"", set.name, format.extension())) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    Ok(response)
+}
