@@ -3,7 +3,8 @@
 #   first page  Chats filtered to one site and month, 6 columns, over HTTP with JSON,
 #               against DuckDB answering the same question on the same Parquet files;
 #   groupby     $apply=groupby((SiteKey),aggregate($count as Chats)) against GROUP BY;
-#   stream      every row of Chats through @odata.nextLink (rows/s and server memory).
+#   stream      every row of Chats through @odata.nextLink (rows/s and server memory);
+#   export      the whole Chats table as CSV over HTTP against DuckDB's COPY ... TO csv.
 #
 # Environment: BENCH_CHATS (default 1000000), BENCH_SEED (1), CHATVAULT_BENCH_DIR
 # (default /tmp/chatvault-bench), CARGO_TARGET_DIR (default ~/.cache/chatvault/target).
@@ -48,5 +49,8 @@ done
 log "measuring (load $(load1))"
 RESULT=$WORK/odata-results.json
 "$PY" "$ROOT/benches/odata_bench.py" "http://127.0.0.1:$PORT/odata/" "$KEY" "$DIR/store" "$SERVER" >"$RESULT" || die "benchmark failed"
+log "CSV export against DuckDB COPY (load $(load1))"
+EXPORT=$WORK/export-results.json
+"$PY" "$ROOT/benches/export_bench.py" "http://127.0.0.1:$PORT/" "$KEY" "$DIR/store" "$SERVER" "$WORK" >"$EXPORT" || die "export benchmark failed"
 log "load after: $(load1)"
-cat "$RESULT"
+cat "$RESULT" "$EXPORT"

@@ -573,6 +573,19 @@ async fn metadata_formats_and_errors() {
         assert_eq!(response.status().as_u16(), 400, "{}", &query[..60]);
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
+    // A 100 KB query string: the HTTP layer refuses it (414) and the service carries on.
+    {
+        use std::io::{Read, Write};
+        let addr = feed.server.base.trim_start_matches("http://").to_owned();
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+        let filter = "SiteKey%20eq%201%20or%20".repeat(5_000);
+        write!(stream, "GET /odata/Chats?$filter={filter}true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").expect("send");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 414"), "{}", &answer[..answer.len().min(80)]);
+        let (status, _) = feed.get("Chats/$count", &key).await;
+        assert_eq!(status, 200, "still serving");
+    }
     let long_in = format!("Chats?$filter=SiteKey in ({})&$top=1", (0..2000).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
     let (status, _) = feed.get(&long_in, &key).await;
     assert_eq!(status, 200, "a long but reasonable 'in' list is fine");
