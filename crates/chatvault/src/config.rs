@@ -22,6 +22,27 @@ pub struct Config {
     pub archive: ArchiveSection,
     pub folder: FolderSection,
     pub cosmos: CosmosSection,
+    pub retention: RetentionSection,
+}
+
+/// How long chats are kept after Started, per SiteKey and by default; none when unset.
+/// `chatvault retention apply` deletes expired chats from all three stores.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    pub default_days: Option<u32>,
+    /// SiteKey (as a TOML key) → days, overriding `default_days`.
+    pub sites: std::collections::BTreeMap<String, u32>,
+}
+
+impl RetentionSection {
+    /// Days `site_key`'s chats are kept, if a policy applies to it.
+    pub fn days(&self, site_key: i64) -> Option<u32> {
+        self.sites
+            .get(&site_key.to_string())
+            .copied()
+            .or(self.default_days)
+    }
 }
 
 /// The Azure Cosmos DB source; enabled when `endpoint` is set.
@@ -93,6 +114,7 @@ impl Default for Config {
             archive: ArchiveSection::default(),
             folder: FolderSection::default(),
             cosmos: CosmosSection::default(),
+            retention: RetentionSection::default(),
         }
     }
 }
