@@ -138,9 +138,104 @@ async fn key_changes_and_deletes_are_audited_and_the_log_verifies() {
     let (status, body) = audit_page(&server, &ingest, "").await;
     assert_eq!(status, 403, "{body}");
 
+    // Legal holds over the admin API, audited like the rest.
+    let holds = server.url("/api/v1/holds");
+    let placed = http
+        .post(&holds)
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"site_key": 3, "from_date": "2024-01-01", "reason": "matter 9"}))
+        .send()
+        .await
+        .expect("place");
+    assert_eq!(placed.status(), 201);
+    let placed: Value = placed.json().await.expect("json");
+    let hold_id = placed["id"].as_str().expect("id").to_owned();
+    assert_eq!(placed["scope"]["site"]["site_key"], 3, "{placed}");
+    for bad in [
+        serde_json::json!({"site_key": 3, "email": "a@b.c", "reason": "two scopes"}),
+        serde_json::json!({"site_key": 3, "from_date": "01/02/2024", "reason": "bad date"}),
+        serde_json::json!({"chat_uid": uid, "reason": " "}),
+    ] {
+        let refused = http
+            .post(&holds)
+            .bearer_auth(&admin)
+            .json(&bad)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(refused.status(), 400, "{bad}");
+    }
+    let refused = http
+        .post(&holds)
+        .bearer_auth(&ingest)
+        .json(&serde_json::json!({"chat_uid": uid, "reason": "x"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 403);
+    let listed: Value = http
+        .get(&holds)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let release = format!("{holds}/{hold_id}");
+    let released = http
+        .delete(&release)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(released.status(), 200);
+    let again = http
+        .delete(&release)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(again.status(), 409);
+    let listed: Value = http
+        .get(&holds)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+    let all: Value = http
+        .get(format!("{holds}?all=true"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        all[0]["released_by"]
+            .as_str()
+            .map(|a| a.starts_with("key:")),
+        Some(true),
+        "{all}"
+    );
+    let (_, hold_audit) = audit_page(&server, &admin, "?action=hold").await;
+    let hold_actions: Vec<&str> = hold_audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(hold_actions, ["hold.place", "hold.release"]);
+
     let (code, out, err) = run(&["audit", "verify"], dir.path());
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("Audit log: 6 entries"), "{out}");
+    assert!(out.contains("Audit log: 8 entries"), "{out}");
     let (code, out, _) = run(&["audit", "list", "--action", "chat"], dir.path());
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 1, "{out}");

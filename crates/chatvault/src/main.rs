@@ -98,12 +98,8 @@ enum Command {
     /// Erase every chat of a person from the archive, catalog and store (right to be
     /// forgotten); chats under legal hold are kept. A receipt goes to the audit log.
     Erase {
-        #[arg(long, group = "person", required = true, value_name = "CHATUID")]
-        chat: Option<String>,
-        #[arg(long, group = "person", value_name = "ADDR")]
-        email: Option<String>,
-        #[arg(long, group = "person", value_name = "ADDR")]
-        ip: Option<String>,
+        #[command(flatten)]
+        person: PersonArgs,
         /// Show what would be erased and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -113,12 +109,8 @@ enum Command {
     /// Export one chat, or every chat of a person, for legal review: a JSON bundle of every
     /// archived version and a readable HTML transcript.
     LegalExport {
-        #[arg(long, group = "person", required = true, value_name = "CHATUID")]
-        chat: Option<String>,
-        #[arg(long, group = "person", value_name = "ADDR")]
-        email: Option<String>,
-        #[arg(long, group = "person", value_name = "ADDR")]
-        ip: Option<String>,
+        #[command(flatten)]
+        person: PersonArgs,
         /// Folder to write bundle.json and transcript.html into.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
@@ -259,16 +251,30 @@ fn hold_scope(
     }
 }
 
-/// Whose chats `erase` and `legal-export` mean: clap lets exactly one through.
-fn person(
+/// Whose chats `erase` and `legal-export` mean: exactly one of these.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct PersonArgs {
+    #[arg(long, value_name = "CHATUID")]
     chat: Option<String>,
+    /// Matched case-insensitively in the header, the visit's contact email and surveys.
+    #[arg(long, value_name = "ADDR")]
     email: Option<String>,
+    /// Matched in the header, the visit and GeoIP.
+    #[arg(long, value_name = "ADDR")]
     ip: Option<String>,
-) -> Option<chatvault_compliance::Person> {
-    use chatvault_compliance::Person;
-    chat.map(Person::Chat)
-        .or(email.map(Person::Email))
-        .or(ip.map(Person::Ip))
+}
+
+impl From<PersonArgs> for chatvault_compliance::Person {
+    fn from(args: PersonArgs) -> Self {
+        use chatvault_compliance::Person;
+        match (args.chat, args.email, args.ip) {
+            (Some(uid), _, _) => Person::Chat(uid),
+            (None, Some(email), _) => Person::Email(email),
+            // clap's group guarantees one of the three; an empty IP matches nothing.
+            (None, None, ip) => Person::Ip(ip.unwrap_or_default()),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -358,28 +364,13 @@ fn main() -> ExitCode {
                 HoldCommand::List { all, json } => compliance::hold_list(config, all, json).await,
             },
             Command::Erase {
-                chat,
-                email,
-                ip,
+                person,
                 dry_run,
                 json,
-            } => match person(chat, email, ip) {
-                Some(person) => compliance::erase(config, person, dry_run, json).await,
-                None => Err(anyhow::anyhow!(
-                    "name whose chats to erase: --chat, --email or --ip"
-                )),
-            },
-            Command::LegalExport {
-                chat,
-                email,
-                ip,
-                out,
-            } => match person(chat, email, ip) {
-                Some(person) => compliance::legal_export(config, person, out).await,
-                None => Err(anyhow::anyhow!(
-                    "name whose chats to export: --chat, --email or --ip"
-                )),
-            },
+            } => compliance::erase(config, person.into(), dry_run, json).await,
+            Command::LegalExport { person, out } => {
+                compliance::legal_export(config, person.into(), out).await
+            }
             Command::Retention {
                 command: RetentionCommand::Apply { dry_run, json },
             } => compliance::retention_apply(config, dry_run, json).await,
