@@ -794,3 +794,48 @@ async fn retention_deletes_expired_chats_per_site_and_keeps_held_ones() {
     let (_, audit, _) = run(&["audit", "list", "--action", "retention"], &data);
     assert!(audit.contains("retention.apply"), "{audit}");
 }
+
+#[tokio::test]
+async fn redaction_on_ingest_keeps_ips_and_card_numbers_out_of_every_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let config = dir.path().join("chatvault.toml");
+    std::fs::write(
+        &config,
+        "[ingest.redact]\ndrop_ip = true\nmask_card_numbers = true\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    let doc = fixture("card-in-message.json");
+    let (code, out, err) = run(&["--config", config, "import", &doc, "--json"], &data);
+    assert_eq!(code, 0, "{out}{err}");
+    let record = chatvault_archive::read_records(&data.join("archive"), 0)
+        .expect("read")
+        .map(|r| r.expect("record"))
+        .find(|r| r.entry.chat_uid == "6741a0c2e4b0a1f3c2d4e506")
+        .expect("archived");
+    let text = String::from_utf8(record.entry.document.clone()).expect("utf-8");
+    assert!(text.contains("**** **** **** 1111"), "{text}");
+    assert!(!text.contains("4111 1111"), "{text}");
+    let stored: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(stored["ChatHeader"]["IP"], "");
+    // The archived hash is the redacted document's, so the original sent again is a repeat.
+    assert_eq!(
+        record.entry.content_hash,
+        chatvault_model::content_hash(&stored)
+    );
+    let (code, out, err) = run(&["--config", config, "import", &doc, "--json"], &data);
+    assert_eq!(code, 0, "{out}{err}");
+    let again: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(again["summary"]["counts"]["unchanged"], 1, "{again}");
+    verify_json(&data);
+    // Without redaction the same document is stored as sent.
+    let plain = dir.path().join("plain");
+    import(&plain, &[&doc]);
+    let text: Vec<u8> = chatvault_archive::read_records(&plain.join("archive"), 0)
+        .expect("read")
+        .map(|r| r.expect("record").entry.document)
+        .next()
+        .expect("one record");
+    assert!(String::from_utf8_lossy(&text).contains("4111 1111 1111 1111"));
+}

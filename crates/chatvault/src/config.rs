@@ -82,6 +82,28 @@ pub struct IngestConfig {
     pub max_concurrent_requests: usize,
     /// Shared secret for the webhook's HMAC-SHA256 signature header.
     pub webhook_secret: Option<String>,
+    /// What is never stored, by default (`[ingest.redact]`)…
+    pub redact: chatvault_model::Redaction,
+    /// …and per SiteKey (`[ingest.redact_sites."3"]`), replacing the default.
+    pub redact_sites: std::collections::BTreeMap<String, chatvault_model::Redaction>,
+}
+
+impl IngestConfig {
+    pub fn redaction_policy(&self) -> anyhow::Result<chatvault_model::RedactionPolicy> {
+        let sites = self
+            .redact_sites
+            .iter()
+            .map(|(site, r)| {
+                site.parse::<i64>()
+                    .map(|s| (s, *r))
+                    .with_context(|| format!("[ingest.redact_sites] key {site:?} is not a SiteKey"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(chatvault_model::RedactionPolicy {
+            default: self.redact,
+            sites,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +159,8 @@ impl Default for IngestConfig {
             max_batch_documents: 2048,
             max_concurrent_requests: 256,
             webhook_secret: None,
+            redact: chatvault_model::Redaction::default(),
+            redact_sites: std::collections::BTreeMap::new(),
         }
     }
 }

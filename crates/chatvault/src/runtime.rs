@@ -79,7 +79,9 @@ impl Runtime {
             tracing::warn!(id = %receipt.id, chats = receipt.chats, "finished an erasure a crash had interrupted");
         }
         let registry = Arc::new(
-            SchemaRegistry::new(config.ingest.max_document_bytes).map_err(anyhow::Error::msg)?,
+            SchemaRegistry::new(config.ingest.max_document_bytes)
+                .map_err(anyhow::Error::msg)?
+                .with_redaction(config.ingest.redaction_policy()?),
         );
         let pipeline = Pipeline::start(
             archive,
