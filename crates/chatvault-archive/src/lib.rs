@@ -6,15 +6,21 @@
 //! replay. After a crash the archive is the truth the rest of the system is rebuilt from.
 //!
 //! Must not know about HTTP, the catalog or the columnar store, and must never rewrite a
-//! byte that an acknowledged append covered (erasure is a separate, audited rewrite).
+//! byte that an acknowledged append covered, except through the erasure rewrite
+//! (`rewrite.rs`), which empties named chats' records in closed segments only.
 
 mod codec;
 mod record;
+mod rewrite;
 mod segment;
 mod writer;
 
 pub use record::{Entry, Operation, Record, Source, ARCHIVE_RECORD_SCHEMA};
-pub use segment::{read_records, replay_chunks, verify, SegmentSummary, VerifyReport};
+pub use rewrite::{erase_in_segment, segments_holding, SegmentRewrite};
+pub use segment::{
+    read_records, replay_chunks, segment_path, verify, ErasureNote, RewrittenSegment,
+    SegmentSummary, VerifyReport,
+};
 pub use writer::{Archive, ArchiveConfig, ArchiveStats, OpenReport, Position};
 
 use std::path::PathBuf;
@@ -37,6 +43,8 @@ pub enum ArchiveError {
     Poisoned(String),
     #[error("the archive writer has shut down")]
     Closed,
+    #[error("{0} is the open segment and cannot be rewritten; restart so that it is closed")]
+    OpenSegment(PathBuf),
 }
 
 impl ArchiveError {

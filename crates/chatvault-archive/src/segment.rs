@@ -15,8 +15,10 @@ pub(crate) const ZERO_HASH: [u8; 32] = [0; 32];
 const META_SEGMENT: &str = "chatvault.segment";
 const META_FIRST_SEQ: &str = "chatvault.first_seq";
 const META_PREV: &str = "chatvault.prev_sha256";
+const META_ERASURES: &str = "chatvault.erasures";
 
-pub(crate) fn segment_path(dir: &Path, number: u64) -> PathBuf {
+/// Where segment `number` lives in `dir`.
+pub fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("segment-{number:010}.avro"))
 }
 
@@ -50,18 +52,40 @@ pub(crate) struct Header {
     pub first_seq: u64,
     pub prev_sha256: [u8; 32],
     pub sync: [u8; SYNC_LEN],
+    /// Rewrites this segment has undergone, oldest first (empty for almost every segment).
+    pub erasures: Vec<ErasureNote>,
+}
+
+/// One rewrite of a closed segment, recorded in its own header: it re-links the hash
+/// chain, because the next segment's header still names `original_sha256`. It says what
+/// happened, never what was removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErasureNote {
+    pub at_us: i64,
+    /// The segment's SHA-256 before this rewrite.
+    pub original_sha256: String,
+    /// How many records this rewrite emptied.
+    pub records: u64,
+    /// Why: `erasure` or `retention`.
+    pub reason: String,
 }
 
 impl Header {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
-        let meta: [(&str, Vec<u8>); 5] = [
+        let mut meta: Vec<(&str, Vec<u8>)> = vec![
             ("avro.schema", ARCHIVE_RECORD_SCHEMA.as_bytes().to_vec()),
             ("avro.codec", b"null".to_vec()),
             (META_SEGMENT, self.number.to_string().into_bytes()),
             (META_FIRST_SEQ, self.first_seq.to_string().into_bytes()),
             (META_PREV, hex::encode(self.prev_sha256).into_bytes()),
         ];
+        if !self.erasures.is_empty() {
+            meta.push((
+                META_ERASURES,
+                serde_json::to_vec(&self.erasures).unwrap_or_default(),
+            ));
+        }
         put_long(&mut out, meta.len() as i64);
         for (key, value) in &meta {
             put_bytes(&mut out, key.as_bytes());
@@ -77,6 +101,7 @@ impl Header {
             return Err("not an Avro object container file".into());
         }
         let (mut number, mut first_seq, mut prev) = (None, None, None);
+        let mut erasures = Vec::new();
         loop {
             let mut count = r.long().ok_or("header metadata is cut short")?;
             if count == 0 {
@@ -100,6 +125,10 @@ impl Header {
                         let mut hash = [0u8; 32];
                         prev = hex::decode_to_slice(text, &mut hash).ok().map(|_| hash);
                     }
+                    META_ERASURES => {
+                        erasures = serde_json::from_slice(value)
+                            .map_err(|e| format!("header erasure notes are unreadable: {e}"))?;
+                    }
                     _ => {}
                 }
             }
@@ -113,6 +142,7 @@ impl Header {
             first_seq: first_seq.ok_or("header lacks chatvault.first_seq")?,
             prev_sha256: prev.ok_or("header lacks chatvault.prev_sha256")?,
             sync,
+            erasures,
         })
     }
 }
@@ -307,6 +337,16 @@ pub struct VerifyReport {
     /// An incomplete final block in the newest segment: left by a crash mid-write, holds
     /// nothing that was acknowledged, and is cut off the next time the archive opens.
     pub torn_tail: Option<String>,
+    /// Closed segments rewritten by erasure or retention, re-linked by their notes.
+    pub rewritten: Vec<RewrittenSegment>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RewrittenSegment {
+    pub number: u64,
+    /// The segment's SHA-256 now: the newest erasure receipt must name it.
+    pub sha256: String,
+    pub erasures: Vec<ErasureNote>,
 }
 
 impl VerifyReport {
@@ -320,15 +360,36 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let segments = list_segments(dir)?;
     let mut report = VerifyReport::default();
     let mut prev_hash = ZERO_HASH;
+    let mut prev_name: Option<String> = None;
+    let mut prev_erasures: Vec<ErasureNote> = Vec::new();
     let mut expected_seq: Option<u64> = None;
+    let mut expected_number = 0;
     let last_index = segments.len().saturating_sub(1);
     for (i, (number, path)) in segments.iter().enumerate() {
+        // A missing segment is reported by name; the chain link across the gap then
+        // cannot hold and is not blamed on the segment before it.
+        let gap = *number != expected_number;
+        if gap {
+            let missing = segment_path(dir, expected_number);
+            report.problems.push(if *number == expected_number + 1 {
+                format!("{} is missing", missing.display())
+            } else {
+                format!(
+                    "segments {expected_number} to {} are missing, starting with {}",
+                    number - 1,
+                    missing.display()
+                )
+            });
+        }
+        expected_number = number + 1;
         let bytes = read_file(path)?;
         let scanned = match scan(path, &bytes) {
             Ok(s) => s,
             Err(e) => {
                 report.problems.push(e.to_string());
                 prev_hash = Sha256::digest(&bytes).into();
+                prev_name = Some(path.display().to_string());
+                prev_erasures.clear();
                 continue;
             }
         };
@@ -339,12 +400,35 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 scanned.header.number
             ));
         }
-        if scanned.header.prev_sha256 != prev_hash {
-            report.problems.push(format!(
-                "{name}: hash chain broken: header records previous segment SHA-256 {} but it is {}",
-                hex::encode(scanned.header.prev_sha256),
-                hex::encode(prev_hash)
-            ));
+        let recorded = hex::encode(scanned.header.prev_sha256);
+        let rewritten = prev_erasures
+            .first()
+            .is_some_and(|first| first.original_sha256 == recorded);
+        if rewritten {
+            // Re-linked by the earlier segment's own erasure notes. That the rewrite is
+            // the one the audit log receipted (its new hash) is checked by the caller,
+            // which holds the audit log.
+            if let Some(last) = report.segments.last() {
+                report.rewritten.push(RewrittenSegment {
+                    number: last.number,
+                    sha256: hex::encode(prev_hash),
+                    erasures: std::mem::take(&mut prev_erasures),
+                });
+            }
+        } else if scanned.header.prev_sha256 != prev_hash && !gap {
+            // The later segment's header is the witness: the earlier file changed after
+            // the later one was started (or the header itself was edited).
+            report.problems.push(match &prev_name {
+                Some(prev) => format!(
+                    "{prev} was altered: it hashes to {} but {name} recorded {} when it was started",
+                    hex::encode(prev_hash),
+                    hex::encode(scanned.header.prev_sha256)
+                ),
+                None => format!(
+                    "{name}: the first segment's header links to a previous segment ({})",
+                    hex::encode(scanned.header.prev_sha256)
+                ),
+            });
         }
         if let Some(reason) = &scanned.torn {
             if i == last_index {
@@ -356,8 +440,15 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 report.problems.push(format!("{name}: {reason} (not the newest segment, so this is damage, not a torn write)"));
             }
         }
-        let mut next = expected_seq.unwrap_or(scanned.header.first_seq);
-        if scanned.header.first_seq != next {
+        // Segment 0 starts at seq 0, so the first expected seq is 0 too.
+        let mut next = expected_seq.unwrap_or(0);
+        if gap && scanned.header.first_seq > next {
+            report.problems.push(format!(
+                "records seq {next} to {} are missing with it",
+                scanned.header.first_seq - 1
+            ));
+            next = scanned.header.first_seq;
+        } else if scanned.header.first_seq != next {
             report.problems.push(format!(
                 "{name}: starts at seq {} but seq {next} was expected",
                 scanned.header.first_seq
@@ -387,6 +478,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             sha256: hex::encode(hash),
         });
         prev_hash = hash;
+        prev_name = Some(name.to_string());
+        prev_erasures = scanned.header.erasures;
     }
     Ok(report)
 }

@@ -192,19 +192,13 @@ impl OpenSegment {
             first_seq,
             prev_sha256,
             sync,
+            erasures: Vec::new(),
         };
         let bytes = header.encode();
         // Written under a temporary name and renamed into place, so a crash can leave a
         // stray temporary file but never a segment with half a header.
         let tmp = path.with_extension("avro.tmp");
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(ArchiveError::io(&tmp))?;
-        file.write_all(&bytes).map_err(ArchiveError::io(&tmp))?;
-        file.sync_all().map_err(ArchiveError::io(&tmp))?;
+        let file = write_synced(&tmp, &bytes)?;
         std::fs::rename(&tmp, &path).map_err(ArchiveError::io(&path))?;
         // The new directory entry must survive a crash too, or the chain would lose a link.
         File::open(dir)
@@ -220,6 +214,21 @@ impl OpenSegment {
             hasher,
         })
     }
+}
+
+/// Creates (or truncates) `path`, writes `bytes` and syncs them; the file stays open for
+/// callers that go on appending.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+        .map_err(ArchiveError::io(path))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(ArchiveError::io(path))?;
+    Ok(file)
 }
 
 struct Writer {

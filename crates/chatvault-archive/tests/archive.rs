@@ -122,8 +122,8 @@ async fn segments_rotate_and_form_a_verified_hash_chain() {
     assert_eq!(report.last_seq, Some(20));
 }
 
-#[tokio::test]
-async fn tampering_with_a_closed_segment_breaks_the_chain() {
+/// Six records in segments small enough that each holds one or two.
+async fn small_segments() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = ArchiveConfig {
         segment_max_bytes: 2048,
@@ -133,17 +133,56 @@ async fn tampering_with_a_closed_segment_breaks_the_chain() {
     for i in 0..6 {
         archive.append(vec![entry(i, 1500)]).await.expect("append");
     }
+    dir
+}
+
+#[tokio::test]
+async fn tampering_with_a_closed_segment_breaks_the_chain() {
+    let dir = small_segments().await;
     let first = dir.path().join("segment-0000000000.avro");
     let mut bytes = std::fs::read(&first).expect("read");
     let last = bytes.len() - 40;
     bytes[last] ^= b'x' ^ b'y';
     std::fs::write(&first, bytes).expect("write");
     let report = verify(dir.path()).expect("verify");
+    // The altered file is named, not the later segment whose header witnessed it.
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert!(
-        report
-            .problems
-            .iter()
-            .any(|p| p.contains("hash chain broken")),
+        report.problems[0].contains("segment-0000000000.avro was altered")
+            && report.problems[0].contains("segment-0000000001.avro recorded"),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_segment_is_named_with_the_records_it_held() {
+    let dir = small_segments().await;
+    let intact = verify(dir.path()).expect("verify");
+    assert!(intact.ok() && intact.segments.len() >= 4, "{intact:?}");
+    let first_seq = |n: usize| intact.segments[n].first_seq;
+    std::fs::remove_file(dir.path().join("segment-0000000002.avro")).expect("remove");
+    let report = verify(dir.path()).expect("verify");
+    assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+    assert!(
+        report.problems[0].ends_with("segment-0000000002.avro is missing"),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        report.problems[1],
+        format!(
+            "records seq {} to {} are missing with it",
+            first_seq(2),
+            first_seq(3) - 1
+        )
+    );
+    std::fs::remove_file(dir.path().join("segment-0000000000.avro")).expect("remove");
+    let report = verify(dir.path()).expect("verify");
+    assert!(
+        report.problems[0].ends_with("segment-0000000000.avro is missing")
+            && report.problems[1]
+                == format!("records seq 0 to {} are missing with it", first_seq(1) - 1),
         "{:?}",
         report.problems
     );

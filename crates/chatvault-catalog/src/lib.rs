@@ -2,18 +2,24 @@
 //!
 //! Owns the chat index (ChatUID → current version, content hash, archive position,
 //! deleted flag), the archive watermark used for replay, source checkpoints, ingest
-//! statistics, API keys and the columnar store's file registry, over SQLite (embedded default) or PostgreSQL (shared,
-//! multi-node), chosen by the URL. Both run the same migrations and the same SQL.
+//! statistics, API keys, the columnar store's file registry, legal holds and the
+//! hash-chained audit log, over SQLite (embedded default) or PostgreSQL (shared, multi-node), chosen by the
+//! URL. Both run the same migrations and the same SQL.
 //!
 //! Must not read or write the archive or the columnar store: it is an index that can be
-//! rebuilt from the archive, never the only copy of anything a user sent.
+//! rebuilt from the archive, never the only copy of anything a user sent. (The audit log
+//! is the exception: it records what operators did, which no archive holds.)
 
+mod audit;
 mod chats;
+mod compliance;
 mod keys;
 mod pool;
 mod store;
 
+pub use audit::{AuditEvent, AuditRecord, AuditVerifyReport};
 pub use chats::{AppliedChange, ChatState, IngestStat};
+pub use compliance::{HoldScope, LegalHold};
 pub use keys::{ApiKey, NewKey, Scope};
 pub use pool::{redact, Backend, Catalog};
 pub use store::{StoreChange, StoreFile, StoreSnapshot};
@@ -42,6 +48,14 @@ pub enum CatalogError {
 
 pub(crate) fn query_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> CatalogError {
     move |source| CatalogError::Query { context, source }
+}
+
+/// The catalog's clock for the records it stamps itself (audit entries, holds), so that
+/// no caller can backdate them.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;

@@ -1,7 +1,7 @@
 //! The same behaviour, checked on both back-ends: SQLite in a temporary file and the
 //! PostgreSQL server named by CHATVAULT_TEST_POSTGRES_URL (each test in its own schema).
 
-use chatvault_catalog::{AppliedChange, Catalog, IngestStat, Scope};
+use chatvault_catalog::{AppliedChange, AuditEvent, Catalog, HoldScope, IngestStat, Scope};
 use chatvault_model::ContentHash;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -188,4 +188,178 @@ async fn postgres_checkpoints_and_keys() {
 async fn unknown_url_schemes_are_refused_clearly() {
     let err = Catalog::connect("mysql://x").await.expect_err("refused");
     assert!(err.to_string().contains("sqlite://"), "{err}");
+}
+
+fn audit_event(action: &str, target: &str) -> AuditEvent {
+    AuditEvent {
+        actor: "cli:test".into(),
+        address: "local".into(),
+        action: action.into(),
+        target: target.into(),
+        detail: serde_json::json!({"n": 1}),
+    }
+}
+
+async fn audit_chain(catalog: Catalog) {
+    let report = catalog.verify_audit().await.expect("verify empty");
+    assert!(report.ok() && report.entries == 0 && report.head_sha256.is_none());
+    // Concurrent appenders race for the next seq; every one must land exactly once.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let catalog = catalog.clone();
+            tokio::spawn(async move {
+                catalog
+                    .append_audit(&audit_event("key.create", &format!("k{i}")))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("join").expect("append");
+    }
+    let hold = catalog
+        .append_audit(&audit_event("hold.place", "h1"))
+        .await
+        .expect("append");
+    assert_eq!(hold.seq, 8);
+    let all = catalog.list_audit(None, None, 100).await.expect("list");
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (0..9).collect::<Vec<_>>()
+    );
+    assert!(all.windows(2).all(|w| w[1].prev_sha256 == w[0].sha256));
+    let keys = catalog
+        .list_audit(Some(2), Some("key"), 100)
+        .await
+        .expect("filtered");
+    assert_eq!(keys.len(), 5);
+    assert!(keys.iter().all(|r| r.action == "key.create" && r.seq > 2));
+    let report = catalog.verify_audit().await.expect("verify");
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.entries, 9);
+    assert_eq!(report.head_sha256.as_deref(), Some(hold.sha256.as_str()));
+
+    // An edited row is named; the rows after it are not blamed for it.
+    catalog
+        .execute_raw("UPDATE audit_log SET target = 'someone-else' WHERE seq = 3")
+        .await
+        .expect("tamper");
+    let report = catalog.verify_audit().await.expect("verify");
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(
+        report.problems[0].starts_with("audit entry 3 "),
+        "{:?}",
+        report.problems
+    );
+    // A removed row is named too.
+    catalog
+        .execute_raw("DELETE FROM audit_log WHERE seq = 5")
+        .await
+        .expect("remove");
+    let report = catalog.verify_audit().await.expect("verify");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("entries 5..5 are missing")),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with("audit entry 6: links to previous hash")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn sqlite_audit_chain() {
+    let (catalog, _dir) = sqlite().await;
+    audit_chain(catalog).await;
+}
+
+#[tokio::test]
+async fn postgres_audit_chain() {
+    audit_chain(postgres("audit").await).await;
+}
+
+async fn holds(catalog: Catalog) {
+    let chat = catalog
+        .place_hold(
+            &HoldScope::Chat {
+                chat_uid: "6741A0C2E4B0A1F3C2D4E501".into(),
+            },
+            "matter 1",
+            "cli:test",
+        )
+        .await
+        .expect("place");
+    assert_eq!(
+        chat.scope,
+        HoldScope::Chat {
+            chat_uid: "6741a0c2e4b0a1f3c2d4e501".into()
+        }
+    );
+    let site = HoldScope::Site {
+        site_key: 3,
+        from_date: Some("2024-01-01".into()),
+        to_date: None,
+    };
+    let by_site = catalog
+        .place_hold(&site, "matter 2", "cli:test")
+        .await
+        .expect("place");
+    let by_email = catalog
+        .place_hold(
+            &HoldScope::Email {
+                email: " D.Okafor@Example.org".into(),
+            },
+            "matter 3",
+            "key:x",
+        )
+        .await
+        .expect("place");
+    assert_eq!(
+        by_email.scope,
+        HoldScope::Email {
+            email: "d.okafor@example.org".into()
+        }
+    );
+    assert_eq!(catalog.list_holds(false).await.expect("list").len(), 3);
+    assert!(catalog
+        .release_hold(&by_site.id, "key:y")
+        .await
+        .expect("release"));
+    assert!(!catalog
+        .release_hold(&by_site.id, "key:y")
+        .await
+        .expect("twice"));
+    let active: Vec<String> = catalog
+        .list_holds(false)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert!(
+        active.contains(&chat.id) && active.contains(&by_email.id) && !active.contains(&by_site.id)
+    );
+    let released = catalog.hold(&by_site.id).await.expect("get").expect("kept");
+    assert_eq!(released.scope, site);
+    assert_eq!(released.released_by.as_deref(), Some("key:y"));
+    assert_eq!(catalog.list_holds(true).await.expect("all").len(), 3);
+}
+
+#[tokio::test]
+async fn sqlite_holds() {
+    let (catalog, _dir) = sqlite().await;
+    holds(catalog).await;
+}
+
+#[tokio::test]
+async fn postgres_holds() {
+    holds(postgres("holds").await).await;
 }

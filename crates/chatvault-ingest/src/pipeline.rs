@@ -77,14 +77,15 @@ pub fn prepare_one(
     detail: &str,
 ) -> Prepared {
     match registry.validate(bytes) {
-        Ok(document) => Prepared::Valid {
+        Ok(mut document) => Prepared::Valid {
             location: location.to_owned(),
             detail: if location.is_empty() {
                 detail.to_owned()
             } else {
                 format!("{detail} {location}")
             },
-            bytes: bytes.to_vec(),
+            // A redacted document is archived as redacted: the original never reaches disk.
+            bytes: document.redacted.take().unwrap_or_else(|| bytes.to_vec()),
             document: Box::new(document),
         },
         Err(rejection) => Prepared::Rejected {

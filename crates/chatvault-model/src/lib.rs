@@ -2,7 +2,8 @@
 //!
 //! Owns the serde types of a chat document, the normalisation rules (unset timestamps,
 //! trimmed strings, line roles), the content hash that decides whether a re-sent chat
-//! changed, validation against the versioned JSON Schemas in `schemas/`, and the
+//! changed, validation against the versioned JSON Schemas in `schemas/`, the redaction a
+//! site chooses on ingest (IP addresses, card numbers), and the
 //! flattening of a chat into the rows of the analytical tables (one definition of every
 //! column, shared by the store, OData and exports).
 //!
@@ -12,6 +13,7 @@
 mod document;
 mod flatten;
 mod hash;
+mod redact;
 mod tables;
 mod time;
 mod validate;
@@ -22,6 +24,7 @@ pub use document::{
 };
 pub use flatten::{flatten, FlatChat};
 pub use hash::{content_hash, ContentHash};
+pub use redact::{mask_card_numbers, Redaction, RedactionPolicy};
 pub use tables::{
     ChatRow, ColumnData, ColumnDef, ColumnKind, ColumnValue, LineRow, PageRow, SurveyRow, TableDef,
     TagRow, TABLES,

@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use crate::document::ChatDocument;
 use crate::hash::{content_hash, ContentHash};
+use crate::redact::RedactionPolicy;
 
 /// Default largest single document accepted. A real chat with thousands of lines is well
 /// under 1 MiB; anything near this is a broken or hostile producer.
@@ -72,11 +73,15 @@ pub struct ValidatedDocument {
     pub schema_version: u32,
     pub content_hash: ContentHash,
     pub document: ChatDocument,
+    /// The bytes to store instead of the ones received, when the site's redaction
+    /// changed the document (see `RedactionPolicy`).
+    pub redacted: Option<Vec<u8>>,
 }
 
 pub struct SchemaRegistry {
     validators: Vec<(u32, Validator)>,
     max_document_bytes: usize,
+    redaction: RedactionPolicy,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -105,7 +110,15 @@ impl SchemaRegistry {
         Ok(SchemaRegistry {
             validators,
             max_document_bytes,
+            redaction: RedactionPolicy::default(),
         })
+    }
+
+    /// Redacts every document `validate` accepts as `policy` says, before anything
+    /// downstream (archive, catalog, store) sees it.
+    pub fn with_redaction(mut self, policy: RedactionPolicy) -> SchemaRegistry {
+        self.redaction = policy;
+        self
     }
 
     pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
@@ -128,14 +141,22 @@ impl SchemaRegistry {
                 e.valid_up_to()
             )));
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let mut value: Value = serde_json::from_slice(bytes).map_err(|e| {
             Rejection::whole(format!(
                 "document is not valid JSON: {e} (line {}, column {})",
                 e.line(),
                 e.column()
             ))
         })?;
-        self.validate_value(&value)
+        if !self.redaction.apply(&mut value) {
+            return self.validate_value(&value);
+        }
+        let redacted = serde_json::to_vec(&value)
+            .map_err(|e| Rejection::whole(format!("document cannot be redacted: {e}")))?;
+        Ok(ValidatedDocument {
+            redacted: Some(redacted),
+            ..self.validate_value(&value)?
+        })
     }
 
     pub fn validate_value(&self, value: &Value) -> Result<ValidatedDocument, Rejection> {
@@ -222,6 +243,7 @@ impl SchemaRegistry {
             schema_version: version,
             content_hash: content_hash(value),
             document,
+            redacted: None,
         })
     }
 }

@@ -14,9 +14,9 @@ use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::auth;
 use crate::error::ApiError;
 use crate::AppState;
+use crate::{admin, auth};
 
 pub const SIGNATURE_HEADER: &str = "x-chatvault-signature";
 
@@ -113,7 +113,7 @@ pub async fn delete_chat(
     headers: HeaderMap,
     Path(chat_uid): Path<String>,
 ) -> Result<Response, ApiError> {
-    auth::require(&state.catalog, &headers, Scope::Ingest).await?;
+    let key = auth::require(&state.catalog, &headers, Scope::Ingest).await?;
     if chat_uid.len() != 24 || !chat_uid.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -144,6 +144,15 @@ pub async fn delete_chat(
             format!("chat {chat_uid} is not in the archive"),
         ));
     }
+    admin::record(
+        &state,
+        &key,
+        peer,
+        "chat.delete",
+        &chat_uid.to_ascii_lowercase(),
+        serde_json::json!({"status": outcome.status.as_str(), "seq": outcome.seq}),
+    )
+    .await?;
     Ok(Json(outcome).into_response())
 }
 

@@ -6,6 +6,7 @@
 //! Must not decide anything about documents itself: validation, idempotency and durability
 //! belong to `chatvault-ingest`, so every source behaves the same.
 
+mod admin;
 mod auth;
 mod error;
 mod export;
@@ -96,6 +97,12 @@ pub fn router(state: AppState) -> Router {
         .route("/odata", get(odata::root))
         .route("/odata/", get(odata::root))
         .route("/odata/{*path}", get(odata::resource))
+        .route("/api/v1/audit", get(admin::list_audit))
+        .route(
+            "/api/v1/holds",
+            get(admin::list_holds).post(admin::place_hold),
+        )
+        .route("/api/v1/holds/{id}", delete(admin::release_hold))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -1,14 +1,12 @@
 //! One function per subcommand.
 
 use anyhow::{bail, Context};
-use chatvault_archive::{read_records, Operation};
 use chatvault_catalog::{Catalog, Scope};
 use chatvault_ingest::{
     import_paths, FolderConfig, FolderSource, ImportProgress, Outcome, OutcomeKind,
 };
 use chatvault_server::{router, AppState, ServerConfig};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +14,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::compliance::{cli_event, key_created};
 use crate::config::{Config, ENV_VARS};
 use crate::runtime::Runtime;
 
@@ -71,6 +70,9 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
                 .await?,
         )
     };
+    if let Some(key) = &first_key {
+        runtime.catalog.append_audit(&key_created(&key.key)).await?;
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut folder_task = None;
@@ -119,6 +121,13 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         }));
     }
     let background = runtime.store.spawn_background();
+    let digests = chatvault_compliance::spawn_periodic_digests(
+        config.archive_dir(),
+        crate::compliance::digests_dir(&config),
+        runtime.catalog.clone(),
+        crate::compliance::signing_key(&config)?,
+        Duration::from_secs(24 * 3600),
+    );
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -182,6 +191,7 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         let _ = task.await;
     }
     background.abort();
+    digests.abort();
     if let Err(e) = runtime.store.flush().await {
         tracing::warn!(error = %e, "final store flush failed; the next start replays it from the archive");
     }
@@ -378,6 +388,7 @@ pub async fn keys_create(
         .create_key(&name, &scopes, sites.as_deref(), now_us())
         .await?;
     let scope_list: Vec<String> = key.key.scopes.iter().map(Scope::to_string).collect();
+    catalog.append_audit(&key_created(&key.key)).await?;
     let site_list = key.key.sites.as_ref().map_or("all sites".to_owned(), |s| {
         format!(
             "sites {}",
@@ -417,116 +428,22 @@ pub async fn keys_revoke(config: Config, id: String) -> anyhow::Result<ExitCode>
     if !catalog.revoke_key(&id, now_us()).await? {
         bail!("no active key has id {id:?} (see `chatvault keys list`)");
     }
+    catalog
+        .append_audit(&cli_event("key.revoke", &id, serde_json::Value::Null))
+        .await?;
     println!("revoked {id}");
     Ok(ExitCode::SUCCESS)
-}
-
-/// What the archive says the catalog must hold for one chat.
-struct Expected {
-    seq: u64,
-    hash: chatvault_model::ContentHash,
-    deleted: bool,
-    versions: i64,
 }
 
 pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
     // Opening performs the same recovery the service does at start (torn tail, catch-up),
     // so what is verified is what the service would serve.
     let runtime = Runtime::open(&config).await?;
-    let dir = config.archive_dir();
-    let (report, expected, mut problems) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let report = chatvault_archive::verify(&dir)?;
-            let mut expected: HashMap<String, Expected> = HashMap::new();
-            let mut problems = Vec::new();
-            for record in read_records(&dir, 0)? {
-                let record = record?;
-                let e = expected
-                    .entry(record.entry.chat_uid.clone())
-                    .or_insert(Expected {
-                        seq: 0,
-                        hash: chatvault_model::ContentHash::ZERO,
-                        deleted: true,
-                        versions: 0,
-                    });
-                let deleting = record.entry.operation == Operation::Delete;
-                if e.versions > 0 && !deleting && !e.deleted && e.hash == record.entry.content_hash
-                {
-                    problems.push(format!(
-                        "chat {} is stored twice with the same content (seq {} and {})",
-                        record.entry.chat_uid, e.seq, record.seq
-                    ));
-                }
-                e.seq = record.seq;
-                e.hash = record.entry.content_hash;
-                e.deleted = deleting;
-                e.versions += 1;
-            }
-            Ok((report, expected, problems))
-        })
-        .await??;
-    let mut seen = 0usize;
-    runtime
-        .catalog
-        .for_each_chat(|state| {
-            seen += 1;
-            match expected.get(&state.chat_uid) {
-                None => problems.push(format!("catalog has chat {} that the archive never recorded", state.chat_uid)),
-                Some(e) => {
-                    if e.seq != state.archive_seq || e.hash != state.content_hash || e.deleted != state.deleted || e.versions != state.version {
-                        problems.push(format!(
-                            "chat {}: catalog says seq {} version {} deleted {}, archive says seq {} version {} deleted {}",
-                            state.chat_uid, state.archive_seq, state.version, state.deleted, e.seq, e.versions, e.deleted
-                        ));
-                    }
-                }
-            }
-        })
-        .await?;
-    if seen != expected.len() {
-        problems.push(format!(
-            "catalog holds {seen} chats, the archive {}",
-            expected.len()
-        ));
-    }
-    let stored = runtime.store.current_versions()?;
-    let mut live_in_catalog = 0usize;
-    let mut store_problems = Vec::new();
-    runtime
-        .catalog
-        .for_each_chat(|state| {
-            if state.deleted {
-                if stored.contains_key(&state.chat_uid) {
-                    store_problems
-                        .push(format!("store still shows deleted chat {}", state.chat_uid));
-                }
-                return;
-            }
-            live_in_catalog += 1;
-            match stored.get(&state.chat_uid).map(Vec::as_slice) {
-                Some([seq]) if *seq as u64 == state.archive_seq => {}
-                Some(seqs) => store_problems.push(format!(
-                    "store holds chat {} at seqs {seqs:?}, catalog says {}",
-                    state.chat_uid, state.archive_seq
-                )),
-                None => store_problems.push(format!("store lacks chat {}", state.chat_uid)),
-            }
-        })
-        .await?;
-    if stored.len() != live_in_catalog {
-        store_problems.push(format!(
-            "store holds {} chats, the catalog {live_in_catalog} live ones",
-            stored.len()
-        ));
-    }
-    problems.extend(store_problems);
-    let watermark = runtime.catalog.next_seq().await?;
-    let archive_end = report.last_seq.map_or(0, |s| s + 1);
-    if watermark != archive_end {
-        problems.push(format!("catalog has applied the archive up to seq {watermark}, but the archive ends at {archive_end}"));
-    }
-    problems.extend(report.problems.iter().cloned());
-    let (live, deleted) = runtime.catalog.chat_counts().await?;
+    let outcome =
+        chatvault_compliance::verify_all(config.archive_dir(), &runtime.catalog, &runtime.store)
+            .await?;
+    let (report, problems) = (&outcome.archive, &outcome.problems);
+    let (live, deleted) = (outcome.chats, outcome.deleted_chats);
     if json {
         println!(
             "{}",
@@ -554,7 +471,7 @@ pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
                 "NOT all"
             }
         );
-        for p in &problems {
+        for p in problems {
             println!("  ! {p}");
         }
         println!(

@@ -22,6 +22,27 @@ pub struct Config {
     pub archive: ArchiveSection,
     pub folder: FolderSection,
     pub cosmos: CosmosSection,
+    pub retention: RetentionSection,
+}
+
+/// How long chats are kept after Started, per SiteKey and by default; none when unset.
+/// `chatvault retention apply` deletes expired chats from all three stores.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    pub default_days: Option<u32>,
+    /// SiteKey (as a TOML key) → days, overriding `default_days`.
+    pub sites: std::collections::BTreeMap<String, u32>,
+}
+
+impl RetentionSection {
+    /// Days `site_key`'s chats are kept, if a policy applies to it.
+    pub fn days(&self, site_key: i64) -> Option<u32> {
+        self.sites
+            .get(&site_key.to_string())
+            .copied()
+            .or(self.default_days)
+    }
 }
 
 /// The Azure Cosmos DB source; enabled when `endpoint` is set.
@@ -61,6 +82,28 @@ pub struct IngestConfig {
     pub max_concurrent_requests: usize,
     /// Shared secret for the webhook's HMAC-SHA256 signature header.
     pub webhook_secret: Option<String>,
+    /// What is never stored, by default (`[ingest.redact]`)…
+    pub redact: chatvault_model::Redaction,
+    /// …and per SiteKey (`[ingest.redact_sites."3"]`), replacing the default.
+    pub redact_sites: std::collections::BTreeMap<String, chatvault_model::Redaction>,
+}
+
+impl IngestConfig {
+    pub fn redaction_policy(&self) -> anyhow::Result<chatvault_model::RedactionPolicy> {
+        let sites = self
+            .redact_sites
+            .iter()
+            .map(|(site, r)| {
+                site.parse::<i64>()
+                    .map(|s| (s, *r))
+                    .with_context(|| format!("[ingest.redact_sites] key {site:?} is not a SiteKey"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(chatvault_model::RedactionPolicy {
+            default: self.redact,
+            sites,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +136,7 @@ impl Default for Config {
             archive: ArchiveSection::default(),
             folder: FolderSection::default(),
             cosmos: CosmosSection::default(),
+            retention: RetentionSection::default(),
         }
     }
 }
@@ -115,6 +159,8 @@ impl Default for IngestConfig {
             max_batch_documents: 2048,
             max_concurrent_requests: 256,
             webhook_secret: None,
+            redact: chatvault_model::Redaction::default(),
+            redact_sites: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! library crates together. No business logic lives here.
 
 mod commands;
+mod compliance;
 mod config;
 mod runtime;
 
@@ -107,6 +108,130 @@ enum Command {
     Rebuild,
     /// Show the effective configuration (secrets masked) and where each setting can come from.
     Config,
+    /// The hash-chained audit log of administrative actions.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Legal holds: held chats are exempt from retention and erasure until released.
+    Hold {
+        #[command(subcommand)]
+        command: HoldCommand,
+    },
+    /// Erase every chat of a person from the archive, catalog and store (right to be
+    /// forgotten); chats under legal hold are kept. A receipt goes to the audit log.
+    Erase {
+        #[command(flatten)]
+        person: PersonArgs,
+        /// Show what would be erased and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export one chat, or every chat of a person, for legal review: a JSON bundle of every
+    /// archived version and a readable HTML transcript.
+    LegalExport {
+        #[command(flatten)]
+        person: PersonArgs,
+        /// Folder to write bundle.json and transcript.html into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Retention policies ([retention] in the configuration).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+    /// Signed digests of the archive and audit log (serve also writes one daily).
+    Digest {
+        #[command(subcommand)]
+        command: DigestCommand,
+    },
+    /// Check a signed digest against the data: nothing it covers may have changed.
+    VerifyDigest {
+        /// The digest file (from `digest export` or DATA_DIR/digests/).
+        file: PathBuf,
+        /// The Ed25519 public key (hex) you trust; defaults to the one the digest names.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HoldCommand {
+    /// Place a hold on one chat, a site's chats (optionally by Started date), or a
+    /// visitor's chats by email; prints the hold id on the last line.
+    Place {
+        #[arg(long, group = "what", value_name = "CHATUID")]
+        chat: Option<String>,
+        #[arg(long, group = "what", value_name = "SITEKEY")]
+        site: Option<i64>,
+        /// First Started date covered (with --site).
+        #[arg(long, requires = "site")]
+        from: Option<chrono::NaiveDate>,
+        /// Last Started date covered (with --site).
+        #[arg(long, requires = "site")]
+        to: Option<chrono::NaiveDate>,
+        #[arg(long, group = "what", value_name = "ADDR")]
+        email: Option<String>,
+        /// Why (a case or matter reference).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release a hold by id.
+    Release { id: String },
+    /// List active holds (all with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RetentionCommand {
+    /// Delete chats older than their site's retention period from the archive, catalog
+    /// and store; chats under legal hold are kept.
+    Apply {
+        /// Show what would be deleted and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DigestCommand {
+    /// Sign a digest now; prints its path (DATA_DIR/digests/ unless --out).
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check every entry's hash and link; names the first entry that was altered or removed.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print entries, oldest first.
+    List {
+        /// Only entries after this seq.
+        #[arg(long)]
+        after: Option<u64>,
+        /// Only this action (`key` matches `key.create` and `key.revoke`).
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -132,6 +257,53 @@ enum KeysCommand {
     List,
     /// Revoke a key by its id (as shown by `keys list`).
     Revoke { id: String },
+}
+
+/// What `hold place` names: exactly one of a chat, a site (with dates), an email.
+fn hold_scope(
+    chat: Option<String>,
+    site: Option<i64>,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+    email: Option<String>,
+) -> Option<chatvault_catalog::HoldScope> {
+    use chatvault_catalog::HoldScope;
+    match (chat, site, email) {
+        (Some(chat_uid), None, None) => Some(HoldScope::Chat { chat_uid }),
+        (None, Some(site_key), None) => Some(HoldScope::Site {
+            site_key,
+            from_date: from.map(|d| d.to_string()),
+            to_date: to.map(|d| d.to_string()),
+        }),
+        (None, None, Some(email)) => Some(HoldScope::Email { email }),
+        _ => None,
+    }
+}
+
+/// Whose chats `erase` and `legal-export` mean: exactly one of these.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+struct PersonArgs {
+    #[arg(long, value_name = "CHATUID")]
+    chat: Option<String>,
+    /// Matched case-insensitively in the header, the visit's contact email and surveys.
+    #[arg(long, value_name = "ADDR")]
+    email: Option<String>,
+    /// Matched in the header, the visit and GeoIP.
+    #[arg(long, value_name = "ADDR")]
+    ip: Option<String>,
+}
+
+impl From<PersonArgs> for chatvault_compliance::Person {
+    fn from(args: PersonArgs) -> Self {
+        use chatvault_compliance::Person;
+        match (args.chat, args.email, args.ip) {
+            (Some(uid), _, _) => Person::Chat(uid),
+            (None, Some(email), _) => Person::Email(email),
+            // clap's group guarantees one of the three; an empty IP matches nothing.
+            (None, None, ip) => Person::Ip(ip.unwrap_or_default()),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -211,6 +383,50 @@ fn main() -> ExitCode {
             }
             Command::Compact => commands::compact(config).await,
             Command::Rebuild => commands::rebuild(config).await,
+            Command::Audit { command } => match command {
+                AuditCommand::Verify { json } => compliance::audit_verify(config, json).await,
+                AuditCommand::List {
+                    after,
+                    action,
+                    limit,
+                } => compliance::audit_list(config, after, action, limit).await,
+            },
+            Command::Hold { command } => match command {
+                HoldCommand::Place {
+                    chat,
+                    site,
+                    from,
+                    to,
+                    email,
+                    reason,
+                } => match hold_scope(chat, site, from, to, email) {
+                    Some(scope) => compliance::hold_place(config, scope, reason).await,
+                    None => Err(anyhow::anyhow!(
+                        "name what to hold: --chat, --site or --email"
+                    )),
+                },
+                HoldCommand::Release { id } => compliance::hold_release(config, id).await,
+                HoldCommand::List { all, json } => compliance::hold_list(config, all, json).await,
+            },
+            Command::Erase {
+                person,
+                dry_run,
+                json,
+            } => compliance::erase(config, person.into(), dry_run, json).await,
+            Command::LegalExport { person, out } => {
+                compliance::legal_export(config, person.into(), out).await
+            }
+            Command::Retention {
+                command: RetentionCommand::Apply { dry_run, json },
+            } => compliance::retention_apply(config, dry_run, json).await,
+            Command::Digest {
+                command: DigestCommand::Export { out },
+            } => compliance::digest_export(config, out).await,
+            Command::VerifyDigest {
+                file,
+                public_key,
+                json,
+            } => compliance::verify_digest(config, file, public_key, json).await,
         }
     });
     match result {

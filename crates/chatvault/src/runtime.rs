@@ -68,8 +68,20 @@ impl Runtime {
                 "columnar store caught up with the archive"
             );
         }
+        let journal = crate::compliance::journal_path(config);
+        let stores = chatvault_compliance::Stores {
+            archive_dir: &config.archive_dir(),
+            catalog: &catalog,
+            store: &store,
+            journal: &journal,
+        };
+        if let Some(receipt) = chatvault_compliance::resume_erasure(&stores).await? {
+            tracing::warn!(id = %receipt.id, chats = receipt.chats, "finished an erasure a crash had interrupted");
+        }
         let registry = Arc::new(
-            SchemaRegistry::new(config.ingest.max_document_bytes).map_err(anyhow::Error::msg)?,
+            SchemaRegistry::new(config.ingest.max_document_bytes)
+                .map_err(anyhow::Error::msg)?
+                .with_redaction(config.ingest.redaction_policy()?),
         );
         let pipeline = Pipeline::start(
             archive,

@@ -1,0 +1,228 @@
+//! Administrative routes (admin scope): the audit log and legal holds, and the audit
+//! entries every route records for what an operator did.
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chatvault_catalog::{ApiKey, AuditEvent, AuditRecord, HoldScope, LegalHold, Scope};
+use std::net::SocketAddr;
+
+use crate::error::ApiError;
+use crate::{auth, AppState};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// How an API caller appears in the audit log.
+pub fn actor(key: &ApiKey) -> String {
+    format!("key:{} ({})", key.id, key.name)
+}
+
+/// Records what `key` did from `peer`. An action that succeeded but could not be audited
+/// is reported as an error: compliance requires the record, and the caller can retry
+/// (every audited action is idempotent).
+pub async fn record(
+    state: &AppState,
+    key: &ApiKey,
+    peer: SocketAddr,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<AuditRecord, ApiError> {
+    let event = AuditEvent {
+        actor: actor(key),
+        address: peer.ip().to_string(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        detail,
+    };
+    state.catalog.append_audit(&event).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "AuditUnavailable",
+            format!("{action} was done but could not be written to the audit log: {e}"),
+        )
+    })
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct AuditQuery {
+    /// Entries with a larger seq than this (the previous page's `next_after`).
+    after: Option<u64>,
+    /// `key` matches `key.create` and `key.revoke`; `key.create` only itself.
+    action: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct AuditPage {
+    entries: Vec<AuditRecord>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<u64>,
+}
+
+/// `GET /api/v1/audit?after=&action=&limit=`: the log, oldest first, keyset-paged.
+pub async fn list_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let entries = state
+        .catalog
+        .list_audit(query.after, query.action.as_deref(), limit)
+        .await
+        .map_err(catalog_error)?;
+    let next_after = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(AuditPage {
+        entries,
+        next_after,
+    }))
+}
+
+fn catalog_error(e: chatvault_catalog::CatalogError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "CatalogUnavailable",
+        e.to_string(),
+    )
+}
+
+/// `POST /api/v1/holds` body: exactly one of `chat_uid`, `site_key` (with optional
+/// inclusive `from_date`/`to_date`, YYYY-MM-DD) or `email`, and a `reason`.
+#[derive(Debug, serde::Deserialize)]
+pub struct HoldRequest {
+    chat_uid: Option<String>,
+    site_key: Option<i64>,
+    from_date: Option<String>,
+    to_date: Option<String>,
+    email: Option<String>,
+    reason: String,
+}
+
+fn is_date(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+impl HoldRequest {
+    fn scope(self) -> Result<(HoldScope, String), ApiError> {
+        let invalid = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "InvalidHold", m);
+        for date in [&self.from_date, &self.to_date].into_iter().flatten() {
+            if !is_date(date) {
+                return Err(invalid("from_date and to_date are YYYY-MM-DD"));
+            }
+        }
+        if self.reason.trim().is_empty() {
+            return Err(invalid(
+                "a hold needs a reason (a case or matter reference)",
+            ));
+        }
+        let scope = match (self.chat_uid, self.site_key, self.email) {
+            (Some(chat_uid), None, None) => HoldScope::Chat { chat_uid },
+            (None, Some(site_key), None) => HoldScope::Site {
+                site_key,
+                from_date: self.from_date,
+                to_date: self.to_date,
+            },
+            (None, None, Some(email)) if email.contains('@') => HoldScope::Email { email },
+            _ => return Err(invalid(
+                "name exactly one of chat_uid, site_key (with optional from_date/to_date) or email",
+            )),
+        };
+        Ok((scope, self.reason))
+    }
+}
+
+pub async fn place_hold(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<HoldRequest>,
+) -> Result<(StatusCode, Json<LegalHold>), ApiError> {
+    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let (scope, reason) = body.scope()?;
+    let hold = state
+        .catalog
+        .place_hold(&scope, &reason, &actor(&key))
+        .await
+        .map_err(catalog_error)?;
+    record(
+        &state,
+        &key,
+        peer,
+        "hold.place",
+        &hold.id,
+        serde_json::json!({"scope": hold.scope, "reason": hold.reason}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(hold)))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct HoldListQuery {
+    /// Include released holds.
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn list_holds(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HoldListQuery>,
+) -> Result<Json<Vec<LegalHold>>, ApiError> {
+    auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let holds = state
+        .catalog
+        .list_holds(query.all)
+        .await
+        .map_err(catalog_error)?;
+    Ok(Json(holds))
+}
+
+pub async fn release_hold(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<LegalHold>, ApiError> {
+    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let released = state
+        .catalog
+        .release_hold(&id, &actor(&key))
+        .await
+        .map_err(catalog_error)?;
+    let hold = state.catalog.hold(&id).await.map_err(catalog_error)?;
+    match hold {
+        Some(hold) if released => {
+            record(
+                &state,
+                &key,
+                peer,
+                "hold.release",
+                &id,
+                serde_json::Value::Null,
+            )
+            .await?;
+            Ok(Json(hold))
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "HoldReleased",
+            format!("legal hold {id} was already released"),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "HoldNotFound",
+            format!("no legal hold has id {id}"),
+        )),
+    }
+}
