@@ -423,6 +423,26 @@ async fn exports_survive_a_round_trip(feed: &Feed, data: &Path) {
         .await
         .expect("bad export");
     assert_eq!(bad.status().as_u16(), 400, "a bad filter is refused before any row is sent");
+
+    // Every export is in the audit log: who, what, which options, but not their values.
+    let audit: Value = client()
+        .get(feed.server.url("/api/v1/audit?limit=1000"))
+        .bearer_auth(&feed.key)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("audit json");
+    let exports: Vec<&Value> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["action"] == "export.run")
+        .collect();
+    assert!(exports.len() >= 2, "{audit}");
+    assert!(exports.iter().any(|e| e["target"] == "ChatLines" && e["detail"]["format"] == "csv"));
+    assert!(!audit.to_string().contains("SiteKey eq 1"), "filter values stay out of the audit log");
 }
 
 /// A third-party OData v4 client (python-odata, installed by scripts/test.sh) reflects

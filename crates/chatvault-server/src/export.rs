@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{ConnectInfo, OriginalUri, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chatvault_catalog::Scope;
@@ -64,6 +64,7 @@ fn wants_gzip(headers: &HeaderMap) -> bool {
 
 pub async fn export(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     Path(file): Path<String>,
@@ -90,6 +91,20 @@ pub async fn export(
     })?;
     let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
     let options = QueryOptions::parse(&query).map_err(query_error)?;
+    // Which options shaped the export, not their values: a filter may name a person.
+    let shaped_by: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, _)| k.into_owned())
+        .filter(|k| k.starts_with('$'))
+        .collect();
+    crate::admin::record(
+        &state,
+        &key,
+        peer,
+        "export.run",
+        set.name,
+        serde_json::json!({"format": extension, "options": shaped_by}),
+    )
+    .await?;
     let gzip = wants_gzip(&headers);
     let access = Access { sites: key.sites.clone() };
 

@@ -538,6 +538,19 @@ pub async fn export(
     let options = chatvault_odata::QueryOptions::parse(&pairs.finish())?;
     let runtime = Runtime::open(&config).await?;
     let engine = query_engine(&config, &runtime)?;
+    // Which options shaped the export, not their values: a filter may name a person.
+    let shaped_by: Vec<&str> = [("$filter", &query.filter), ("$select", &query.select), ("$orderby", &query.orderby)]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|_| name))
+        .collect();
+    runtime
+        .catalog
+        .append_audit(&cli_event(
+            "export.run",
+            set.name,
+            serde_json::json!({"format": format.extension(), "options": shaped_by}),
+        ))
+        .await?;
     let to_stdout = out.as_os_str() == "-";
     let partial = out.with_extension(format!(
         "{}partial",
