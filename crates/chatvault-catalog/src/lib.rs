@@ -2,7 +2,7 @@
 //!
 //! Owns the chat index (ChatUID → current version, content hash, archive position,
 //! deleted flag), the archive watermark used for replay, source checkpoints, ingest
-//! statistics, API keys and the columnar store's file registry, over SQLite (embedded default) or PostgreSQL (shared,
+//! statistics, API keys, report definitions and the columnar store's file registry, over SQLite (embedded default) or PostgreSQL (shared,
 //! multi-node), chosen by the URL. Both run the same migrations and the same SQL.
 //!
 //! Must not read or write the archive or the columnar store: it is an index that can be
@@ -11,11 +11,13 @@
 mod chats;
 mod keys;
 mod pool;
+mod reports;
 mod store;
 
 pub use chats::{AppliedChange, ChatState, IngestStat};
 pub use keys::{ApiKey, NewKey, Scope};
 pub use pool::{redact, Backend, Catalog};
+pub use reports::{ReportWrite, StoredReport};
 pub use store::{StoreChange, StoreFile, StoreSnapshot};
 
 #[derive(Debug, thiserror::Error)]
