@@ -12,7 +12,7 @@ mod frame;
 mod store;
 
 pub use frame::{empty_frame, table_schema};
-pub use store::{table, CompactReport, FlushReport, ScanFilter, Store, StoreConfig, StoreUpdate};
+pub use store::{day_summary_of, table, CompactReport, FlushReport, ScanFilter, Store, StoreConfig, StoreUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
