@@ -4,6 +4,8 @@
 #   scripts/test.sh [extra cargo test args]
 #
 # Cosmos DB: installs the emulator's npm packages (tests start and stop it themselves).
+# OpenAPI: installs schemathesis and openapi-spec-validator into a virtualenv
+# (CHATVAULT_TEST_VENV, default ~/.cache/chatvault/test-venv).
 # PostgreSQL: uses CHATVAULT_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
 # When nothing answers there, a private server from Debian's `postgresql` package is
 # started in a temporary directory (the package is installed if missing) and stopped after.
@@ -68,5 +70,14 @@ fi
 # The Cosmos DB source tests run a real emulator (@vercel/cosmosdb-server from npm).
 log "installing the Cosmos DB test emulator"
 npm ci --prefix tests/cosmos-emulator --no-audit --no-fund --loglevel=error
+
+# The OpenAPI test validates the document (openapi-spec-validator) and fuzzes the API
+# (schemathesis); both come from PyPI into a private virtualenv outside the clone.
+export CHATVAULT_TEST_VENV="${CHATVAULT_TEST_VENV:-$HOME/.cache/chatvault/test-venv}"
+if ! "$CHATVAULT_TEST_VENV/bin/python" -c 'import schemathesis, openapi_spec_validator' 2>/dev/null; then
+  log "installing the OpenAPI test tools into $CHATVAULT_TEST_VENV"
+  python3 -m venv "$CHATVAULT_TEST_VENV"
+  "$CHATVAULT_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+fi
 
 cargo test --workspace --locked "$@"

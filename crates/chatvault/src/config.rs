@@ -22,6 +22,22 @@ pub struct Config {
     pub archive: ArchiveSection,
     pub folder: FolderSection,
     pub cosmos: CosmosSection,
+    pub reports: ReportsSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportsSection {
+    /// A report running longer is abandoned with an error (it may finish in the background).
+    pub time_limit_secs: u64,
+}
+
+impl Default for ReportsSection {
+    fn default() -> Self {
+        ReportsSection {
+            time_limit_secs: 60,
+        }
+    }
 }
 
 /// The Azure Cosmos DB source; enabled when `endpoint` is set.
@@ -93,6 +109,7 @@ impl Default for Config {
             archive: ArchiveSection::default(),
             folder: FolderSection::default(),
             cosmos: CosmosSection::default(),
+            reports: ReportsSection::default(),
         }
     }
 }
@@ -162,6 +179,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "cosmos.accept_invalid_certs",
     ),
     ("CHATVAULT_COSMOS_CA_FILE", "cosmos.ca_file"),
+    ("CHATVAULT_REPORT_TIME_LIMIT_SECS", "reports.time_limit_secs"),
 ];
 
 impl Config {
@@ -230,6 +248,7 @@ impl Config {
                 }
             }
             "cosmos.ca_file" => self.cosmos.ca_file = Some(PathBuf::from(value)),
+            "reports.time_limit_secs" => self.reports.time_limit_secs = num(value)?,
             other => bail!("unknown setting {other}"),
         }
         Ok(())
@@ -310,7 +329,7 @@ mod tests {
     fn every_env_var_names_a_real_setting() {
         let mut config = Config::default();
         for (var, key) in ENV_VARS {
-            let sample = if key.contains("bytes") || key.contains("size") {
+            let sample = if key.contains("bytes") || key.contains("size") || key.ends_with("secs") {
                 "7"
             } else if key.ends_with("format") {
                 "json"

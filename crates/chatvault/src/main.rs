@@ -3,6 +3,7 @@
 
 mod commands;
 mod config;
+mod report;
 mod runtime;
 
 use clap::{Parser, Subcommand};
@@ -84,6 +85,33 @@ enum Command {
     Rebuild,
     /// Show the effective configuration (secrets masked) and where each setting can come from.
     Config,
+    /// List and run reports (the built-in library and custom reports).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCommand {
+    /// List the report definitions.
+    List,
+    /// Run a report for one site and period; the result goes to stdout.
+    Run {
+        /// The report's id (see `report list`).
+        id: String,
+        /// SiteKey to report on.
+        #[arg(long)]
+        site: i32,
+        /// First day, YYYY-MM-DD (inclusive); defaults to the report's date selector.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: report::Format,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,6 +194,16 @@ fn main() -> ExitCode {
             Command::Config => commands::show_config(config),
             Command::Compact => commands::compact(config).await,
             Command::Rebuild => commands::rebuild(config).await,
+            Command::Report { command } => match command {
+                ReportCommand::List => report::list(config).await,
+                ReportCommand::Run {
+                    id,
+                    site,
+                    from,
+                    to,
+                    format,
+                } => report::run(config, id, site, from, to, format).await,
+            },
         }
     });
     match result {
