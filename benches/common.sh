@@ -16,10 +16,19 @@ if [[ ! -x /usr/bin/time ]]; then
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
 fi
 
-log "building release binaries into $CARGO_TARGET_DIR"
-(cd "$ROOT" && cargo build --release -p chatvault -p chatvault-bench)
-CV=$CARGO_TARGET_DIR/release/chatvault
-[[ -x $CV ]] || die "release binaries not found under $CARGO_TARGET_DIR/release"
+# BENCH_PROFILE=dev reuses the test build (dependencies such as polars optimised, our own
+# crates not): quicker to build, slower to run; results must say which profile ran.
+BENCH_PROFILE=${BENCH_PROFILE:-release}
+BIN_DIR=$CARGO_TARGET_DIR/$([[ $BENCH_PROFILE == dev ]] && echo debug || echo "$BENCH_PROFILE")
+log "building $BENCH_PROFILE binaries into $CARGO_TARGET_DIR"
+if [[ $BENCH_PROFILE == dev ]]; then
+    # The test build's feature set (all targets of the workspace), so nothing recompiles.
+    (cd "$ROOT" && cargo build --locked --workspace --all-targets)
+else
+    (cd "$ROOT" && cargo build --locked --profile "$BENCH_PROFILE" -p chatvault -p chatvault-bench)
+fi
+CV=$BIN_DIR/chatvault
+[[ -x $CV ]] || die "binaries not found under $BIN_DIR"
 
 mkdir -p "$WORK"
 VENV=$WORK/venv

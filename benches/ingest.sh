@@ -69,8 +69,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-LOAD=$CARGO_TARGET_DIR/release/webhook-load
-[[ -x $LOAD ]] || die "webhook-load not found under $CARGO_TARGET_DIR/release"
+LOAD=$BIN_DIR/webhook-load
+[[ -x $LOAD ]] || die "webhook-load not found under $BIN_DIR"
 
 # --- data ----------------------------------------------------------------------------
 DATA=$WORK/data-$CHATS-seed$SEED

@@ -18,8 +18,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_NAME=store-bench
 # shellcheck source=benches/common.sh
 source "$ROOT/benches/common.sh"
-QUERY=$CARGO_TARGET_DIR/release/store-query
-[[ -x $QUERY ]] || die "store-query not found under $CARGO_TARGET_DIR/release"
+QUERY=$BIN_DIR/store-query
+[[ -x $QUERY ]] || die "store-query not found under $BIN_DIR"
 
 NDJSON=$WORK/store-$CHATS-seed$SEED.ndjson
 if [[ ! -f $NDJSON.complete ]]; then

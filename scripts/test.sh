@@ -4,6 +4,8 @@
 #   scripts/test.sh [extra cargo test args]
 #
 # Cosmos DB: installs the emulator's npm packages (tests start and stop it themselves).
+# OpenAPI: installs schemathesis and openapi-spec-validator into a virtualenv
+# (CHATVAULT_TEST_VENV, default ~/.cache/chatvault/test-venv).
 # PostgreSQL: uses CHATVAULT_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
 # When nothing answers there, a private server from Debian's `postgresql` package is
 # started in a temporary directory (the package is installed if missing) and stopped after.
@@ -69,14 +71,15 @@ fi
 log "installing the Cosmos DB test emulator"
 npm ci --prefix tests/cosmos-emulator --no-audit --no-fund --loglevel=error
 
-# Python test tools (a third-party OData client) in a virtualenv outside the clone.
-VENV="${CHATVAULT_TEST_VENV:-$HOME/.cache/chatvault/venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-  log "creating the test virtualenv in $VENV"
-  python3 -m venv "$VENV"
+# Python tools the Rust tests call: a third-party OData client (tests/odata.rs), an
+# OpenAPI validator and a schema-driven fuzzer (tests/openapi.rs), from PyPI into a
+# private virtualenv outside the clone.
+export CHATVAULT_TEST_VENV="${CHATVAULT_TEST_VENV:-$HOME/.cache/chatvault/test-venv}"
+if [ ! -x "$CHATVAULT_TEST_VENV/bin/python" ]; then
+  log "creating the test virtualenv in $CHATVAULT_TEST_VENV"
+  python3 -m venv "$CHATVAULT_TEST_VENV"
 fi
-log "installing Python test tools"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/odata-client/requirements.txt
-export CHATVAULT_TEST_PYTHON="$VENV/bin/python"
+log "installing the Python test tools into $CHATVAULT_TEST_VENV"
+"$CHATVAULT_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 
 cargo test --workspace --locked "$@"

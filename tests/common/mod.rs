@@ -18,6 +18,17 @@ pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/samples")
 }
 
+/// The Python virtualenv with the third-party test tools (created by scripts/test.sh).
+pub fn test_venv() -> PathBuf {
+    std::env::var("CHATVAULT_TEST_VENV").map_or_else(
+        |_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/chatvault/test-venv")
+        },
+        PathBuf::from,
+    )
+}
+
 /// A `chatvault serve` child process.
 pub struct Server {
     pub child: Child,

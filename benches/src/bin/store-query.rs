@@ -2,9 +2,7 @@
 //! range, 6 columns, first 100 rows, as the OData feed's first page would ask. Prints one
 //! JSON line with warm latencies (the first runs warm the page cache and are not counted).
 
-use anyhow::Context;
-use chatvault_catalog::Catalog;
-use chatvault_store::{ScanFilter, Store, StoreConfig};
+use chatvault_store::ScanFilter;
 use chrono::NaiveDate;
 use clap::Parser;
 use polars::prelude::*;
@@ -38,15 +36,7 @@ fn micros(d: NaiveDate) -> Expr {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let catalog = Catalog::connect(&format!(
-        "sqlite://{}",
-        args.data_dir.join("catalog.db").display()
-    ))
-    .await
-    .context("opening the catalog")?;
-    let store = Store::open(StoreConfig::new(args.data_dir.join("store")), catalog)
-        .await
-        .context("opening the store")?;
+    let store = chatvault_bench::open_store(&args.data_dir).await?;
     let filter = ScanFilter {
         sites: Some(vec![args.site]),
         started_from: args.from.and_hms_opt(0, 0, 0),

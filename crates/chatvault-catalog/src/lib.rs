@@ -2,9 +2,9 @@
 //!
 //! Owns the chat index (ChatUID → current version, content hash, archive position,
 //! deleted flag), the archive watermark used for replay, source checkpoints, ingest
-//! statistics, API keys, the columnar store's file registry, legal holds and the
-//! hash-chained audit log, over SQLite (embedded default) or PostgreSQL (shared, multi-node), chosen by the
-//! URL. Both run the same migrations and the same SQL.
+//! statistics, API keys, report definitions, the columnar store's file registry, legal
+//! holds and the hash-chained audit log, over SQLite (embedded default) or PostgreSQL
+//! (shared, multi-node), chosen by the URL. Both run the same migrations and the same SQL.
 //!
 //! Must not read or write the archive or the columnar store: it is an index that can be
 //! rebuilt from the archive, never the only copy of anything a user sent. (The audit log
@@ -15,6 +15,7 @@ mod chats;
 mod compliance;
 mod keys;
 mod pool;
+mod reports;
 mod store;
 
 pub use audit::{AuditEvent, AuditRecord, AuditVerifyReport};
@@ -22,6 +23,7 @@ pub use chats::{AppliedChange, ChatState, IngestStat};
 pub use compliance::{HoldScope, LegalHold};
 pub use keys::{ApiKey, NewKey, Scope};
 pub use pool::{redact, Backend, Catalog};
+pub use reports::{ReportWrite, StoredReport};
 pub use store::{StoreChange, StoreFile, StoreSnapshot};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,9 @@
 //! The same behaviour, checked on both back-ends: SQLite in a temporary file and the
 //! PostgreSQL server named by CHATVAULT_TEST_POSTGRES_URL (each test in its own schema).
 
-use chatvault_catalog::{AppliedChange, AuditEvent, Catalog, HoldScope, IngestStat, Scope};
+use chatvault_catalog::{
+    AppliedChange, AuditEvent, Catalog, HoldScope, IngestStat, ReportWrite, Scope,
+};
 use chatvault_model::ContentHash;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -182,6 +184,49 @@ async fn sqlite_checkpoints_and_keys() {
 #[tokio::test]
 async fn postgres_checkpoints_and_keys() {
     checkpoints_and_keys(postgres("keys").await).await;
+}
+
+async fn report_definitions(catalog: Catalog) {
+    let builtins = |ids: &[(&str, &str)]| {
+        ids.iter()
+            .map(|(id, def)| ((*id).to_owned(), (*def).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    catalog
+        .seed_builtin_reports(&builtins(&[("a", "{1}"), ("b", "{2}")]), 1)
+        .await
+        .expect("seed");
+    assert_eq!(catalog.create_report("c", "{3}", 2).await.expect("create"), ReportWrite::Done);
+    assert_eq!(catalog.create_report("a", "{x}", 2).await.expect("create"), ReportWrite::Exists);
+    assert_eq!(catalog.update_report("a", "{x}", 3).await.expect("update"), ReportWrite::Builtin);
+    assert_eq!(catalog.delete_report("b").await.expect("delete"), ReportWrite::Builtin);
+    assert_eq!(catalog.update_report("c", "{4}", 3).await.expect("update"), ReportWrite::Done);
+    assert_eq!(catalog.update_report("zz", "{4}", 3).await.expect("update"), ReportWrite::Missing);
+    // A new release: "a" changed, "b" retired, "c" stays custom even if a built-in wants its id.
+    catalog
+        .seed_builtin_reports(&builtins(&[("a", "{1b}"), ("c", "{9}")]), 4)
+        .await
+        .expect("reseed");
+    let all = catalog.list_reports().await.expect("list");
+    let summary: Vec<(&str, bool, &str)> = all
+        .iter()
+        .map(|r| (r.id.as_str(), r.builtin, r.definition.as_str()))
+        .collect();
+    assert_eq!(summary, vec![("a", true, "{1b}"), ("c", false, "{4}")]);
+    assert_eq!(catalog.delete_report("c").await.expect("delete"), ReportWrite::Done);
+    assert_eq!(catalog.delete_report("c").await.expect("delete"), ReportWrite::Missing);
+    assert!(catalog.get_report("c").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn sqlite_report_definitions() {
+    let (catalog, _dir) = sqlite().await;
+    report_definitions(catalog).await;
+}
+
+#[tokio::test]
+async fn postgres_report_definitions() {
+    report_definitions(postgres("reports").await).await;
 }
 
 #[tokio::test]

@@ -16,18 +16,23 @@ pub struct ApiError {
     pub www_authenticate: bool,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The error body, as written and as the OpenAPI document describes it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
     error: Inner<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
 struct Inner<'a> {
+    /// A stable machine-readable code, e.g. `InvalidReport`.
     code: &'a str,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<&'a str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     details: &'a [serde_json::Value],
 }
 
@@ -64,7 +69,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&Body {
+        let body = serde_json::to_vec(&ErrorBody {
             error: Inner {
                 code: self.code,
                 message: &self.message,

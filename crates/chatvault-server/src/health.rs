@@ -43,11 +43,20 @@ impl Health {
 }
 
 /// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process serves HTTP", body = Object)),
+    security(()))]
 pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Readiness: the catalog answers, the pipeline accepts writes, every source is healthy.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready; every check with its detail", body = Object),
+        (status = 503, description = "Not ready; the failing check says why", body = Object),
+    ),
+    security(()))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let catalog = match state.catalog.next_seq().await {
         Ok(seq) => SourceStatus {
@@ -81,6 +90,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(serde_json::json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
 }
 
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 404, description = "Metrics are not enabled in this process", body = crate::openapi::ErrorBody),
+    ),
+    security(()))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => (
@@ -98,6 +114,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Ingest totals per source and outcome, and chat counts (scope `read`).
+#[utoipa::path(get, path = "/api/v1/stats", tag = "operations",
+    responses(
+        (status = 200, description = "Chat counts and ingest totals", body = Object),
+        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the read scope", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn stats(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,

@@ -27,6 +27,23 @@ struct IngestResponse {
 }
 
 /// `POST /api/v1/chats`: one document, a JSON array, or NDJSON; optionally gzip.
+#[utoipa::path(post, path = "/api/v1/chats", tag = "ingest",
+    request_body(description = "One chat document, a JSON array of them, or NDJSON (one per line); `Content-Encoding: gzip` accepted",
+        content(
+            (Object = "application/json"),
+            (String = "application/x-ndjson"),
+        )),
+    responses(
+        (status = 200, description = "Durable; a result per document (accepted, updated, unchanged, rejected with reasons)", body = Object),
+        (status = 400, description = "Not JSON, NDJSON or gzip", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or unknown API key, or a bad signature", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the ingest scope", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over the limit", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Every document was rejected; same body as 200", body = Object),
+        (status = 429, description = "Too many ingest requests at once (Retry-After)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The pipeline is full or unavailable (Retry-After); nothing was stored", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn post_chats(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -107,6 +124,16 @@ pub async fn post_chats(
 }
 
 /// `DELETE /api/v1/chats/{ChatUID}`: the chat server's admin deleted the chat.
+#[utoipa::path(delete, path = "/api/v1/chats/{chat_uid}", tag = "ingest",
+    params(("chat_uid" = String, Path, description = "The chat's ChatUID (24 hexadecimal digits)")),
+    responses(
+        (status = 200, description = "Deleted (a tombstone in the archive), or already deleted", body = Object),
+        (status = 400, description = "Not a ChatUID", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the ingest scope", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The archive never saw this chat", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The pipeline is unavailable (Retry-After)", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn delete_chat(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -1,7 +1,9 @@
-//! The HTTP service: routes, authentication, the JSON error format, health and metrics.
+//! The HTTP service: routes, authentication, the JSON error format, health and metrics,
+//! the report routes, and the OpenAPI document with its Swagger UI.
 //!
-//! Owns the mapping between HTTP and the ingest pipeline's outcomes (status codes,
-//! `Retry-After`, per-document result lists) and the API-key checks every route makes.
+//! Owns the mapping between HTTP and the ingest pipeline's and the report engine's
+//! outcomes (status codes, `Retry-After`, per-document result lists) and the API-key
+//! checks every route makes.
 //!
 //! Must not decide anything about documents itself: validation, idempotency and durability
 //! belong to `chatvault-ingest`, so every source behaves the same.
@@ -13,6 +15,8 @@ mod export;
 mod health;
 mod ingest;
 mod odata;
+mod openapi;
+mod reports;
 
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -24,6 +28,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
+pub use reports::ReportService;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -56,6 +61,8 @@ pub struct AppState {
     pub health: health::Health,
     /// The OData feed; None on a node that only ingests.
     pub odata: Option<odata::SharedService>,
+    /// The report routes answer 503 without it.
+    pub reports: Option<Arc<ReportService>>,
     ingest_slots: Arc<Semaphore>,
 }
 
@@ -76,11 +83,17 @@ impl AppState {
             metrics,
             health: health::Health::default(),
             odata: None,
+            reports: None,
         }
     }
 
     pub fn with_odata(mut self, service: chatvault_odata::Service) -> AppState {
         self.odata = Some(Arc::new(service));
+        self
+    }
+
+    pub fn with_reports(mut self, reports: ReportService) -> AppState {
+        self.reports = Some(Arc::new(reports));
         self
     }
 }
@@ -106,6 +119,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/api/v1/reports", get(reports::list).post(reports::create))
+        .route(
+            "/api/v1/reports/{id}",
+            get(reports::get_one)
+                .put(reports::replace)
+                .delete(reports::remove),
+        )
+        .route("/api/v1/reports/{id}/run", post(reports::run))
+        .merge(openapi::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn(health::track_requests))
         .with_state(state)

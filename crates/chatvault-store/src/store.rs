@@ -420,41 +420,7 @@ impl Store {
 
     /// Per site and day: the derived DaySummary table.
     pub fn day_summary(&self, filter: &ScanFilter) -> Result<LazyFrame> {
-        let chats = self.scan("Chats", filter)?;
-        Ok(chats
-            .filter(col("Started").is_not_null())
-            .group_by([col("SiteKey"), col("Started").dt().date().alias("Dated")])
-            .agg([
-                len().cast(DataType::Int64).alias("Chats"),
-                col("Missed").cast(DataType::Int64).sum().alias("Missed"),
-                col("Missed")
-                    .not()
-                    .cast(DataType::Int64)
-                    .sum()
-                    .alias("Answered"),
-                col("AnsweredByBot")
-                    .cast(DataType::Int64)
-                    .sum()
-                    .alias("Bot"),
-                col("MissedFollowedUp")
-                    .cast(DataType::Int64)
-                    .sum()
-                    .alias("MissedFollowedUp"),
-                col("WaitedSeconds").mean().alias("AvgWaitSeconds"),
-                col("DurationSeconds")
-                    .filter(col("Missed").not())
-                    .mean()
-                    .alias("AvgDurationSeconds"),
-                col("Rating")
-                    .filter(col("Rating").gt(lit(0)))
-                    .mean()
-                    .alias("AvgRating"),
-                col("SentimentScore")
-                    .filter(col("Missed").not())
-                    .mean()
-                    .alias("AvgSentiment"),
-            ])
-            .sort(["SiteKey", "Dated"], SortMultipleOptions::default()))
+        Ok(day_summary_of(self.scan("Chats", filter)?))
     }
 
     /// Writes the buffer to Parquet and registers the files in one catalog transaction.
@@ -984,6 +950,46 @@ fn remove_orphans(dir: &Path, snapshot: &StoreSnapshot) -> Result<()> {
     }
     Ok(())
 }
+
+/// The DaySummary table (per site and day) derived from any frame of Chats rows, so
+/// readers that restrict Chats first (reports) get the summary of exactly those chats.
+pub fn day_summary_of(chats: LazyFrame) -> LazyFrame {
+    chats
+        .filter(col("Started").is_not_null())
+        .group_by([col("SiteKey"), col("Started").dt().date().alias("Dated")])
+        .agg([
+            len().cast(DataType::Int64).alias("Chats"),
+            col("Missed").cast(DataType::Int64).sum().alias("Missed"),
+            col("Missed")
+                .not()
+                .cast(DataType::Int64)
+                .sum()
+                .alias("Answered"),
+            col("AnsweredByBot")
+                .cast(DataType::Int64)
+                .sum()
+                .alias("Bot"),
+            col("MissedFollowedUp")
+                .cast(DataType::Int64)
+                .sum()
+                .alias("MissedFollowedUp"),
+            col("WaitedSeconds").mean().alias("AvgWaitSeconds"),
+            col("DurationSeconds")
+                .filter(col("Missed").not())
+                .mean()
+                .alias("AvgDurationSeconds"),
+            col("Rating")
+                .filter(col("Rating").gt(lit(0)))
+                .mean()
+                .alias("AvgRating"),
+            col("SentimentScore")
+                .filter(col("Missed").not())
+                .mean()
+                .alias("AvgSentiment"),
+        ])
+        .sort(["SiteKey", "Dated"], SortMultipleOptions::default())
+    }
+
 
 /// The table definition of a stored table by name.
 fn table_index(table: &str) -> Result<usize> {

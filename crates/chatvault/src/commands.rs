@@ -54,7 +54,8 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         },
         metrics,
     )
-    .with_odata(chatvault_odata::Service::new(query_engine(&config, &runtime)?));
+    .with_odata(chatvault_odata::Service::new(query_engine(&config, &runtime)?))
+    .with_reports(crate::report::service(&runtime, &config).await?);
     let first_key = if runtime.catalog.has_keys().await? {
         None
     } else {
@@ -146,6 +147,10 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         redact_url(&config.catalog_url())
     )?;
     writeln!(out, "  webhook:        POST {base}/api/v1/chats")?;
+    writeln!(
+        out,
+        "  reports:        {base}/api/v1/reports  API docs: {base}/docs"
+    )?;
     writeln!(
         out,
         "  health:         {base}/healthz  {base}/readyz  metrics: {base}/metrics"

@@ -23,6 +23,7 @@ pub struct Config {
     pub folder: FolderSection,
     pub cosmos: CosmosSection,
     pub retention: RetentionSection,
+    pub reports: ReportsSection,
 }
 
 /// How long chats are kept after Started, per SiteKey and by default; none when unset.
@@ -42,6 +43,21 @@ impl RetentionSection {
             .get(&site_key.to_string())
             .copied()
             .or(self.default_days)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportsSection {
+    /// A report running longer is abandoned with an error (it may finish in the background).
+    pub time_limit_secs: u64,
+}
+
+impl Default for ReportsSection {
+    fn default() -> Self {
+        ReportsSection {
+            time_limit_secs: 60,
+        }
     }
 }
 
@@ -137,6 +153,7 @@ impl Default for Config {
             folder: FolderSection::default(),
             cosmos: CosmosSection::default(),
             retention: RetentionSection::default(),
+            reports: ReportsSection::default(),
         }
     }
 }
@@ -208,6 +225,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "cosmos.accept_invalid_certs",
     ),
     ("CHATVAULT_COSMOS_CA_FILE", "cosmos.ca_file"),
+    ("CHATVAULT_REPORT_TIME_LIMIT_SECS", "reports.time_limit_secs"),
 ];
 
 impl Config {
@@ -276,6 +294,7 @@ impl Config {
                 }
             }
             "cosmos.ca_file" => self.cosmos.ca_file = Some(PathBuf::from(value)),
+            "reports.time_limit_secs" => self.reports.time_limit_secs = num(value)?,
             other => bail!("unknown setting {other}"),
         }
         Ok(())
@@ -356,7 +375,7 @@ mod tests {
     fn every_env_var_names_a_real_setting() {
         let mut config = Config::default();
         for (var, key) in ENV_VARS {
-            let sample = if key.contains("bytes") || key.contains("size") {
+            let sample = if key.contains("bytes") || key.contains("size") || key.ends_with("secs") {
                 "7"
             } else if key.ends_with("format") {
                 "json"

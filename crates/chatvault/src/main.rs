@@ -4,6 +4,7 @@
 mod commands;
 mod compliance;
 mod config;
+mod report;
 mod runtime;
 
 use clap::{Parser, Subcommand};
@@ -158,6 +159,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List and run reports (the built-in library and custom reports).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +244,28 @@ enum AuditCommand {
 pub enum ExportFormatArg {
     Csv,
     Parquet,
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCommand {
+    /// List the report definitions.
+    List,
+    /// Run a report for one site and period; the result goes to stdout.
+    Run {
+        /// The report's id (see `report list`).
+        id: String,
+        /// SiteKey to report on.
+        #[arg(long)]
+        site: i32,
+        /// First day, YYYY-MM-DD (inclusive); defaults to the report's date selector.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        #[arg(long, value_enum, default_value = "json")]
+        format: report::Format,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -427,6 +455,16 @@ fn main() -> ExitCode {
                 public_key,
                 json,
             } => compliance::verify_digest(config, file, public_key, json).await,
+            Command::Report { command } => match command {
+                ReportCommand::List => report::list(config).await,
+                ReportCommand::Run {
+                    id,
+                    site,
+                    from,
+                    to,
+                    format,
+                } => report::run(config, id, site, from, to, format).await,
+            },
         }
     });
     match result {

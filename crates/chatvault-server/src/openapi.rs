@@ -1,0 +1,95 @@
+//! The OpenAPI document of every non-OData endpoint (`GET /api/v1/openapi.json`) and the
+//! Swagger UI at `/docs`, whose assets are compiled into the binary (no network at build
+//! or run time).
+
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use crate::error::ErrorBody;
+pub use chatvault_reports::ReportData;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Chatvault",
+        description = "Archive of the chat server's completed chats: webhook ingest, reports, health. \
+The OData feed (`/odata/`) describes itself with `$metadata`.",
+    ),
+    paths(
+        crate::ingest::post_chats,
+        crate::ingest::delete_chat,
+        crate::health::stats,
+        crate::health::healthz,
+        crate::health::readyz,
+        crate::health::metrics,
+        crate::reports::list,
+        crate::reports::create,
+        crate::reports::get_one,
+        crate::reports::replace,
+        crate::reports::remove,
+        crate::reports::run,
+    ),
+    components(schemas(ErrorBody, ReportData, chatvault_reports::ReportDefinition, crate::reports::RunBody)),
+    modifiers(&Security),
+    // Every operation needs an API key unless it says otherwise (health and metrics).
+    security(("api_key" = []), ("bearer" = []), ("basic" = [])),
+    tags(
+        (name = "ingest", description = "Chat documents from the chat server"),
+        (name = "reports", description = "Report definitions and results"),
+        (name = "operations", description = "Health, readiness, metrics, statistics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The three ways an API key may be presented.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
+
+/// `/docs` (Swagger UI) and `/api/v1/openapi.json`.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    SwaggerUi::new("/docs")
+        .url("/api/v1/openapi.json", ApiDoc::openapi())
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    #[test]
+    fn every_route_outside_odata_is_documented() {
+        let doc = super::ApiDoc::openapi();
+        let paths: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        for expected in [
+            "/api/v1/chats",
+            "/api/v1/chats/{chat_uid}",
+            "/api/v1/stats",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/api/v1/reports",
+            "/api/v1/reports/{id}",
+            "/api/v1/reports/{id}/run",
+        ] {
+            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+        }
+    }
+}
