@@ -63,6 +63,17 @@ pub struct AuditPage {
 }
 
 /// `GET /api/v1/audit?after=&action=&limit=`: the log, oldest first, keyset-paged.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "compliance",
+    params(
+        ("after" = Option<u64>, Query, description = "Only entries after this seq (the previous page's next_after)"),
+        ("action" = Option<String>, Query, description = "Only this action, or a prefix such as 'key'"),
+        ("limit" = Option<u32>, Query, description = "Entries per page (default 100, at most 1000)"),
+    ),
+    responses(
+        (status = 200, description = "Entries, oldest first, and next_after when more follow", body = Object),
+        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn list_audit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -142,6 +153,15 @@ impl HoldRequest {
     }
 }
 
+/// Places a legal hold (admin scope; audited).
+#[utoipa::path(post, path = "/api/v1/holds", tag = "compliance",
+    request_body(content = Object, description = "One of chat_uid, site_key (with optional from/to dates) or email, and a reason", content_type = "application/json"),
+    responses(
+        (status = 201, description = "The hold", body = Object),
+        (status = 400, description = "Not a hold request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn place_hold(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -174,6 +194,14 @@ pub struct HoldListQuery {
     all: bool,
 }
 
+/// Legal holds, active ones unless `all=true` (admin scope).
+#[utoipa::path(get, path = "/api/v1/holds", tag = "compliance",
+    params(("all" = Option<bool>, Query, description = "Include released holds")),
+    responses(
+        (status = 200, description = "Holds", body = Object),
+        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn list_holds(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -188,6 +216,16 @@ pub async fn list_holds(
     Ok(Json(holds))
 }
 
+/// Releases a legal hold (admin scope; audited).
+#[utoipa::path(delete, path = "/api/v1/holds/{id}", tag = "compliance",
+    params(("id" = String, Path, description = "Hold id")),
+    responses(
+        (status = 200, description = "The released hold", body = Object),
+        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such hold", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Already released", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn release_hold(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

@@ -62,6 +62,22 @@ fn wants_gzip(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")))
 }
 
+/// A whole entity set as CSV or Parquet, filtered and ordered in the OData language.
+#[utoipa::path(get, path = "/api/v1/export/{file}", tag = "export",
+    params(
+        ("file" = String, Path, description = "Entity set and format: Chats.csv, ChatLines.parquet, …"),
+        ("$filter" = Option<String>, Query, description = "OData $filter"),
+        ("$select" = Option<String>, Query, description = "Comma-separated properties"),
+        ("$orderby" = Option<String>, Query, description = "OData $orderby"),
+        ("bom" = Option<bool>, Query, description = "Start the CSV with a UTF-8 byte-order mark (Excel)"),
+    ),
+    responses(
+        (status = 200, description = "The rows, streamed (gzip with Accept-Encoding: gzip)", content_type = "text/csv"),
+        (status = 400, description = "A bad query option, naming the token and position", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such entity set or format", body = crate::openapi::ErrorBody),
+        (status = 501, description = "A query feature exports do not support", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn export(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
