@@ -440,13 +440,6 @@ fn verify_json(data_dir: &Path) -> Value {
 async fn erasure_reaches_archive_catalog_and_store_and_spares_held_chats() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path();
-    let sample = |name: &str| {
-        common::samples()
-            .join(name)
-            .to_str()
-            .expect("utf-8")
-            .to_owned()
-    };
     // Two versions of the person's first chat in two segments, their second chat in a
     // third, and someone else's chat.
     import(data, &[&sample("answered-with-surveys.json")]);
@@ -705,17 +698,39 @@ fn archived(data_dir: &Path) -> std::collections::BTreeMap<String, (usize, usize
     out
 }
 
+fn sample(name: &str) -> String {
+    common::samples()
+        .join(name)
+        .to_str()
+        .expect("utf-8")
+        .to_owned()
+}
+
+/// Holds site 5's chats started on 2024-09-03 (the translated German chat); its id.
+fn hold_site_5_on_3_september(data_dir: &Path) -> String {
+    let (code, hold, err) = run(
+        &[
+            "hold",
+            "place",
+            "--site",
+            "5",
+            "--from",
+            "2024-09-03",
+            "--to",
+            "2024-09-03",
+            "--reason",
+            "audit 9",
+        ],
+        data_dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    hold.trim().to_owned()
+}
+
 #[tokio::test]
 async fn retention_deletes_expired_chats_per_site_and_keeps_held_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let sample = |name: &str| {
-        common::samples()
-            .join(name)
-            .to_str()
-            .expect("utf-8")
-            .to_owned()
-    };
     import(&data, &[&sample("answered-with-surveys.json")]);
     import(
         &data,
@@ -732,23 +747,7 @@ async fn retention_deletes_expired_chats_per_site_and_keeps_held_ones() {
     )
     .expect("config");
     let config = config.to_str().expect("utf-8");
-    let (code, hold, err) = run(
-        &[
-            "hold",
-            "place",
-            "--site",
-            "5",
-            "--from",
-            "2024-09-03",
-            "--to",
-            "2024-09-03",
-            "--reason",
-            "audit 9",
-        ],
-        &data,
-    );
-    assert_eq!(code, 0, "{err}");
-    let hold = hold.trim().to_owned();
+    let hold = hold_site_5_on_3_september(&data);
 
     let (code, out, err) = run(
         &[
@@ -838,4 +837,106 @@ async fn redaction_on_ingest_keeps_ips_and_card_numbers_out_of_every_store() {
         .next()
         .expect("one record");
     assert!(String::from_utf8_lossy(&text).contains("4111 1111 1111 1111"));
+}
+
+#[tokio::test]
+async fn retention_can_anonymise_instead_of_deleting_per_site_and_keeps_held_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    import(
+        &data,
+        &[
+            &sample("answered-with-surveys.json"),
+            &sample("bot-then-transfer.json"),
+            &sample("translated-german.json"),
+        ],
+    );
+    // Everything expires; by default chats are anonymised (names and free text only),
+    // site 3's are deleted; site 5's chat of 2024-09-03 is held.
+    let config = dir.path().join("chatvault.toml");
+    std::fs::write(
+        &config,
+        "[retention]\ndefault_days = 30\naction = \"anonymise\"\nanonymise_fields = [\"names\", \"text\"]\n\n\
+         [retention.site_actions.\"3\"]\naction = \"delete\"\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("utf-8");
+    hold_site_5_on_3_september(&data);
+    let bot = "6741a0c2e4b0a1f3c2d4e503";
+
+    let (code, out, err) = run(
+        &["--config", config, "retention", "apply", "--dry-run"],
+        &data,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Would anonymise 1") && out.contains(&format!("{bot} (names, text)")),
+        "{out}"
+    );
+    assert!(out.contains("Would delete 1"), "{out}");
+    let before = archived(&data);
+    assert_eq!(before[bot], (1, 1), "a dry run changes nothing");
+
+    let (code, out, err) = run(&["--config", config, "retention", "apply", "--json"], &data);
+    assert_eq!(code, 0, "{out}{err}");
+    let done: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(done["receipt"]["chats"], 1, "{done}");
+    assert_eq!(done["receipt"]["anonymised"], 1, "{done}");
+    // The archive keeps the chat as an upsert, masked, with the masked document's hash.
+    let record = chatvault_archive::read_records(&data.join("archive"), 0)
+        .expect("read")
+        .map(|r| r.expect("record"))
+        .find(|r| r.entry.chat_uid == bot)
+        .expect("archived");
+    assert_eq!(record.entry.operation, chatvault_archive::Operation::Upsert);
+    let doc: Value = serde_json::from_slice(&record.entry.document).expect("json");
+    assert_eq!(
+        record.entry.content_hash,
+        chatvault_model::content_hash(&doc)
+    );
+    assert_eq!(doc["ChatHeader"]["Name"], "[anonymised]");
+    assert_eq!(doc["Lines"][1]["Message"], "[anonymised]");
+    assert_eq!(doc["PostChatSurvey"][0]["Value"], "5", "ratings stay");
+    assert_eq!(
+        doc["ChatHeader"]["IP"], "198.51.100.7",
+        "IPs were not chosen"
+    );
+    assert_eq!(doc["ChatHeader"]["DurationSeconds"], 571);
+    let text = String::from_utf8_lossy(&record.entry.document).into_owned();
+    assert!(
+        !text.contains("password reset") && !text.contains("\"Sam\""),
+        "{text}"
+    );
+    // Catalog and store agree with the rewritten archive; only site 3's chat is deleted.
+    let report = verify_json(&data);
+    assert_eq!(report["deleted_chats"], 1, "{report}");
+    // The store's rows for the chat are kept, masked.
+    let csv = dir.path().join("lines.csv");
+    let (code, out, err) = run(
+        &[
+            "export",
+            "ChatLines",
+            "--filter",
+            &format!("ChatUID eq '{bot}'"),
+            "--out",
+            csv.to_str().expect("utf-8"),
+        ],
+        &data,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let lines = std::fs::read_to_string(&csv).expect("csv");
+    assert!(lines.contains("[anonymised]"), "{lines}");
+    assert!(!lines.contains("password reset"), "{lines}");
+    let (_, audit, _) = run(&["audit", "list"], &data);
+    assert!(
+        audit.contains("retention.apply") && audit.contains("archive.rewrite"),
+        "{audit}"
+    );
+    // The held chat is untouched; a second run finds nothing left to do.
+    assert_eq!(archived(&data)["6741a0c2e4b0a1f3c2d4e504"], (1, 1));
+    let (code, out, err) = run(&["--config", config, "retention", "apply", "--json"], &data);
+    assert_eq!(code, 0, "{out}{err}");
+    let again: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(again["plan"]["anonymise"], serde_json::json!({}), "{again}");
+    assert_eq!(again["receipt"]["segments"], 0, "{again}");
 }

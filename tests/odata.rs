@@ -15,7 +15,18 @@ const CHATS: &str = "3500";
 /// Generates and imports a data set, compacted so every stored row is current.
 fn dataset(dir: &Path) {
     let input = dir.join("input");
-    let (code, _, err) = run(&["gen", "--chats", CHATS, "--seed", "11", "--out", input.to_str().expect("utf-8")], dir);
+    let (code, _, err) = run(
+        &[
+            "gen",
+            "--chats",
+            CHATS,
+            "--seed",
+            "11",
+            "--out",
+            input.to_str().expect("utf-8"),
+        ],
+        dir,
+    );
     assert_eq!(code, 0, "gen: {err}");
     let (code, _, err) = run(&["import", input.to_str().expect("utf-8")], dir);
     assert_eq!(code, 0, "import: {err}");
@@ -53,7 +64,11 @@ fn reference(data: &Path, table: &str) -> LazyFrame {
 }
 
 fn strings(frame: &DataFrame, column: &str) -> Vec<String> {
-    let values = frame.column(column).expect("column").str().expect("strings");
+    let values = frame
+        .column(column)
+        .expect("column")
+        .str()
+        .expect("strings");
     (0..values.len())
         .map(|i| values.get(i).unwrap_or_default().to_owned())
         .collect()
@@ -80,7 +95,10 @@ impl Feed {
             .expect("request");
         let status = response.status().as_u16();
         assert_eq!(
-            response.headers().get("odata-version").and_then(|v| v.to_str().ok()),
+            response
+                .headers()
+                .get("odata-version")
+                .and_then(|v| v.to_str().ok()),
             Some("4.0"),
             "{path_and_query}"
         );
@@ -99,8 +117,16 @@ impl Feed {
         assert_eq!(status, 200, "{path_and_query}: {page}");
         let mut rows = Vec::new();
         loop {
-            rows.extend(page["value"].as_array().expect("value array").iter().cloned());
-            let Some(next) = page["@odata.nextLink"].as_str() else { break };
+            rows.extend(
+                page["value"]
+                    .as_array()
+                    .expect("value array")
+                    .iter()
+                    .cloned(),
+            );
+            let Some(next) = page["@odata.nextLink"].as_str() else {
+                break;
+            };
             let response = client()
                 .get(next)
                 .bearer_auth(key)
@@ -142,12 +168,12 @@ async fn feed_answers_match_polars_on_the_same_files() {
     let chats = || reference(&data, "Chats");
 
     // Filters: each pair is a feed query and the same question in polars.
-    let august = chats()
-        .filter(
-            col("SiteKey").eq(lit(3))
-                .and(col("Started").gt_eq(ts("2024-08-01T00:00:00")))
-                .and(col("Started").lt(ts("2024-09-01T00:00:00"))),
-        );
+    let august = chats().filter(
+        col("SiteKey")
+            .eq(lit(3))
+            .and(col("Started").gt_eq(ts("2024-08-01T00:00:00")))
+            .and(col("Started").lt(ts("2024-09-01T00:00:00"))),
+    );
     let cases: Vec<(&str, LazyFrame)> = vec![
         (
             "Chats?$filter=SiteKey eq 3 and Started ge 2024-08-01T00:00:00Z and Started lt 2024-09-01T00:00:00Z&$select=ChatUID,SiteKey,Started,Channel,Rating,WaitedSeconds",
@@ -202,8 +228,17 @@ async fn feed_answers_match_polars_on_the_same_files() {
         ),
     ];
     for (query, expected) in cases {
-        let expected = sorted(strings(&expected.select([col("ChatUID")]).collect().expect("reference"), "ChatUID"));
-        assert!(!expected.is_empty(), "the reference for {query} is empty, so the case proves nothing");
+        let expected = sorted(strings(
+            &expected
+                .select([col("ChatUID")])
+                .collect()
+                .expect("reference"),
+            "ChatUID",
+        ));
+        assert!(
+            !expected.is_empty(),
+            "the reference for {query} is empty, so the case proves nothing"
+        );
         let rows = feed.all(query).await;
         let got = uids(&rows);
         no_duplicates(&got, query);
@@ -212,19 +247,47 @@ async fn feed_answers_match_polars_on_the_same_files() {
 
     // $select: exactly the chosen properties (plus control information).
     let rows = feed.all("Chats?$filter=SiteKey eq 3 and Started ge 2024-08-01T00:00:00Z and Started lt 2024-09-01T00:00:00Z&$select=ChatUID,SiteKey,Started,Channel,Rating,WaitedSeconds").await;
-    let names: HashSet<&str> = rows[0].as_object().expect("object").keys().map(String::as_str).filter(|k| !k.starts_with('@')).collect();
-    assert_eq!(names, HashSet::from(["ChatUID", "SiteKey", "Started", "Channel", "Rating", "WaitedSeconds"]));
-    assert!(rows[0]["Started"].as_str().expect("timestamp").ends_with('Z'));
-    assert!(rows[0]["@odata.etag"].as_str().is_some_and(|e| e.starts_with("W/\"")));
+    let names: HashSet<&str> = rows[0]
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !k.starts_with('@'))
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from([
+            "ChatUID",
+            "SiteKey",
+            "Started",
+            "Channel",
+            "Rating",
+            "WaitedSeconds"
+        ])
+    );
+    assert!(rows[0]["Started"]
+        .as_str()
+        .expect("timestamp")
+        .ends_with('Z'));
+    assert!(rows[0]["@odata.etag"]
+        .as_str()
+        .is_some_and(|e| e.starts_with("W/\"")));
 
     // $orderby with several keys, and $top across server pages.
     let expected = chats()
-        .sort_by_exprs([col("Rating"), col("Started"), col("ChatUID")], SortMultipleOptions::default().with_order_descending_multi([true, false, false]).with_nulls_last(true))
+        .sort_by_exprs(
+            [col("Rating"), col("Started"), col("ChatUID")],
+            SortMultipleOptions::default()
+                .with_order_descending_multi([true, false, false])
+                .with_nulls_last(true),
+        )
         .limit(1500)
         .select([col("ChatUID")])
         .collect()
         .expect("reference");
-    let rows = feed.all("Chats?$orderby=Rating desc,Started asc&$top=1500&$select=ChatUID,Rating,Started").await;
+    let rows = feed
+        .all("Chats?$orderby=Rating desc,Started asc&$top=1500&$select=ChatUID,Rating,Started")
+        .await;
     assert_eq!(uids(&rows), strings(&expected, "ChatUID"), "ordered pages");
 
     // $skip/$top in the default order equal a window of the full default order.
@@ -248,38 +311,80 @@ async fn feed_answers_match_polars_on_the_same_files() {
     let expected_lines = lines
         .clone()
         .filter(col("Role").eq(lit("operator")))
-        .sort_by_exprs([col("ChatUID"), col("Seq")], SortMultipleOptions::default().with_order_descending_multi([false, true]))
+        .sort_by_exprs(
+            [col("ChatUID"), col("Seq")],
+            SortMultipleOptions::default().with_order_descending_multi([false, true]),
+        )
         .group_by_stable([col("ChatUID")])
         .agg([col("Seq").head(Some(2))])
         .collect()
         .expect("reference");
     let mut newest: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let uid_col = strings(&expected_lines, "ChatUID");
-    let seqs = expected_lines.column("Seq").expect("Seq").list().expect("list");
+    let seqs = expected_lines
+        .column("Seq")
+        .expect("Seq")
+        .list()
+        .expect("list");
     for (i, uid) in uid_col.into_iter().enumerate() {
         let seq = seqs.get_as_series(i).expect("seqs");
         let seq = seq.i32().expect("i32");
-        newest.insert(uid, (0..seq.len()).filter_map(|j| seq.get(j)).map(i64::from).collect());
+        newest.insert(
+            uid,
+            (0..seq.len())
+                .filter_map(|j| seq.get(j))
+                .map(i64::from)
+                .collect(),
+        );
     }
     let rows = feed.all("Chats?$filter=SiteKey eq 2&$select=ChatUID&$expand=Lines($select=Seq,Message;$filter=Role eq 'operator';$orderby=Seq desc;$top=2)").await;
     assert!(!rows.is_empty());
     for row in &rows {
         let uid = row["ChatUID"].as_str().expect("uid");
-        let got: Vec<i64> = row["Lines"].as_array().expect("Lines").iter().map(|l| l["Seq"].as_i64().expect("Seq")).collect();
-        assert_eq!(got, newest.get(uid).cloned().unwrap_or_default(), "expanded lines of {uid}");
+        let got: Vec<i64> = row["Lines"]
+            .as_array()
+            .expect("Lines")
+            .iter()
+            .map(|l| l["Seq"].as_i64().expect("Seq"))
+            .collect();
+        assert_eq!(
+            got,
+            newest.get(uid).cloned().unwrap_or_default(),
+            "expanded lines of {uid}"
+        );
     }
 
     // $search over chat text: the chats with a line mentioning "refund" (or in their summary).
     let refund_chats: HashSet<String> = strings(
-        &lines.clone().filter(col("Message").str().to_lowercase().str().contains_literal(lit("refund"))).select([col("ChatUID")]).unique(None, UniqueKeepStrategy::Any).collect().expect("reference"),
+        &lines
+            .clone()
+            .filter(
+                col("Message")
+                    .str()
+                    .to_lowercase()
+                    .str()
+                    .contains_literal(lit("refund")),
+            )
+            .select([col("ChatUID")])
+            .unique(None, UniqueKeepStrategy::Any)
+            .collect()
+            .expect("reference"),
         "ChatUID",
     )
     .into_iter()
     .chain(strings(
         &chats()
             .filter(
-                col("Summary").str().to_lowercase().str().contains_literal(lit("refund"))
-                    .or(col("MissedMessage").str().to_lowercase().str().contains_literal(lit("refund"))),
+                col("Summary")
+                    .str()
+                    .to_lowercase()
+                    .str()
+                    .contains_literal(lit("refund"))
+                    .or(col("MissedMessage")
+                        .str()
+                        .to_lowercase()
+                        .str()
+                        .contains_literal(lit("refund"))),
             )
             .select([col("ChatUID")])
             .collect()
@@ -287,21 +392,37 @@ async fn feed_answers_match_polars_on_the_same_files() {
         "ChatUID",
     ))
     .collect();
-    assert!(!refund_chats.is_empty(), "the generator writes refund conversations");
-    let found: HashSet<String> = uids(&feed.all("Chats?$search=Refund&$select=ChatUID").await).into_iter().collect();
+    assert!(
+        !refund_chats.is_empty(),
+        "the generator writes refund conversations"
+    );
+    let found: HashSet<String> = uids(&feed.all("Chats?$search=Refund&$select=ChatUID").await)
+        .into_iter()
+        .collect();
     assert_eq!(found, refund_chats, "$search");
 
     // $apply: grouped figures instead of raw rows.
     let expected = chats()
         .group_by([col("SiteKey")])
-        .agg([len().cast(DataType::Int64).alias("Chats"), col("WaitedSeconds").mean().alias("AvgWait"), col("Channel").n_unique().cast(DataType::Int64).alias("Channels")])
+        .agg([
+            len().cast(DataType::Int64).alias("Chats"),
+            col("WaitedSeconds").mean().alias("AvgWait"),
+            col("Channel")
+                .n_unique()
+                .cast(DataType::Int64)
+                .alias("Channels"),
+        ])
         .sort(["SiteKey"], SortMultipleOptions::default())
         .collect()
         .expect("reference");
     let rows = feed.all("Chats?$apply=groupby((SiteKey),aggregate($count as Chats,WaitedSeconds with average as AvgWait,Channel with countdistinct as Channels))").await;
     assert_eq!(rows.len(), expected.height());
     let counts = expected.column("Chats").expect("Chats").i64().expect("i64");
-    let waits = expected.column("AvgWait").expect("AvgWait").f64().expect("f64");
+    let waits = expected
+        .column("AvgWait")
+        .expect("AvgWait")
+        .f64()
+        .expect("f64");
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row["Chats"].as_i64(), counts.get(i), "{row}");
         let wait = row["AvgWait"].as_f64().expect("AvgWait");
@@ -316,16 +437,38 @@ async fn feed_answers_match_polars_on_the_same_files() {
     let (status, chat) = feed.get(&format!("Chats('{uid}')"), &feed.key).await;
     assert_eq!(status, 200, "{chat}");
     assert_eq!(chat["ChatUID"], uid.as_str());
-    assert!(chat["@odata.context"].as_str().is_some_and(|c| c.ends_with("#Chats/$entity")));
-    let expected_seqs = lines.clone().filter(col("ChatUID").eq(lit(uid.as_str()))).collect().expect("reference").height();
+    assert!(chat["@odata.context"]
+        .as_str()
+        .is_some_and(|c| c.ends_with("#Chats/$entity")));
+    let expected_seqs = lines
+        .clone()
+        .filter(col("ChatUID").eq(lit(uid.as_str())))
+        .collect()
+        .expect("reference")
+        .height();
     let nav = feed.all(&format!("Chats('{uid}')/Lines")).await;
     assert_eq!(nav.len(), expected_seqs);
-    let (status, site) = feed.get(&format!("Chats('{uid}')/SiteKey"), &feed.key).await;
+    let (status, site) = feed
+        .get(&format!("Chats('{uid}')/SiteKey"), &feed.key)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(site["value"], chat["SiteKey"]);
-    let raw = client().get(feed.server.url(&format!("/odata/Chats('{uid}')/Channel/$value"))).bearer_auth(&feed.key).send().await.expect("raw").text().await.expect("text");
+    let raw = client()
+        .get(
+            feed.server
+                .url(&format!("/odata/Chats('{uid}')/Channel/$value")),
+        )
+        .bearer_auth(&feed.key)
+        .send()
+        .await
+        .expect("raw")
+        .text()
+        .await
+        .expect("text");
     assert_eq!(raw, chat["Channel"].as_str().expect("channel"));
-    let (status, back) = feed.get(&format!("ChatLines(ChatUID='{uid}',Seq=1)/Chat"), &feed.key).await;
+    let (status, back) = feed
+        .get(&format!("ChatLines(ChatUID='{uid}',Seq=1)/Chat"), &feed.key)
+        .await;
     assert_eq!(status, 200, "{back}");
     assert_eq!(back["ChatUID"], uid.as_str());
     let (status, _) = feed.get("Chats('no-such-chat')", &feed.key).await;
@@ -333,25 +476,45 @@ async fn feed_answers_match_polars_on_the_same_files() {
 
     // A key limited to site 4 sees site 4 only, whichever way it asks.
     let site4 = create_key(&data, "read", Some("4"));
-    let expected4 = chats().filter(col("SiteKey").eq(lit(4))).collect().expect("reference").height();
+    let expected4 = chats()
+        .filter(col("SiteKey").eq(lit(4)))
+        .collect()
+        .expect("reference")
+        .height();
     let rows = feed.all_as("Chats?$select=ChatUID,SiteKey", &site4).await;
     assert_eq!(rows.len(), expected4);
     assert!(rows.iter().all(|r| r["SiteKey"] == 4));
     let (_, count) = feed.get("Chats/$count", &site4).await;
     assert_eq!(count.as_u64(), Some(expected4 as u64));
-    let groups = feed.all_as("Chats?$apply=groupby((SiteKey),aggregate($count as Chats))", &site4).await;
+    let groups = feed
+        .all_as(
+            "Chats?$apply=groupby((SiteKey),aggregate($count as Chats))",
+            &site4,
+        )
+        .await;
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0]["SiteKey"], 4);
-    let lines4 = feed.all_as("ChatLines?$filter=Seq eq 1&$select=ChatUID,SiteKey", &site4).await;
+    let lines4 = feed
+        .all_as("ChatLines?$filter=Seq eq 1&$select=ChatUID,SiteKey", &site4)
+        .await;
     assert!(lines4.iter().all(|r| r["SiteKey"] == 4));
-    let searched = feed.all_as("Chats?$search=refund&$select=SiteKey", &site4).await;
+    let searched = feed
+        .all_as("Chats?$search=refund&$select=SiteKey", &site4)
+        .await;
     assert!(searched.iter().all(|r| r["SiteKey"] == 4));
     let other_site = first_chat_of_site(&chats(), 5);
     let (status, _) = feed.get(&format!("Chats('{other_site}')"), &site4).await;
-    assert_eq!(status, 404, "a chat of another site is not there for this key");
-    let (status, _) = feed.get(&format!("Chats('{other_site}')/Lines/$count"), &site4).await;
+    assert_eq!(
+        status, 404,
+        "a chat of another site is not there for this key"
+    );
+    let (status, _) = feed
+        .get(&format!("Chats('{other_site}')/Lines/$count"), &site4)
+        .await;
     assert_eq!(status, 200);
-    let (_, n) = feed.get(&format!("Chats('{other_site}')/Lines/$count"), &site4).await;
+    let (_, n) = feed
+        .get(&format!("Chats('{other_site}')/Lines/$count"), &site4)
+        .await;
     assert_eq!(n.as_u64(), Some(0));
 
     exports_survive_a_round_trip(&feed, &data).await;
@@ -369,10 +532,18 @@ async fn exports_survive_a_round_trip(feed: &Feed, data: &Path) {
         .expect("reference");
     let mut want: BTreeMap<(String, i64), String> = BTreeMap::new();
     let seqs = expected.column("Seq").expect("Seq").i32().expect("i32");
-    for (i, (uid, message)) in strings(&expected, "ChatUID").into_iter().zip(strings(&expected, "Message")).enumerate() {
+    for (i, (uid, message)) in strings(&expected, "ChatUID")
+        .into_iter()
+        .zip(strings(&expected, "Message"))
+        .enumerate()
+    {
         want.insert((uid, i64::from(seqs.get(i).expect("seq"))), message);
     }
-    assert!(want.values().any(|m| m.contains('\n')) && want.values().any(|m| m.contains('"')) && want.values().any(|m| m.contains('👍')));
+    assert!(
+        want.values().any(|m| m.contains('\n'))
+            && want.values().any(|m| m.contains('"'))
+            && want.values().any(|m| m.contains('👍'))
+    );
 
     let response = client()
         .get(feed.server.url("/api/v1/export/ChatLines.csv?$filter=SiteKey eq 1&$select=ChatUID,Seq,Message&bom=true"))
@@ -383,46 +554,84 @@ async fn exports_survive_a_round_trip(feed: &Feed, data: &Path) {
         .expect("export");
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(response.headers()["content-encoding"], "gzip");
-    assert!(response.headers()["content-type"].to_str().expect("ct").starts_with("text/csv"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/csv"));
     let gz = response.bytes().await.expect("body");
     let mut text = Vec::new();
-    flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut text).expect("gunzip");
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut text)
+        .expect("gunzip");
     assert!(text.starts_with(b"\xEF\xBB\xBF"), "BOM first");
     let mut reader = csv::Reader::from_reader(&text[3..]);
-    assert_eq!(reader.headers().expect("header"), vec!["ChatUID", "Seq", "Message"]);
+    assert_eq!(
+        reader.headers().expect("header"),
+        vec!["ChatUID", "Seq", "Message"]
+    );
     let mut got: BTreeMap<(String, i64), String> = BTreeMap::new();
     for record in reader.records() {
         let record = record.expect("RFC 4180 record");
-        got.insert((record[0].to_owned(), record[1].parse().expect("seq")), record[2].to_owned());
+        got.insert(
+            (record[0].to_owned(), record[1].parse().expect("seq")),
+            record[2].to_owned(),
+        );
     }
     assert_eq!(got.len(), want.len(), "every row exactly once");
     assert!(got == want, "CSV round trip changed a message");
 
     let response = client()
-        .get(feed.server.url("/api/v1/export/Chats.parquet?$filter=SiteKey eq 2&$orderby=Started desc"))
+        .get(
+            feed.server
+                .url("/api/v1/export/Chats.parquet?$filter=SiteKey eq 2&$orderby=Started desc"),
+        )
         .bearer_auth(&feed.key)
         .send()
         .await
         .expect("parquet export");
     assert_eq!(response.status().as_u16(), 200);
     let bytes = response.bytes().await.expect("body");
-    let frame = ParquetReader::new(std::io::Cursor::new(bytes.to_vec())).finish().expect("Parquet");
+    let frame = ParquetReader::new(std::io::Cursor::new(bytes.to_vec()))
+        .finish()
+        .expect("Parquet");
     let expected = reference(data, "Chats")
         .filter(col("SiteKey").eq(lit(2)))
-        .sort_by_exprs([col("Started"), col("ChatUID")], SortMultipleOptions::default().with_order_descending_multi([true, false]).with_nulls_last(true))
+        .sort_by_exprs(
+            [col("Started"), col("ChatUID")],
+            SortMultipleOptions::default()
+                .with_order_descending_multi([true, false])
+                .with_nulls_last(true),
+        )
         .select([col("ChatUID")])
         .collect()
         .expect("reference");
-    assert_eq!(strings(&frame, "ChatUID"), strings(&expected, "ChatUID"), "ordered Parquet export");
-    assert_eq!(frame.width(), reference(data, "Chats").collect_schema().expect("schema").len());
+    assert_eq!(
+        strings(&frame, "ChatUID"),
+        strings(&expected, "ChatUID"),
+        "ordered Parquet export"
+    );
+    assert_eq!(
+        frame.width(),
+        reference(data, "Chats")
+            .collect_schema()
+            .expect("schema")
+            .len()
+    );
 
     let bad = client()
-        .get(feed.server.url("/api/v1/export/Chats.csv?$filter=Nope eq 1"))
+        .get(
+            feed.server
+                .url("/api/v1/export/Chats.csv?$filter=Nope eq 1"),
+        )
         .bearer_auth(&feed.key)
         .send()
         .await
         .expect("bad export");
-    assert_eq!(bad.status().as_u16(), 400, "a bad filter is refused before any row is sent");
+    assert_eq!(
+        bad.status().as_u16(),
+        400,
+        "a bad filter is refused before any row is sent"
+    );
 
     // Every export is in the audit log: who, what, which options, but not their values.
     let audit: Value = client()
@@ -441,8 +650,13 @@ async fn exports_survive_a_round_trip(feed: &Feed, data: &Path) {
         .filter(|e| e["action"] == "export.run")
         .collect();
     assert!(exports.len() >= 2, "{audit}");
-    assert!(exports.iter().any(|e| e["target"] == "ChatLines" && e["detail"]["format"] == "csv"));
-    assert!(!audit.to_string().contains("SiteKey eq 1"), "filter values stay out of the audit log");
+    assert!(exports
+        .iter()
+        .any(|e| e["target"] == "ChatLines" && e["detail"]["format"] == "csv"));
+    assert!(
+        !audit.to_string().contains("SiteKey eq 1"),
+        "filter values stay out of the audit log"
+    );
 }
 
 /// A third-party OData v4 client (python-odata, installed by scripts/test.sh) reflects
@@ -476,19 +690,38 @@ fn third_party_client_reads_every_row(feed: &Feed, data: &Path) {
     let report: Value = serde_json::from_slice(&out.stdout).expect("client report");
     assert_eq!(report["rows"].as_u64(), Some(lines), "{report}");
     assert_eq!(report["duplicates"].as_u64(), Some(0), "{report}");
-    assert_eq!(report["keys"], serde_json::json!(["ChatUID", "Seq"]), "{report}");
+    assert_eq!(
+        report["keys"],
+        serde_json::json!(["ChatUID", "Seq"]),
+        "{report}"
+    );
     assert_eq!(
         report["entity_sets"],
-        serde_json::json!(["ChatLines", "ChatTags", "Chats", "PageViews", "SurveyAnswers"]),
+        serde_json::json!([
+            "ChatLines",
+            "ChatTags",
+            "Chats",
+            "PageViews",
+            "SurveyAnswers"
+        ]),
         "the client reflected every entity set from $metadata: {report}"
     );
     let pages = report["pages"].as_u64().expect("pages");
     assert!(pages >= 20, "5,000-row pages: {report}");
-    assert_eq!(report["followed_skiptokens"].as_u64(), Some(pages - 1), "{report}");
+    assert_eq!(
+        report["followed_skiptokens"].as_u64(),
+        Some(pages - 1),
+        "{report}"
+    );
 }
 
 fn first_chat_of_site(chats: &LazyFrame, site: i32) -> String {
-    let frame = chats.clone().filter(col("SiteKey").eq(lit(site))).limit(1).collect().expect("reference");
+    let frame = chats
+        .clone()
+        .filter(col("SiteKey").eq(lit(site)))
+        .limit(1)
+        .collect()
+        .expect("reference");
     strings(&frame, "ChatUID").remove(0)
 }
 
@@ -497,75 +730,206 @@ async fn metadata_formats_and_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_owned();
     let input = data.join("input");
-    let (code, _, err) = run(&["gen", "--chats", "60", "--seed", "5", "--out", input.to_str().expect("utf-8")], &data);
+    let (code, _, err) = run(
+        &[
+            "gen",
+            "--chats",
+            "60",
+            "--seed",
+            "5",
+            "--out",
+            input.to_str().expect("utf-8"),
+        ],
+        &data,
+    );
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run(&["import", input.to_str().expect("utf-8")], &data);
     assert_eq!(code, 0, "{err}");
     // The CLI export, before the service holds the data directory.
     let out = data.join("chats.csv");
-    let (code, _, err) = run(&["export", "Chats", "--filter", "SiteKey eq 1", "--select", "ChatUID,SiteKey,Started,Tags", "--out", out.to_str().expect("utf-8")], &data);
+    let (code, _, err) = run(
+        &[
+            "export",
+            "Chats",
+            "--filter",
+            "SiteKey eq 1",
+            "--select",
+            "ChatUID,SiteKey,Started,Tags",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        &data,
+    );
     assert_eq!(code, 0, "export: {err}");
     let mut reader = csv::Reader::from_path(&out).expect("csv file");
-    assert_eq!(reader.headers().expect("header"), vec!["ChatUID", "SiteKey", "Started", "Tags"]);
+    assert_eq!(
+        reader.headers().expect("header"),
+        vec!["ChatUID", "SiteKey", "Started", "Tags"]
+    );
     let exported: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("record")).collect();
     assert!(!exported.is_empty());
-    assert!(exported.iter().all(|r| &r[1] == "1" && r[2].ends_with("+00:00")), "site 1, ISO-8601 with offset");
+    assert!(
+        exported
+            .iter()
+            .all(|r| &r[1] == "1" && r[2].ends_with("+00:00")),
+        "site 1, ISO-8601 with offset"
+    );
 
     let server = Server::start(&data, &[("CHATVAULT_SITE_TIMEZONE", "Europe/London")]);
     let key = server.first_key.clone().expect("admin key");
-    let feed = Feed { server, key: key.clone() };
+    let feed = Feed {
+        server,
+        key: key.clone(),
+    };
     let http = client();
     let (_, n) = feed.get("Chats/$count?$filter=SiteKey eq 1", &key).await;
-    assert_eq!(n.as_u64(), Some(exported.len() as u64), "the CLI export holds every row");
+    assert_eq!(
+        n.as_u64(),
+        Some(exported.len() as u64),
+        "the CLI export holds every row"
+    );
 
     // $metadata is the golden file, byte for byte; JSON CSDL on request.
-    let xml = http.get(feed.server.url("/odata/$metadata")).bearer_auth(&key).send().await.expect("metadata");
-    assert!(xml.headers()["content-type"].to_str().expect("ct").starts_with("application/xml"));
-    let golden = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../odata/metadata.xml")).expect("golden");
+    let xml = http
+        .get(feed.server.url("/odata/$metadata"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("metadata");
+    assert!(xml.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("application/xml"));
+    let golden = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../odata/metadata.xml"),
+    )
+    .expect("golden");
     assert_eq!(xml.text().await.expect("text"), golden);
     let (status, csdl) = feed.get("$metadata?$format=json", &key).await;
     assert_eq!(status, 200);
     assert_eq!(csdl["$EntityContainer"], "Chatvault.Container");
     let (_, service) = feed.get("", &key).await;
-    let sets: Vec<&str> = service["value"].as_array().expect("sets").iter().map(|s| s["name"].as_str().expect("name")).collect();
-    assert_eq!(sets, ["Chats", "ChatLines", "SurveyAnswers", "PageViews", "ChatTags"]);
+    let sets: Vec<&str> = service["value"]
+        .as_array()
+        .expect("sets")
+        .iter()
+        .map(|s| s["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            "Chats",
+            "ChatLines",
+            "SurveyAnswers",
+            "PageViews",
+            "ChatTags"
+        ]
+    );
 
     // Basic auth with the key as password (Power BI), and X-Api-Key.
-    let basic = http.get(feed.server.url("/odata/Chats/$count")).basic_auth("powerbi", Some(&key)).send().await.expect("basic");
+    let basic = http
+        .get(feed.server.url("/odata/Chats/$count"))
+        .basic_auth("powerbi", Some(&key))
+        .send()
+        .await
+        .expect("basic");
     assert_eq!(basic.status().as_u16(), 200);
-    let header = http.get(feed.server.url("/odata/Chats/$count")).header("X-Api-Key", &key).send().await.expect("x-api-key");
+    let header = http
+        .get(feed.server.url("/odata/Chats/$count"))
+        .header("X-Api-Key", &key)
+        .send()
+        .await
+        .expect("x-api-key");
     assert_eq!(header.status().as_u16(), 200);
-    let anonymous = http.get(feed.server.url("/odata/Chats")).send().await.expect("anonymous");
+    let anonymous = http
+        .get(feed.server.url("/odata/Chats"))
+        .send()
+        .await
+        .expect("anonymous");
     assert_eq!(anonymous.status().as_u16(), 401);
 
     // Metadata levels, IEEE754Compatible and the site offset.
-    let full: Value = http.get(feed.server.url("/odata/Chats?$top=1")).bearer_auth(&key).header("Accept", "application/json;odata.metadata=full;IEEE754Compatible=true").send().await.expect("full").json().await.expect("json");
+    let full: Value = http
+        .get(feed.server.url("/odata/Chats?$top=1"))
+        .bearer_auth(&key)
+        .header(
+            "Accept",
+            "application/json;odata.metadata=full;IEEE754Compatible=true",
+        )
+        .send()
+        .await
+        .expect("full")
+        .json()
+        .await
+        .expect("json");
     let row = &full["value"][0];
-    assert!(row["@odata.id"].as_str().is_some_and(|id| id.contains("/odata/Chats('")), "{row}");
+    assert!(
+        row["@odata.id"]
+            .as_str()
+            .is_some_and(|id| id.contains("/odata/Chats('")),
+        "{row}"
+    );
     assert_eq!(row["@odata.type"], "#Chatvault.Chat");
     assert!(row["ArchiveSeq"].is_string(), "Int64 as a string: {row}");
     let started = row["Started"].as_str().expect("Started");
-    assert!(started.ends_with('Z') || started.ends_with("+01:00"), "London offset: {started}");
-    let none: Value = http.get(feed.server.url("/odata/Chats?$top=1")).bearer_auth(&key).header("Accept", "application/json;odata.metadata=none").send().await.expect("none").json().await.expect("json");
+    assert!(
+        started.ends_with('Z') || started.ends_with("+01:00"),
+        "London offset: {started}"
+    );
+    let none: Value = http
+        .get(feed.server.url("/odata/Chats?$top=1"))
+        .bearer_auth(&key)
+        .header("Accept", "application/json;odata.metadata=none")
+        .send()
+        .await
+        .expect("none")
+        .json()
+        .await
+        .expect("json");
     assert!(none.get("@odata.context").is_none());
     assert!(none["value"][0].get("@odata.etag").is_none());
-    let capped = http.get(feed.server.url("/odata/Chats")).bearer_auth(&key).header("Prefer", "odata.maxpagesize=7").send().await.expect("capped");
-    assert_eq!(capped.headers()["preference-applied"], "odata.maxpagesize=7");
+    let capped = http
+        .get(feed.server.url("/odata/Chats"))
+        .bearer_auth(&key)
+        .header("Prefer", "odata.maxpagesize=7")
+        .send()
+        .await
+        .expect("capped");
+    assert_eq!(
+        capped.headers()["preference-applied"],
+        "odata.maxpagesize=7"
+    );
     let capped: Value = capped.json().await.expect("json");
     assert_eq!(capped["value"].as_array().expect("rows").len(), 7);
-    assert!(capped["@odata.nextLink"].as_str().is_some_and(|l| l.contains("skiptoken=")));
+    assert!(capped["@odata.nextLink"]
+        .as_str()
+        .is_some_and(|l| l.contains("skiptoken=")));
     let (status, _) = feed.get("Chats?$top=1", &key).await;
     assert_eq!(status, 200);
-    let old_client = http.get(feed.server.url("/odata/Chats")).bearer_auth(&key).header("OData-MaxVersion", "3.0").send().await.expect("v3");
+    let old_client = http
+        .get(feed.server.url("/odata/Chats"))
+        .bearer_auth(&key)
+        .header("OData-MaxVersion", "3.0")
+        .send()
+        .await
+        .expect("v3");
     assert_eq!(old_client.status().as_u16(), 400);
 
     // Errors: OData JSON with the offending token and position; 501 for what is not built.
     for (query, status, needle) in [
-        ("Chats?$filter=SiteKey eq 3 andd Started gt 1", 400, "position 14"),
+        (
+            "Chats?$filter=SiteKey eq 3 andd Started gt 1",
+            400,
+            "position 14",
+        ),
         ("Chats?$filter=Nope eq 1", 400, "'Nope' is not a property"),
         ("Chats?$filter=SiteKey eq 'three'", 400, "cannot compare"),
         ("Chats?$filter=Name has 'x'", 501, "enumeration"),
-        ("Chats?$filter=Started add duration'P1D' gt now()", 400, "position"),
+        (
+            "Chats?$filter=Started add duration'P1D' gt now()",
+            400,
+            "position",
+        ),
         ("Chats?$apply=compute(1 as x)", 501, "compute"),
         ("Chats?$select=Lines", 400, "$expand=Lines"),
         ("Chats?$skiptoken=garbage!", 400, "skiptoken"),
@@ -584,12 +948,25 @@ async fn metadata_formats_and_errors() {
 
     // Hostile queries: a 40 KB filter (over the 32 KiB limit; larger request heads are
     // refused by the HTTP layer itself), deep nesting, a long 'in' list: all 400, fast.
-    let huge = format!("Chats?$filter={}", "SiteKey eq 1 or ".repeat(2_500) + "true");
-    let deep = format!("Chats?$filter={}true{}", "(".repeat(5_000), ")".repeat(5_000));
+    let huge = format!(
+        "Chats?$filter={}",
+        "SiteKey eq 1 or ".repeat(2_500) + "true"
+    );
+    let deep = format!(
+        "Chats?$filter={}true{}",
+        "(".repeat(5_000),
+        ")".repeat(5_000)
+    );
     let nots = format!("Chats?$filter={}true", "not ".repeat(3_000));
     for query in [huge, deep, nots] {
         let started = std::time::Instant::now();
-        let response = http.get(feed.server.url(&format!("/odata/{query}"))).bearer_auth(&key).send().await.map_err(|e| e.without_url()).expect("hostile");
+        let response = http
+            .get(feed.server.url(&format!("/odata/{query}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .map_err(|e| e.without_url())
+            .expect("hostile");
         assert_eq!(response.status().as_u16(), 400, "{}", &query[..60]);
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
@@ -602,11 +979,21 @@ async fn metadata_formats_and_errors() {
         write!(stream, "GET /odata/Chats?$filter={filter}true HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").expect("send");
         let mut answer = String::new();
         let _ = stream.read_to_string(&mut answer);
-        assert!(answer.starts_with("HTTP/1.1 414"), "{}", &answer[..answer.len().min(80)]);
+        assert!(
+            answer.starts_with("HTTP/1.1 414"),
+            "{}",
+            &answer[..answer.len().min(80)]
+        );
         let (status, _) = feed.get("Chats/$count", &key).await;
         assert_eq!(status, 200, "still serving");
     }
-    let long_in = format!("Chats?$filter=SiteKey in ({})&$top=1", (0..2000).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let long_in = format!(
+        "Chats?$filter=SiteKey in ({})&$top=1",
+        (0..2000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let (status, _) = feed.get(&long_in, &key).await;
     assert_eq!(status, 200, "a long but reasonable 'in' list is fine");
 }

@@ -16,7 +16,10 @@ mod segment;
 mod writer;
 
 pub use record::{Entry, Operation, Record, Source, ARCHIVE_RECORD_SCHEMA};
-pub use rewrite::{erase_in_segment, segments_holding, SegmentRewrite};
+pub use rewrite::{
+    erase_entry, erase_in_segment, rewrite_segment, segments_holding, segments_where,
+    SegmentRewrite,
+};
 pub use segment::{
     read_records, replay_chunks, segment_path, verify, ErasureNote, RewrittenSegment,
     SegmentSummary, VerifyReport,

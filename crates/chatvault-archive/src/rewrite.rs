@@ -6,6 +6,9 @@
 //! document and source detail (which may hold a client address) are emptied and it
 //! becomes a delete, so every replay (catalog, store rebuild) treats the chat as gone.
 //!
+//! Anonymisation rewrites the same way, but a record keeps its operation and gets the
+//! masked document and that document's content hash ([`rewrite_segment`]).
+//!
 //! The rewrite is crash-safe: the new file is written beside the old one, fsynced, renamed
 //! over it and the directory fsynced, so after a crash the segment is wholly the old or
 //! wholly the new file. The new header carries an [`ErasureNote`] naming the old file's
@@ -31,13 +34,25 @@ pub struct SegmentRewrite {
     pub segment: u64,
     pub original_sha256: String,
     pub new_sha256: String,
-    /// Records emptied by this rewrite.
+    /// Records emptied (erasure) or masked (anonymisation) by this rewrite.
     pub records: u64,
 }
 
 /// True when the record still holds anything erasure must remove.
 fn holds_content(entry: &Entry) -> bool {
     !entry.document.is_empty() || !entry.source_detail.is_empty()
+}
+
+/// Empties `entry` if it belongs to one of `chat_uids` and still holds content, making it
+/// a delete; true when it did.
+pub fn erase_entry(entry: &mut Entry, chat_uids: &BTreeSet<String>) -> bool {
+    let erase = chat_uids.contains(&entry.chat_uid) && holds_content(entry);
+    if erase {
+        entry.document = Vec::new();
+        entry.source_detail = String::new();
+        entry.operation = Operation::Delete;
+    }
+    erase
 }
 
 /// Empties every record of `chat_uids` in closed segment `number`. Returns `None` when
@@ -49,6 +64,28 @@ pub fn erase_in_segment<E: From<ArchiveError>>(
     dir: &Path,
     number: u64,
     chat_uids: &BTreeSet<String>,
+    at_us: i64,
+    reason: &str,
+    before_rename: impl FnOnce(&SegmentRewrite) -> std::result::Result<(), E>,
+) -> std::result::Result<Option<SegmentRewrite>, E> {
+    rewrite_segment(
+        dir,
+        number,
+        |entry| erase_entry(entry, chat_uids),
+        at_us,
+        reason,
+        before_rename,
+    )
+}
+
+/// Rewrites closed segment `number`, passing every record through `change` (which edits
+/// it in place and says whether it did); erasure and anonymisation differ only there.
+/// Returns `None`, writing nothing, when no record changed. Same crash safety, note and
+/// `before_rename` contract as [`erase_in_segment`].
+pub fn rewrite_segment<E: From<ArchiveError>>(
+    dir: &Path,
+    number: u64,
+    mut change: impl FnMut(&mut Entry) -> bool,
     at_us: i64,
     reason: &str,
     before_rename: impl FnOnce(&SegmentRewrite) -> std::result::Result<(), E>,
@@ -69,11 +106,8 @@ pub fn erase_in_segment<E: From<ArchiveError>>(
         .records
         .into_iter()
         .map(|(seq, mut entry)| {
-            if chat_uids.contains(&entry.chat_uid) && holds_content(&entry) {
+            if change(&mut entry) {
                 erased += 1;
-                entry.document = Vec::new();
-                entry.source_detail = String::new();
-                entry.operation = Operation::Delete;
             }
             (seq, entry)
         })
@@ -124,16 +158,18 @@ pub fn erase_in_segment<E: From<ArchiveError>>(
 /// these. Only closed segments can be rewritten (the writer appends to the newest), so a
 /// match in the newest is an error: open the archive afresh first, which starts a new one.
 pub fn segments_holding(dir: &Path, chat_uids: &BTreeSet<String>) -> Result<Vec<u64>> {
+    segments_where(dir, |e| chat_uids.contains(&e.chat_uid) && holds_content(e))
+}
+
+/// Segments holding a record `wanted` picks; as [`segments_holding`], a match in the
+/// newest (open) segment is an error.
+pub fn segments_where(dir: &Path, wanted: impl Fn(&Entry) -> bool) -> Result<Vec<u64>> {
     let segments = list_segments(dir)?;
     let mut out = Vec::new();
     for (i, (number, path)) in segments.iter().enumerate() {
         let bytes = std::fs::read(path).map_err(ArchiveError::io(path))?;
         let scanned = scan(path, &bytes)?;
-        if scanned
-            .records
-            .iter()
-            .any(|(_, e)| chat_uids.contains(&e.chat_uid) && holds_content(e))
-        {
+        if scanned.records.iter().any(|(_, e)| wanted(e)) {
             if i + 1 == segments.len() {
                 return Err(ArchiveError::OpenSegment(path.clone()));
             }

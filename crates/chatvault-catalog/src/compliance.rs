@@ -1,6 +1,7 @@
 //! Legal holds and erasure bookkeeping. Which chats a hold covers is decided by the
 //! compliance crate, which reads the documents; the catalog only stores the holds.
 
+use chatvault_model::ContentHash;
 use sqlx::Row;
 
 use crate::{query_err, Catalog, CatalogError, Result};
@@ -176,6 +177,26 @@ impl Catalog {
                 .await
                 .map_err(query_err("marking erased chats"))?
                 .rows_affected();
+        }
+        Ok(changed)
+    }
+
+    /// Records that each chat's newest version, at archive seq `seq`, now has `hash`
+    /// (anonymisation rewrote it); a row pointing elsewhere is left alone. Returns how
+    /// many rows changed.
+    pub async fn set_content_hashes(&self, rows: &[(String, u64, ContentHash)]) -> Result<u64> {
+        let mut changed = 0;
+        for (chat_uid, seq, hash) in rows {
+            changed += sqlx::query(
+                "UPDATE chats SET content_hash = $1 WHERE chat_uid = $2 AND archive_seq = $3",
+            )
+            .bind(hash.to_hex())
+            .bind(chat_uid.as_str())
+            .bind(i64::try_from(*seq).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("recording anonymised content hashes"))?
+            .rows_affected();
         }
         Ok(changed)
     }

@@ -107,6 +107,19 @@ async fn versions_deletes_and_replay(catalog: Catalog) {
         .expect("stream");
     assert_eq!(seen, vec!["a", "b"]);
 
+    // Anonymisation re-hashes the newest version; a row now pointing elsewhere is left.
+    let changed = catalog
+        .set_content_hashes(&[
+            ("a".to_owned(), 2, ContentHash([9; 32])),
+            ("b".to_owned(), 1, ContentHash([9; 32])),
+        ])
+        .await
+        .expect("set hashes");
+    assert_eq!(changed, 1);
+    let now = catalog.lookup(&["a", "b"]).await.expect("lookup");
+    assert_eq!(now["a"].content_hash, ContentHash([9; 32]));
+    assert_eq!(now["b"].content_hash, states["b"].content_hash);
+
     let stats = catalog.ingest_stats().await.expect("stats");
     assert_eq!(stats[0].documents, 2);
     assert_eq!(stats[0].bytes, 100);

@@ -8,8 +8,11 @@
 //! removed. Opening the data directory finishes a journal left by a crash
 //! ([`resume_erasure`]), and every step is idempotent.
 
-use chatvault_archive::{erase_in_segment, read_records, segments_holding, Operation};
+use chatvault_archive::{
+    erase_entry, read_records, rewrite_segment, segments_holding, segments_where, Entry, Operation,
+};
 use chatvault_catalog::{AuditEvent, Catalog, HoldScope, LegalHold};
+use chatvault_model::{content_hash, Anonymisation};
 use chatvault_store::Store;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -138,6 +141,19 @@ pub struct ErasurePlan {
     pub chats: BTreeSet<String>,
     /// Chats of the person kept because a hold covers them, with the hold ids.
     pub held: BTreeMap<String, Vec<String>>,
+    /// Chats to anonymise instead (retention only), with the fields to mask. Only chats
+    /// with something left to mask are here, so a second run plans nothing.
+    pub anonymise: BTreeMap<String, Anonymisation>,
+    /// Each selected chat's SiteKey, for choosing its retention action.
+    #[serde(skip)]
+    site_keys: BTreeMap<String, i64>,
+}
+
+/// What a retention policy does with a chat past its period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetentionAction {
+    Delete,
+    Anonymise(Anonymisation),
 }
 
 /// Finds every chat of `person` in the archive (every version counts) and sets aside
@@ -151,20 +167,80 @@ pub async fn plan_erasure(
     plan(archive_dir, catalog, move |uid, f| f.matches(uid, &person)).await
 }
 
-/// Finds every chat whose newest Started date is before `cutoff(SiteKey)` (a
-/// `YYYY-MM-DD` date; `None` keeps the site's chats forever), holds set aside.
+/// Finds every chat whose newest Started date is before its site's cutoff (a
+/// `YYYY-MM-DD` date; `None` keeps the site's chats forever), holds set aside, and
+/// splits them by what the site's `policy` does: delete, or anonymise.
 pub async fn plan_retention(
     archive_dir: &Path,
     catalog: &Catalog,
-    cutoff: impl Fn(i64) -> Option<String> + Send + 'static,
+    policy: impl Fn(i64) -> Option<(String, RetentionAction)> + Send + Sync + 'static,
 ) -> Result<ErasurePlan> {
-    plan(archive_dir, catalog, move |_, f| {
-        match (cutoff(f.site_key), f.started_dates.last()) {
-            (Some(cutoff), Some(newest)) => *newest < cutoff,
+    let policy = std::sync::Arc::new(policy);
+    let select = policy.clone();
+    let mut plan = plan(archive_dir, catalog, move |_, f| {
+        match (select(f.site_key), f.started_dates.last()) {
+            (Some((cutoff, _)), Some(newest)) => *newest < cutoff,
             _ => false,
         }
     })
-    .await
+    .await?;
+    let mut anonymise = BTreeMap::new();
+    let sites = plan.site_keys.clone();
+    plan.chats.retain(|uid| {
+        let action = sites.get(uid).and_then(|site| policy(*site)).map(|p| p.1);
+        match action {
+            Some(RetentionAction::Anonymise(a)) => {
+                anonymise.insert(uid.clone(), a);
+                false
+            }
+            _ => true,
+        }
+    });
+    let dir = archive_dir.to_owned();
+    plan.anonymise = tokio::task::spawn_blocking(move || still_personal(&dir, anonymise))
+        .await
+        .map_err(|e| ComplianceError::Task(e.to_string()))??;
+    Ok(plan)
+}
+
+/// Keeps the chats of `wanted` that still have a version anonymisation would change.
+fn still_personal(
+    archive_dir: &Path,
+    mut wanted: BTreeMap<String, Anonymisation>,
+) -> Result<BTreeMap<String, Anonymisation>> {
+    let mut out = BTreeMap::new();
+    for record in read_records(archive_dir, 0)? {
+        let mut entry = record?.entry;
+        let Some(a) = wanted.get(&entry.chat_uid) else {
+            continue;
+        };
+        if anonymise_entry(&mut entry, a) {
+            if let Some((uid, a)) = wanted.remove_entry(&entry.chat_uid) {
+                out.insert(uid, a);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Masks one archived version in place, with the masked document's content hash; false
+/// when it is a delete, no longer JSON (damage `verify` reports) or already masked.
+fn anonymise_entry(entry: &mut Entry, anonymisation: &Anonymisation) -> bool {
+    if entry.operation != Operation::Upsert {
+        return false;
+    }
+    let Ok(mut doc) = serde_json::from_slice::<Value>(&entry.document) else {
+        return false;
+    };
+    if !anonymisation.apply(&mut doc) {
+        return false;
+    }
+    let Ok(bytes) = serde_json::to_vec(&doc) else {
+        return false;
+    };
+    entry.content_hash = content_hash(&doc);
+    entry.document = bytes;
+    true
 }
 
 async fn plan(
@@ -186,6 +262,7 @@ async fn plan(
     let holds = catalog.list_holds(false).await?;
     let mut plan = ErasurePlan::default();
     for (uid, f) in selected {
+        plan.site_keys.insert(uid.clone(), f.site_key);
         let held: Vec<String> = holds
             .iter()
             .filter(|h| f.held_by(&uid, h))
@@ -213,6 +290,10 @@ struct Journal {
     reason: String,
     chats: BTreeSet<String>,
     held: usize,
+    /// Chats to anonymise rather than erase, with their fields (absent in journals
+    /// written before anonymisation existed).
+    #[serde(default)]
+    anonymise: BTreeMap<String, Anonymisation>,
 }
 
 /// The receipt an erasure leaves in the audit log (and returns).
@@ -221,6 +302,8 @@ pub struct ErasureReceipt {
     pub id: String,
     pub chats: u64,
     pub held: u64,
+    /// Chats anonymised (kept, personal fields masked).
+    pub anonymised: u64,
     pub segments: u64,
     pub records: u64,
     pub audit_seq: u64,
@@ -266,6 +349,7 @@ pub async fn execute_erasure(
         reason: reason.to_owned(),
         chats: plan.chats.clone(),
         held: plan.held.len(),
+        anonymise: plan.anonymise.clone(),
     };
     write_journal(stores.journal, &journal)?;
     complete(stores, journal).await
@@ -309,9 +393,20 @@ async fn complete(stores: &Stores<'_>, journal: Journal) -> Result<ErasureReceip
     let (segments, records) = rewrite_segments(stores, &journal).await?;
     let chats: Vec<String> = journal.chats.iter().cloned().collect();
     stores.catalog.mark_erased(&chats).await?;
+    if !journal.anonymise.is_empty() {
+        // Taken from the archive rather than from the rewrites, so that resuming after a
+        // crash between a rewrite and this step still corrects the catalog.
+        let dir = stores.archive_dir.to_owned();
+        let uids: BTreeSet<String> = journal.anonymise.keys().cloned().collect();
+        let newest = tokio::task::spawn_blocking(move || newest_versions(&dir, &uids))
+            .await
+            .map_err(|e| ComplianceError::Task(e.to_string()))??;
+        stores.catalog.set_content_hashes(&newest).await?;
+    }
     // The store holds flattened copies of the documents: rebuilding it from the rewritten
-    // archive drops them physically (superseded files go to its trash, purged later).
-    if !chats.is_empty() {
+    // archive drops or masks them physically (superseded files go to its trash, purged
+    // later).
+    if !chats.is_empty() || !journal.anonymise.is_empty() {
         stores.store.rebuild(stores.archive_dir, &|_| {}).await?;
     }
     let event = AuditEvent {
@@ -323,6 +418,7 @@ async fn complete(stores: &Stores<'_>, journal: Journal) -> Result<ErasureReceip
             "selector": journal.selector,
             "chats": journal.chats.len(),
             "held": journal.held,
+            "anonymised": journal.anonymise.len(),
             "segments": segments,
             "records": records,
         }),
@@ -334,10 +430,32 @@ async fn complete(stores: &Stores<'_>, journal: Journal) -> Result<ErasureReceip
         id: journal.id,
         chats: journal.chats.len() as u64,
         held: journal.held as u64,
+        anonymised: journal.anonymise.len() as u64,
         segments,
         records,
         audit_seq: audit.seq,
     })
+}
+
+/// The archive seq and content hash of each of `chat_uids`' newest version.
+fn newest_versions(
+    archive_dir: &Path,
+    chat_uids: &BTreeSet<String>,
+) -> Result<Vec<(String, u64, chatvault_model::ContentHash)>> {
+    let mut newest = BTreeMap::new();
+    for record in read_records(archive_dir, 0)? {
+        let record = record?;
+        if chat_uids.contains(&record.entry.chat_uid) {
+            newest.insert(
+                record.entry.chat_uid,
+                (record.seq, record.entry.content_hash),
+            );
+        }
+    }
+    Ok(newest
+        .into_iter()
+        .map(|(uid, (seq, hash))| (uid, seq, hash))
+        .collect())
 }
 
 /// Rewrites every closed segment still holding the journal's chats. Each rewrite's
@@ -346,6 +464,7 @@ async fn complete(stores: &Stores<'_>, journal: Journal) -> Result<ErasureReceip
 async fn rewrite_segments(stores: &Stores<'_>, journal: &Journal) -> Result<(u64, u64)> {
     let dir = stores.archive_dir.to_owned();
     let chats = journal.chats.clone();
+    let anonymise = journal.anonymise.clone();
     let catalog = stores.catalog.clone();
     let (actor, address, reason, id, at_us) = (
         journal.actor.clone(),
@@ -356,9 +475,17 @@ async fn rewrite_segments(stores: &Stores<'_>, journal: &Journal) -> Result<(u64
     );
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        // Erasure first, then anonymisation: a chat is in one or the other, never both,
+        // so the two passes never touch the same record.
+        let erasing = segments_holding(&dir, &chats)?;
+        let anonymising = segments_where(&dir, |e| {
+            anonymise
+                .get(&e.chat_uid)
+                .is_some_and(|a| anonymise_entry(&mut e.clone(), a))
+        })?;
         let mut totals = (0u64, 0u64);
-        for number in segments_holding(&dir, &chats)? {
-            let rewrite = erase_in_segment(&dir, number, &chats, at_us, &reason, |r| {
+        let mut apply = |number: u64, change: &mut dyn FnMut(&mut Entry) -> bool| {
+            let receipt = |r: &chatvault_archive::SegmentRewrite| {
                 let event = AuditEvent {
                     actor: actor.clone(),
                     address: address.clone(),
@@ -377,11 +504,22 @@ async fn rewrite_segments(stores: &Stores<'_>, journal: &Journal) -> Result<(u64
                     .block_on(catalog.append_audit(&event))
                     .map(|_| ())
                     .map_err(ComplianceError::from)
-            })?;
-            if let Some(r) = rewrite {
+            };
+            if let Some(r) = rewrite_segment(&dir, number, change, at_us, &reason, receipt)? {
                 totals.0 += 1;
                 totals.1 += r.records;
             }
+            Ok::<_, ComplianceError>(())
+        };
+        for number in erasing {
+            apply(number, &mut |e: &mut Entry| erase_entry(e, &chats))?;
+        }
+        for number in anonymising {
+            apply(number, &mut |e: &mut Entry| {
+                anonymise
+                    .get(&e.chat_uid)
+                    .is_some_and(|a| anonymise_entry(e, a))
+            })?;
         }
         Ok::<_, ComplianceError>(totals)
     })

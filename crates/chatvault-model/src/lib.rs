@@ -10,6 +10,7 @@
 //! Must not do I/O: no files, no network, no clocks. Everything here is a pure function
 //! of its input so that every source and every replay reaches the same answer.
 
+mod anonymise;
 mod document;
 mod flatten;
 mod hash;
@@ -18,6 +19,7 @@ mod tables;
 mod time;
 mod validate;
 
+pub use anonymise::{Anonymisation, PersonalField, MASK as ANONYMISED_MASK};
 pub use document::{
     ChatDocument, ChatHeader, GeoIp, Line, Page, Role, SurveyAnswer, VisitDetail,
     COSMOS_SYSTEM_PROPERTIES,

@@ -6,7 +6,7 @@ use chatvault_store::ScanFilter;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use chrono_tz::Tz;
 use polars::prelude::{
-    col, concat_str, element, lit, DataType, Expr as P, NamedFrom, Series, NULL, TimeUnit,
+    col, concat_str, element, lit, DataType, Expr as P, NamedFrom, Series, TimeUnit, NULL,
 };
 
 use crate::error::{QueryError, Result};
@@ -99,7 +99,11 @@ struct Lambda<'a> {
 impl Env {
     pub fn for_table(table: &TableDef, tz: Tz, now: NaiveDateTime, option: &'static str) -> Env {
         Env {
-            props: table.columns.iter().map(|c| (c.name.to_owned(), Ty::of(c.kind))).collect(),
+            props: table
+                .columns
+                .iter()
+                .map(|c| (c.name.to_owned(), Ty::of(c.kind)))
+                .collect(),
             owner: table.name.to_owned(),
             tz,
             now,
@@ -121,7 +125,10 @@ impl Env {
         match ty {
             Ty::Bool => Ok(p),
             Ty::Null => Ok(lit(false)),
-            other => Err(self.err(e, format!("expected a boolean expression but this is {}", other.name()))),
+            other => Err(self.err(
+                e,
+                format!("expected a boolean expression but this is {}", other.name()),
+            )),
         }
     }
 
@@ -201,7 +208,12 @@ impl Env {
         let mut strings = Vec::new();
         let mut times = Vec::new();
         for item in items {
-            let wrong = || self.err(item, format!("the 'in' list must hold {} literals", ty.name()));
+            let wrong = || {
+                self.err(
+                    item,
+                    format!("the 'in' list must hold {} literals", ty.name()),
+                )
+            };
             let ExprKind::Lit(l) = &item.kind else {
                 return Err(self.err(item, "the 'in' list may only hold literals"));
             };
@@ -223,7 +235,10 @@ impl Env {
             Ty::Str => Series::new(name, strings),
             Ty::DateTime => Series::new(name, times).cast(&TIMESTAMP)?,
             other => {
-                return Err(QueryError::unsupported(format!("'in' over {} values", other.name())))
+                return Err(QueryError::unsupported(format!(
+                    "'in' over {} values",
+                    other.name()
+                )))
             }
         })
     }
@@ -254,7 +269,14 @@ impl Env {
         }
     }
 
-    fn binary(&self, e: &Expr, op: BinOp, a: &Expr, b: &Expr, lambda: Option<&Lambda<'_>>) -> Result<(P, Ty)> {
+    fn binary(
+        &self,
+        e: &Expr,
+        op: BinOp,
+        a: &Expr,
+        b: &Expr,
+        lambda: Option<&Lambda<'_>>,
+    ) -> Result<(P, Ty)> {
         if op == BinOp::Has {
             return Err(QueryError::unsupported(
                 "'has' tests enumeration flags, and this model has no enumeration-typed properties",
@@ -266,10 +288,24 @@ impl Env {
             BinOp::And | BinOp::Or => {
                 for (side, ty) in [(a, ta), (b, tb)] {
                     if !matches!(ty, Ty::Bool | Ty::Null) {
-                        return Err(self.err(side, format!("'{}' needs booleans but this is {}", if op == BinOp::And { "and" } else { "or" }, ty.name())));
+                        return Err(self.err(
+                            side,
+                            format!(
+                                "'{}' needs booleans but this is {}",
+                                if op == BinOp::And { "and" } else { "or" },
+                                ty.name()
+                            ),
+                        ));
                     }
                 }
-                Ok((if op == BinOp::And { pa.and(pb) } else { pa.or(pb) }, Ty::Bool))
+                Ok((
+                    if op == BinOp::And {
+                        pa.and(pb)
+                    } else {
+                        pa.or(pb)
+                    },
+                    Ty::Bool,
+                ))
             }
             BinOp::Eq | BinOp::Ne | BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le => {
                 self.comparable(e, ta, tb)?;
@@ -302,19 +338,30 @@ impl Env {
                         return Err(if matches!(ty, Ty::DateTime | Ty::Date) {
                             QueryError::unsupported("date arithmetic (durations) in expressions")
                         } else {
-                            self.err(side, format!("arithmetic needs numbers but this is {}", ty.name()))
+                            self.err(
+                                side,
+                                format!("arithmetic needs numbers but this is {}", ty.name()),
+                            )
                         });
                     }
                 }
                 let both_int = ta == Ty::Int && tb == Ty::Int;
-                let ty = if both_int && op != BinOp::DivBy { Ty::Int } else { Ty::Float };
+                let ty = if both_int && op != BinOp::DivBy {
+                    Ty::Int
+                } else {
+                    Ty::Float
+                };
                 let out = match op {
                     BinOp::Add => pa + pb,
                     BinOp::Sub => pa - pb,
                     BinOp::Mul => pa * pb,
                     // Integer division truncates towards zero, as OData defines it.
-                    BinOp::Div if both_int => (pa.cast(DataType::Float64) / pb.cast(DataType::Float64)).cast(DataType::Int64),
-                    BinOp::Div | BinOp::DivBy => pa.cast(DataType::Float64) / pb.cast(DataType::Float64),
+                    BinOp::Div if both_int => (pa.cast(DataType::Float64)
+                        / pb.cast(DataType::Float64))
+                    .cast(DataType::Int64),
+                    BinOp::Div | BinOp::DivBy => {
+                        pa.cast(DataType::Float64) / pb.cast(DataType::Float64)
+                    }
                     _ => pa % pb,
                 };
                 Ok((out, ty))
@@ -323,12 +370,29 @@ impl Env {
         }
     }
 
-    fn call(&self, e: &Expr, name: &str, args: &[Expr], lambda: Option<&Lambda<'_>>) -> Result<(P, Ty)> {
+    fn call(
+        &self,
+        e: &Expr,
+        name: &str,
+        args: &[Expr],
+        lambda: Option<&Lambda<'_>>,
+    ) -> Result<(P, Ty)> {
         let arity = |n: std::ops::RangeInclusive<usize>| -> Result<()> {
             if n.contains(&args.len()) {
                 Ok(())
             } else {
-                Err(self.err(e, format!("{name}() takes {} argument(s), not {}", if n.start() == n.end() { n.start().to_string() } else { format!("{} to {}", n.start(), n.end()) }, args.len())))
+                Err(self.err(
+                    e,
+                    format!(
+                        "{name}() takes {} argument(s), not {}",
+                        if n.start() == n.end() {
+                            n.start().to_string()
+                        } else {
+                            format!("{} to {}", n.start(), n.end())
+                        },
+                        args.len()
+                    ),
+                ))
             }
         };
         let typed = |i: usize, want: &[Ty]| -> Result<P> {
@@ -336,7 +400,15 @@ impl Env {
             if want.contains(&ty) || ty == Ty::Null {
                 Ok(p)
             } else {
-                Err(self.err(&args[i], format!("argument {} of {name}() must be {} but is {}", i + 1, want[0].name(), ty.name())))
+                Err(self.err(
+                    &args[i],
+                    format!(
+                        "argument {} of {name}() must be {} but is {}",
+                        i + 1,
+                        want[0].name(),
+                        ty.name()
+                    ),
+                ))
             }
         };
         const TEMPORAL: &[Ty] = &[Ty::DateTime, Ty::Date];
@@ -363,13 +435,20 @@ impl Env {
                 arity(2..=2)?;
                 let (s, sub) = (typed(0, &[Ty::Str])?, typed(1, &[Ty::Str])?);
                 // polars answers a byte offset; OData wants -1 when absent.
-                Ok((int(s.str().find_literal(sub)).fill_null(lit(-1i64)), Ty::Int))
+                Ok((
+                    int(s.str().find_literal(sub)).fill_null(lit(-1i64)),
+                    Ty::Int,
+                ))
             }
             "substring" => {
                 arity(2..=3)?;
                 let s = typed(0, &[Ty::Str])?;
                 let start = typed(1, &[Ty::Int])?;
-                let len = if args.len() == 3 { typed(2, &[Ty::Int])? } else { lit(NULL) };
+                let len = if args.len() == 3 {
+                    typed(2, &[Ty::Int])?
+                } else {
+                    lit(NULL)
+                };
                 Ok((s.str().slice(start, len), Ty::Str))
             }
             "tolower" | "toupper" | "trim" => {
@@ -392,17 +471,34 @@ impl Env {
             "year" | "month" | "day" => {
                 arity(1..=1)?;
                 let d = typed(0, TEMPORAL)?.dt();
-                Ok((int(match name { "year" => d.year(), "month" => d.month(), _ => d.day() }), Ty::Int))
+                Ok((
+                    int(match name {
+                        "year" => d.year(),
+                        "month" => d.month(),
+                        _ => d.day(),
+                    }),
+                    Ty::Int,
+                ))
             }
             "hour" | "minute" | "second" => {
                 arity(1..=1)?;
                 let d = typed(0, &[Ty::DateTime])?.dt();
-                Ok((int(match name { "hour" => d.hour(), "minute" => d.minute(), _ => d.second() }), Ty::Int))
+                Ok((
+                    int(match name {
+                        "hour" => d.hour(),
+                        "minute" => d.minute(),
+                        _ => d.second(),
+                    }),
+                    Ty::Int,
+                ))
             }
             "fractionalseconds" => {
                 arity(1..=1)?;
                 let d = typed(0, &[Ty::DateTime])?.dt();
-                Ok((d.microsecond().cast(DataType::Float64) / lit(1_000_000.0), Ty::Float))
+                Ok((
+                    d.microsecond().cast(DataType::Float64) / lit(1_000_000.0),
+                    Ty::Float,
+                ))
             }
             "date" => {
                 arity(1..=1)?;
@@ -425,7 +521,10 @@ impl Env {
                 arity(1..=1)?;
                 let (p, ty) = self.compile(&args[0], lambda)?;
                 if !ty.numeric() {
-                    return Err(self.err(&args[0], format!("{name}() needs a number but this is {}", ty.name())));
+                    return Err(self.err(
+                        &args[0],
+                        format!("{name}() needs a number but this is {}", ty.name()),
+                    ));
                 }
                 if ty == Ty::Int {
                     return Ok((p, Ty::Int));
@@ -439,10 +538,12 @@ impl Env {
                     Ty::Float,
                 ))
             }
-            "cast" | "isof" | "geo.distance" | "geo.intersects" | "geo.length" | "matchesPattern"
-            | "totaloffsetminutes" | "totalseconds" | "maxdatetime" | "mindatetime" => Err(
-                QueryError::unsupported(format!("the function {name}() in {}", self.option)),
-            ),
+            "cast" | "isof" | "geo.distance" | "geo.intersects" | "geo.length"
+            | "matchesPattern" | "totaloffsetminutes" | "totalseconds" | "maxdatetime"
+            | "mindatetime" => Err(QueryError::unsupported(format!(
+                "the function {name}() in {}",
+                self.option
+            ))),
             _ => Err(self.err(e, format!("unknown function '{name}'"))),
         }
     }
@@ -505,7 +606,11 @@ pub fn scan_hint(e: &Expr, tz: Tz, has_started: bool, hint: &mut ScanFilter) {
                     hint.started_from = Some(hint.started_from.map_or(bound, |f| f.max(bound)));
                 }
                 BinOp::Lt | BinOp::Le => {
-                    let bound = if op == BinOp::Le { bound + chrono::Duration::microseconds(1) } else { bound };
+                    let bound = if op == BinOp::Le {
+                        bound + chrono::Duration::microseconds(1)
+                    } else {
+                        bound
+                    };
                     hint.started_before = Some(hint.started_before.map_or(bound, |b| b.min(bound)));
                 }
                 BinOp::Eq => {

@@ -31,7 +31,11 @@ fn property_xml(out: &mut String, column: &ColumnDef) {
     } else {
         edm.to_owned()
     };
-    let _ = write!(out, r#"        <Property Name="{}" Type="{ty}""#, column.name);
+    let _ = write!(
+        out,
+        r#"        <Property Name="{}" Type="{ty}""#,
+        column.name
+    );
     if !column.nullable {
         out.push_str(r#" Nullable="false""#);
     }
@@ -52,7 +56,8 @@ fn entity_type_xml(out: &mut String, set: &EntitySet) {
         property_xml(out, column);
     }
     for nav in set.navigation {
-        let target = crate::model::entity_set(nav.target).map_or_else(String::new, |t| t.qualified_type());
+        let target =
+            crate::model::entity_set(nav.target).map_or_else(String::new, |t| t.qualified_type());
         if nav.collection {
             let _ = writeln!(
                 out,
@@ -80,7 +85,9 @@ pub fn metadata_xml() -> String {
     let mut out = String::with_capacity(16 * 1024);
     out.push_str(r#"<?xml version="1.0" encoding="utf-8"?>"#);
     out.push('\n');
-    out.push_str(r#"<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">"#);
+    out.push_str(
+        r#"<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">"#,
+    );
     out.push_str("\n  <edmx:DataServices>\n");
     let _ = writeln!(
         out,
@@ -136,7 +143,8 @@ pub fn metadata_json() -> Value {
             ty.insert(column.name.into(), Value::Object(prop));
         }
         for nav in set.navigation {
-            let target = crate::model::entity_set(nav.target).map_or_else(String::new, |t| t.qualified_type());
+            let target = crate::model::entity_set(nav.target)
+                .map_or_else(String::new, |t| t.qualified_type());
             let mut prop = Map::new();
             prop.insert("$Kind".into(), json!("NavigationProperty"));
             prop.insert("$Type".into(), json!(target));
@@ -144,7 +152,10 @@ pub fn metadata_json() -> Value {
                 prop.insert("$Collection".into(), json!(true));
             } else {
                 prop.insert("$Nullable".into(), json!(true));
-                prop.insert("$ReferentialConstraint".into(), json!({ JOIN_KEY: JOIN_KEY }));
+                prop.insert(
+                    "$ReferentialConstraint".into(),
+                    json!({ JOIN_KEY: JOIN_KEY }),
+                );
             }
             prop.insert("$Partner".into(), json!(nav.partner));
             ty.insert(nav.name.into(), Value::Object(prop));
@@ -189,7 +200,8 @@ mod tests {
     /// show up there too (run with CHATVAULT_BLESS=1 to rewrite it after a deliberate change).
     #[test]
     fn metadata_matches_the_golden_file() {
-        let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../odata/metadata.xml");
+        let golden =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../odata/metadata.xml");
         let generated = metadata_xml();
         if std::env::var_os("CHATVAULT_BLESS").is_some() {
             std::fs::write(&golden, &generated).expect("write golden file");
@@ -205,11 +217,19 @@ mod tests {
         for set in &ENTITY_SETS {
             let ty = &json[NAMESPACE][set.type_name];
             for column in set.table.columns {
-                assert!(ty.get(column.name).is_some(), "{}.{}", set.name, column.name);
+                assert!(
+                    ty.get(column.name).is_some(),
+                    "{}.{}",
+                    set.name,
+                    column.name
+                );
                 assert!(xml.contains(&format!(r#"<Property Name="{}" "#, column.name)));
             }
         }
-        assert_eq!(json[NAMESPACE]["Chat"]["Started"]["$Type"], "Edm.DateTimeOffset");
+        assert_eq!(
+            json[NAMESPACE]["Chat"]["Started"]["$Type"],
+            "Edm.DateTimeOffset"
+        );
         assert_eq!(json[NAMESPACE]["Chat"]["Tags"]["$Collection"], true);
         assert!(xml.contains(r#"<Property Name="SiteKey" Type="Edm.Int32" Nullable="false"/>"#));
     }

@@ -21,7 +21,9 @@ pub const EXPORT_PAGE: usize = 50_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// With `bom`, a UTF-8 byte-order mark first, which Excel needs to read UTF-8.
-    Csv { bom: bool },
+    Csv {
+        bom: bool,
+    },
     Parquet,
 }
 
@@ -150,13 +152,25 @@ impl<'a> Pages<'a> {
             skiptoken: None,
             ..options.clone()
         };
-        Ok(Pages { engine, set, options, access, now, done: false })
+        Ok(Pages {
+            engine,
+            set,
+            options,
+            access,
+            now,
+            done: false,
+        })
     }
 
     fn next_page(&mut self) -> Result<DataFrame> {
-        let page = self
-            .engine
-            .collection(self.set, &self.options, None, self.access, EXPORT_PAGE, self.now)?;
+        let page = self.engine.collection(
+            self.set,
+            &self.options,
+            None,
+            self.access,
+            EXPORT_PAGE,
+            self.now,
+        )?;
         match page.next {
             Some((token, top)) => {
                 self.options.skiptoken = Some(token);

@@ -59,12 +59,21 @@ pub fn datetime_text(tz: Tz, local: NaiveDateTime) -> String {
         .earliest()
         .map(|o| o.fix())
         .unwrap_or_else(|| tz.offset_from_utc_datetime(&local).fix());
-    let fraction = if local.and_utc().timestamp_subsec_micros() == 0 { "%S" } else { "%S%.6f" };
-    let base = local.format(&format!("%Y-%m-%dT%H:%M:{fraction}")).to_string();
+    let fraction = if local.and_utc().timestamp_subsec_micros() == 0 {
+        "%S"
+    } else {
+        "%S%.6f"
+    };
+    let base = local
+        .format(&format!("%Y-%m-%dT%H:%M:{fraction}"))
+        .to_string();
     if offset.local_minus_utc() == 0 {
         format!("{base}Z")
     } else {
-        format!("{base}{}", DateTime::<chrono::FixedOffset>::from_naive_utc_and_offset(local, offset).format("%:z"))
+        format!(
+            "{base}{}",
+            DateTime::<chrono::FixedOffset>::from_naive_utc_and_offset(local, offset).format("%:z")
+        )
     }
 }
 
@@ -97,9 +106,13 @@ impl<'a> ColumnWriter<'a> {
             DataType::UInt64 => ColumnWriter::U64(series.u64()?),
             DataType::Float64 => ColumnWriter::F64(series.f64()?),
             DataType::Boolean => ColumnWriter::Bool(series.bool()?),
-            DataType::Datetime(TimeUnit::Microseconds, _) => ColumnWriter::Timestamp(series.datetime()?.physical()),
+            DataType::Datetime(TimeUnit::Microseconds, _) => {
+                ColumnWriter::Timestamp(series.datetime()?.physical())
+            }
             DataType::Date => ColumnWriter::Date(series.date()?.physical()),
-            DataType::List(inner) if **inner == DataType::String => ColumnWriter::StrList(series.list()?),
+            DataType::List(inner) if **inner == DataType::String => {
+                ColumnWriter::StrList(series.list()?)
+            }
             other => {
                 return Err(crate::error::QueryError::Invalid(format!(
                     "column {} has the type {other}, which the feed cannot write",
@@ -148,12 +161,16 @@ impl<'a> ColumnWriter<'a> {
             ColumnWriter::Bool(c) => opt(out, c.get(row), |out, v| {
                 out.extend_from_slice(if v { b"true" } else { b"false" })
             }),
-            ColumnWriter::Timestamp(c) => opt(out, c.get(row).and_then(micros_to_local), |out, v| {
-                write_str(out, &datetime_text(format.tz, v))
-            }),
+            ColumnWriter::Timestamp(c) => {
+                opt(out, c.get(row).and_then(micros_to_local), |out, v| {
+                    write_str(out, &datetime_text(format.tz, v))
+                })
+            }
             ColumnWriter::Date(c) => opt(
                 out,
-                c.get(row).and_then(|d| NaiveDate::default().checked_add_signed(chrono::Duration::days(i64::from(d)))),
+                c.get(row).and_then(|d| {
+                    NaiveDate::default().checked_add_signed(chrono::Duration::days(i64::from(d)))
+                }),
                 |out, v| write_str(out, &v.format("%Y-%m-%d").to_string()),
             ),
             ColumnWriter::StrList(c) => match c.get_as_series(row) {
@@ -189,7 +206,8 @@ impl<'a> ColumnWriter<'a> {
             ColumnWriter::Bool(c) => c.get(row)?.to_string(),
             ColumnWriter::Timestamp(c) => datetime_text(format.tz, micros_to_local(c.get(row)?)?),
             ColumnWriter::Date(c) => {
-                let d = NaiveDate::default().checked_add_signed(chrono::Duration::days(i64::from(c.get(row)?)))?;
+                let d = NaiveDate::default()
+                    .checked_add_signed(chrono::Duration::days(i64::from(c.get(row)?)))?;
                 d.format("%Y-%m-%d").to_string()
             }
             ColumnWriter::StrList(_) => return None,
@@ -235,13 +253,25 @@ mod tests {
 
     #[test]
     fn timestamps_carry_the_site_offset() {
-        let t = NaiveDate::from_ymd_opt(2024, 8, 1).and_then(|d| d.and_hms_micro_opt(10, 0, 0, 500)).expect("time");
+        let t = NaiveDate::from_ymd_opt(2024, 8, 1)
+            .and_then(|d| d.and_hms_micro_opt(10, 0, 0, 500))
+            .expect("time");
         assert_eq!(datetime_text(Tz::UTC, t), "2024-08-01T10:00:00.000500Z");
-        assert_eq!(datetime_text(chrono_tz::Europe::London, t), "2024-08-01T10:00:00.000500+01:00");
-        let winter = NaiveDate::from_ymd_opt(2024, 1, 1).and_then(|d| d.and_hms_opt(9, 0, 0)).expect("time");
-        assert_eq!(datetime_text(chrono_tz::Europe::London, winter), "2024-01-01T09:00:00Z");
+        assert_eq!(
+            datetime_text(chrono_tz::Europe::London, t),
+            "2024-08-01T10:00:00.000500+01:00"
+        );
+        let winter = NaiveDate::from_ymd_opt(2024, 1, 1)
+            .and_then(|d| d.and_hms_opt(9, 0, 0))
+            .expect("time");
+        assert_eq!(
+            datetime_text(chrono_tz::Europe::London, winter),
+            "2024-01-01T09:00:00Z"
+        );
         // 01:30 on the spring-forward night does not exist in London; still answered.
-        let gap = NaiveDate::from_ymd_opt(2024, 3, 31).and_then(|d| d.and_hms_opt(1, 30, 0)).expect("time");
+        let gap = NaiveDate::from_ymd_opt(2024, 3, 31)
+            .and_then(|d| d.and_hms_opt(1, 30, 0))
+            .expect("time");
         assert!(datetime_text(chrono_tz::Europe::London, gap).starts_with("2024-03-31T01:30:00"));
     }
 }

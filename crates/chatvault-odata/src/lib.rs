@@ -64,7 +64,12 @@ pub struct Reply {
 
 /// `odata.metadata` and `IEEE754Compatible` from `$format` or the Accept header.
 fn negotiate(options: &QueryOptions, accept: Option<&str>, tz: chrono_tz::Tz) -> Format {
-    let source = options.format.as_deref().or(accept).unwrap_or("").to_ascii_lowercase();
+    let source = options
+        .format
+        .as_deref()
+        .or(accept)
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let metadata = if source.contains("odata.metadata=full") {
         Metadata::Full
     } else if source.contains("odata.metadata=none") {
@@ -121,7 +126,12 @@ fn next_query(query: &str, token: &str, top: Option<usize>) -> String {
 fn context_select(options: &QueryOptions) -> String {
     let mut items: Vec<String> = options.select.clone().unwrap_or_default();
     for e in &options.expand {
-        let nested = e.options.select.as_ref().map(|s| s.join(",")).unwrap_or_default();
+        let nested = e
+            .options
+            .select
+            .as_ref()
+            .map(|s| s.join(","))
+            .unwrap_or_default();
         items.push(format!("{}({nested})", e.navigation));
     }
     if items.is_empty() || (options.select.is_none() && options.expand.is_empty()) {
@@ -190,7 +200,9 @@ impl Service {
                 };
                 let from_ref = from_key.as_ref().map(|(c, v)| (*c, v));
                 if count {
-                    let n = self.engine.count(set, &options, from_ref, &request.access, request.now)?;
+                    let n =
+                        self.engine
+                            .count(set, &options, from_ref, &request.access, request.now)?;
                     return Ok(Reply {
                         content_type: "text/plain;charset=utf-8".into(),
                         body: Body::Bytes(n.to_string().into_bytes()),
@@ -198,19 +210,40 @@ impl Service {
                     });
                 }
                 let preferred = preferred_page_size(request.prefer);
-                let page_size = preferred.map_or(self.engine.settings().page_size, |p| p.min(MAX_PAGE_SIZE)).max(1);
-                let page = self.engine.collection(set, &options, from_ref, &request.access, page_size, request.now)?;
+                let page_size = preferred
+                    .map_or(self.engine.settings().page_size, |p| p.min(MAX_PAGE_SIZE))
+                    .max(1);
+                let page = self.engine.collection(
+                    set,
+                    &options,
+                    from_ref,
+                    &request.access,
+                    page_size,
+                    request.now,
+                )?;
                 let context = if options.apply.is_some() {
                     format!("{metadata_url}#{}({})", set.name, page.output.join(","))
                 } else {
                     format!("{metadata_url}#{}{}", set.name, context_select(&options))
                 };
                 let next_link = page.next.as_ref().map(|(token, top)| {
-                    format!("{}{}?{}", request.base_url, request.path.trim_start_matches('/'), next_query(request.query, token, *top))
+                    format!(
+                        "{}{}?{}",
+                        request.base_url,
+                        request.path.trim_start_matches('/'),
+                        next_query(request.query, token, *top)
+                    )
                 });
                 Ok(Reply {
                     content_type: json_content_type(&format),
-                    body: Body::Page(Box::new(PageWriter::new(page, format, request.base_url.clone(), context, next_link, false)?)),
+                    body: Body::Page(Box::new(PageWriter::new(
+                        page,
+                        format,
+                        request.base_url.clone(),
+                        context,
+                        next_link,
+                        false,
+                    )?)),
                     preference_applied: preferred.map(|_| format!("odata.maxpagesize={page_size}")),
                 })
             }
@@ -219,20 +252,40 @@ impl Service {
                     Some(_) => Key(vec![(JOIN_KEY, key_value(&key)?)]),
                     None => key,
                 };
-                let page = self.engine.entity(set, &key, &options, &request.access, request.now)?;
-                let context = format!("{metadata_url}#{}{}/$entity", set.name, context_select(&options));
+                let page = self
+                    .engine
+                    .entity(set, &key, &options, &request.access, request.now)?;
+                let context = format!(
+                    "{metadata_url}#{}{}/$entity",
+                    set.name,
+                    context_select(&options)
+                );
                 Ok(Reply {
                     content_type: json_content_type(&format),
-                    body: Body::Page(Box::new(PageWriter::new(page, format, request.base_url.clone(), context, None, true)?)),
+                    body: Body::Page(Box::new(PageWriter::new(
+                        page,
+                        format,
+                        request.base_url.clone(),
+                        context,
+                        None,
+                        true,
+                    )?)),
                     preference_applied: None,
                 })
             }
-            Resource::Property { set, key, property, raw } => {
+            Resource::Property {
+                set,
+                key,
+                property,
+                raw,
+            } => {
                 let select = QueryOptions {
                     select: Some(vec![property.to_owned()]),
                     ..QueryOptions::default()
                 };
-                let page = self.engine.entity(set, &key, &select, &request.access, request.now)?;
+                let page = self
+                    .engine
+                    .entity(set, &key, &select, &request.access, request.now)?;
                 let value = property_value(&page.frame, property, &format, raw)?;
                 if raw {
                     return Ok(Reply {
@@ -243,7 +296,13 @@ impl Service {
                 }
                 let mut out = Vec::new();
                 out.extend_from_slice(b"{\"@odata.context\":");
-                json::write_str(&mut out, &format!("{metadata_url}#{}/{property}", request.path.rsplit_once('/').map_or("", |(head, _)| head)));
+                json::write_str(
+                    &mut out,
+                    &format!(
+                        "{metadata_url}#{}/{property}",
+                        request.path.rsplit_once('/').map_or("", |(head, _)| head)
+                    ),
+                );
                 out.extend_from_slice(b",\"value\":");
                 out.extend_from_slice(value.as_bytes());
                 out.push(b'}');
@@ -271,9 +330,9 @@ fn property_value(frame: &DataFrame, property: &str, format: &Format, raw: bool)
     let series = frame.column(property)?.as_materialized_series().rechunk();
     let writer = json::ColumnWriter::new(&series)?;
     if raw {
-        return writer
-            .raw_text(0, format)
-            .ok_or_else(|| QueryError::NotFound(format!("{property} is null, so it has no $value")));
+        return writer.raw_text(0, format).ok_or_else(|| {
+            QueryError::NotFound(format!("{property} is null, so it has no $value"))
+        });
     }
     let mut out = Vec::new();
     writer.write(0, &mut out, format);

@@ -55,10 +55,30 @@ pub const ENTITY_SETS: [EntitySet; 5] = [
         type_name: "Chat",
         table: &ChatRow::TABLE,
         navigation: &[
-            Navigation { name: "Lines", target: "ChatLines", collection: true, partner: "Chat" },
-            Navigation { name: "SurveyAnswers", target: "SurveyAnswers", collection: true, partner: "Chat" },
-            Navigation { name: "Pages", target: "PageViews", collection: true, partner: "Chat" },
-            Navigation { name: "ChatTags", target: "ChatTags", collection: true, partner: "Chat" },
+            Navigation {
+                name: "Lines",
+                target: "ChatLines",
+                collection: true,
+                partner: "Chat",
+            },
+            Navigation {
+                name: "SurveyAnswers",
+                target: "SurveyAnswers",
+                collection: true,
+                partner: "Chat",
+            },
+            Navigation {
+                name: "Pages",
+                target: "PageViews",
+                collection: true,
+                partner: "Chat",
+            },
+            Navigation {
+                name: "ChatTags",
+                target: "ChatTags",
+                collection: true,
+                partner: "Chat",
+            },
         ],
     },
     EntitySet {
@@ -98,12 +118,20 @@ mod tests {
     #[test]
     fn every_stored_table_is_an_entity_set_and_navigation_is_symmetric() {
         for table in chatvault_model::TABLES {
-            assert!(ENTITY_SETS.iter().any(|s| s.table.name == table.name), "{}", table.name);
+            assert!(
+                ENTITY_SETS.iter().any(|s| s.table.name == table.name),
+                "{}",
+                table.name
+            );
         }
         for set in &ENTITY_SETS {
             assert!(set.table.column(JOIN_KEY).is_some());
             for nav in set.navigation {
-                assert!(set.table.column(nav.name).is_none(), "{} clashes with a column", nav.name);
+                assert!(
+                    set.table.column(nav.name).is_none(),
+                    "{} clashes with a column",
+                    nav.name
+                );
                 let target = entity_set(nav.target).expect("target exists");
                 let back = target.navigation(nav.partner).expect("partner exists");
                 assert_eq!(back.target, set.name);

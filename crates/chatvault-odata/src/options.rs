@@ -101,7 +101,9 @@ pub(crate) fn split_top(text: &str, sep: char) -> Vec<&str> {
 
 fn number(option: &str, value: &str) -> Result<usize> {
     value.trim().parse::<usize>().map_err(|_| {
-        QueryError::Invalid(format!("{option} must be a non-negative integer, not '{value}'"))
+        QueryError::Invalid(format!(
+            "{option} must be a non-negative integer, not '{value}'"
+        ))
     })
 }
 
@@ -110,7 +112,9 @@ fn identifier(option: &str, text: &str) -> Result<String> {
     if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         Ok(name.to_owned())
     } else {
-        Err(QueryError::Invalid(format!("{option}: '{name}' is not a property name")))
+        Err(QueryError::Invalid(format!(
+            "{option}: '{name}' is not a property name"
+        )))
     }
 }
 
@@ -148,7 +152,9 @@ fn parse_orderby(text: &str) -> Result<Vec<OrderKey>> {
                 }
             };
             if let Some(extra) = words.next() {
-                return Err(QueryError::Invalid(format!("$orderby: unexpected '{extra}'")));
+                return Err(QueryError::Invalid(format!(
+                    "$orderby: unexpected '{extra}'"
+                )));
             }
             Ok(OrderKey {
                 property: identifier("$orderby", property)?,
@@ -169,7 +175,9 @@ fn parse_expand(text: &str, depth: usize) -> Result<Vec<Expand>> {
         .map(|item| {
             let item = item.trim();
             let (name, nested) = match item.find('(') {
-                Some(open) if item.ends_with(')') => (&item[..open], &item[open + 1..item.len() - 1]),
+                Some(open) if item.ends_with(')') => {
+                    (&item[..open], &item[open + 1..item.len() - 1])
+                }
                 Some(_) => {
                     return Err(QueryError::Invalid(format!(
                         "$expand: '{item}' has unbalanced parentheses"
@@ -183,7 +191,10 @@ fn parse_expand(text: &str, depth: usize) -> Result<Vec<Expand>> {
                 )));
             }
             let mut options = QueryOptions::default();
-            for pair in split_top(nested, ';').into_iter().filter(|p| !p.trim().is_empty()) {
+            for pair in split_top(nested, ';')
+                .into_iter()
+                .filter(|p| !p.trim().is_empty())
+            {
                 let (key, value) = pair.split_once('=').ok_or_else(|| {
                     QueryError::Invalid(format!("$expand: '{pair}' is not option=value"))
                 })?;
@@ -305,9 +316,9 @@ fn parse_search(text: &str) -> Result<Search> {
     let mut rest = text.trim();
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix('"') {
-            let end = after
-                .find('"')
-                .ok_or_else(|| QueryError::Invalid("$search: a quoted phrase is not closed".into()))?;
+            let end = after.find('"').ok_or_else(|| {
+                QueryError::Invalid("$search: a quoted phrase is not closed".into())
+            })?;
             tokens.push((after[..end].to_owned(), true));
             rest = after[end + 1..].trim_start();
         } else {
@@ -370,7 +381,9 @@ impl QueryOptions {
                 continue;
             };
             if !seen.insert(key.clone()) {
-                return Err(QueryError::Invalid(format!("{key} is given more than once")));
+                return Err(QueryError::Invalid(format!(
+                    "{key} is given more than once"
+                )));
             }
             options.set(&key, &value, 0)?;
         }
@@ -416,9 +429,22 @@ impl QueryOptions {
 fn is_system_option(key: &str) -> bool {
     matches!(
         key,
-        "$filter" | "$select" | "$orderby" | "$top" | "$skip" | "$count" | "$expand" | "$search"
-            | "$apply" | "$skiptoken" | "$format" | "$levels" | "$compute" | "$index"
-            | "$schemaversion" | "$id"
+        "$filter"
+            | "$select"
+            | "$orderby"
+            | "$top"
+            | "$skip"
+            | "$count"
+            | "$expand"
+            | "$search"
+            | "$apply"
+            | "$skiptoken"
+            | "$format"
+            | "$levels"
+            | "$compute"
+            | "$index"
+            | "$schemaversion"
+            | "$id"
     )
 }
 
@@ -452,7 +478,10 @@ mod tests {
         let apply = o.apply.expect("apply");
         assert_eq!(apply.len(), 2);
         match &apply[1] {
-            Transform::GroupBy { properties, aggregates } => {
+            Transform::GroupBy {
+                properties,
+                aggregates,
+            } => {
                 assert_eq!(properties, &["SiteKey", "Channel"]);
                 assert_eq!(aggregates.len(), 2);
             }
@@ -466,7 +495,8 @@ mod tests {
 
     #[test]
     fn search_understands_phrases_and_operators() {
-        let o = QueryOptions::parse("$search=%22order number%22 refund OR NOT invoice").expect("parses");
+        let o = QueryOptions::parse("$search=%22order number%22 refund OR NOT invoice")
+            .expect("parses");
         assert_eq!(
             o.search,
             Some(Search::Or(
@@ -493,6 +523,9 @@ mod tests {
             assert!(err.to_string().contains(needle), "{query}: {err}");
         }
         let huge = format!("$filter={}", "A eq 1 and ".repeat(10_000));
-        assert!(matches!(QueryOptions::parse(&huge), Err(QueryError::TooLarge(_))));
+        assert!(matches!(
+            QueryOptions::parse(&huge),
+            Err(QueryError::TooLarge(_))
+        ));
     }
 }

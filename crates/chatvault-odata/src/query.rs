@@ -7,8 +7,8 @@ use chatvault_store::{Partition, ScanFilter, Store};
 use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use polars::prelude::{
-    col, concat_str, len, lit, DataFrame, DataType, Expr as P, JoinArgs, JoinType,
-    LazyFrame, NamedFrom, Series, SortMultipleOptions,
+    col, concat_str, len, lit, DataFrame, DataType, Expr as P, JoinArgs, JoinType, LazyFrame,
+    NamedFrom, Series, SortMultipleOptions,
 };
 use serde_json::{json, Value};
 
@@ -81,15 +81,23 @@ impl Plan<'_> {
         self.shape(rows, lines)
     }
 
-    fn shape(&self, rows: LazyFrame, lines: impl FnOnce() -> Result<LazyFrame>) -> Result<LazyFrame> {
+    fn shape(
+        &self,
+        rows: LazyFrame,
+        lines: impl FnOnce() -> Result<LazyFrame>,
+    ) -> Result<LazyFrame> {
         let rows = rows.filter(self.predicate.clone());
         let Some(search) = self.search else {
             return Ok(rows);
         };
         let own_text = |columns: &[&str]| {
-            concat_str(columns.iter().map(|c| col(*c)).collect::<Vec<_>>(), " ", true)
-                .str()
-                .to_lowercase()
+            concat_str(
+                columns.iter().map(|c| col(*c)).collect::<Vec<_>>(),
+                " ",
+                true,
+            )
+            .str()
+            .to_lowercase()
         };
         Ok(match self.set.name {
             // A chat matches on its summary, missed message and every line it holds.
@@ -99,9 +107,17 @@ impl Plan<'_> {
                     .group_by([col(JOIN_KEY)])
                     .agg([col("Message").str().join(" ", true).alias(TEXT)]);
                 let names: Vec<P> = self.set.table.columns.iter().map(|c| col(c.name)).collect();
-                rows.join(text, [col(JOIN_KEY)], [col(JOIN_KEY)], JoinArgs::new(JoinType::Left))
-                    .filter(search_predicate(search, &own_text(&["Summary", "MissedMessage", TEXT])))
-                    .select(names)
+                rows.join(
+                    text,
+                    [col(JOIN_KEY)],
+                    [col(JOIN_KEY)],
+                    JoinArgs::new(JoinType::Left),
+                )
+                .filter(search_predicate(
+                    search,
+                    &own_text(&["Summary", "MissedMessage", TEXT]),
+                ))
+                .select(names)
             }
             "ChatLines" => rows.filter(search_predicate(search, &own_text(&["Message"]))),
             "SurveyAnswers" => rows.filter(search_predicate(search, &own_text(&["Name", "Value"]))),
@@ -113,7 +129,10 @@ impl Plan<'_> {
 
 fn search_predicate(search: &Search, text: &P) -> P {
     match search {
-        Search::Term(term) => text.clone().str().contains_literal(lit(term.to_lowercase())),
+        Search::Term(term) => text
+            .clone()
+            .str()
+            .contains_literal(lit(term.to_lowercase())),
         Search::Not(inner) => search_predicate(inner, text).not(),
         Search::And(a, b) => search_predicate(a, text).and(search_predicate(b, text)),
         Search::Or(a, b) => search_predicate(a, text).or(search_predicate(b, text)),
@@ -176,7 +195,11 @@ fn after(keys: &[SortKey], values: &[Value]) -> Result<P> {
         let (beyond, equal) = match token_literal(key, value)? {
             None => (lit(false), c.is_null()),
             Some(v) => {
-                let strictly = if key.descending { c.clone().lt(v.clone()) } else { c.clone().gt(v.clone()) };
+                let strictly = if key.descending {
+                    c.clone().lt(v.clone())
+                } else {
+                    c.clone().gt(v.clone())
+                };
                 (strictly.or(c.clone().is_null()), c.eq(v))
             }
         };
@@ -208,7 +231,10 @@ fn key_values(frame: &DataFrame, keys: &[SortKey], row: usize) -> Result<Vec<Val
 }
 
 fn site_series(sites: &[i64]) -> Series {
-    Series::new("sites".into(), sites.iter().map(|s| *s as i32).collect::<Vec<i32>>())
+    Series::new(
+        "sites".into(),
+        sites.iter().map(|s| *s as i32).collect::<Vec<i32>>(),
+    )
 }
 
 /// A key value from the resource path (keys are strings and integers in this model).
@@ -216,7 +242,9 @@ fn key_literal(l: &Lit) -> Result<P> {
     match l {
         Lit::Str(s) => Ok(lit(s.clone())),
         Lit::Int(i) => Ok(lit(*i)),
-        other => Err(QueryError::Invalid(format!("{other:?} cannot be a key value here"))),
+        other => Err(QueryError::Invalid(format!(
+            "{other:?} cannot be a key value here"
+        ))),
     }
 }
 
@@ -243,7 +271,12 @@ impl Engine {
         let mut hint = ScanFilter::default();
         let predicate = match &access.sites {
             Some(sites) => {
-                hint.sites = Some(sites.iter().filter_map(|s| i32::try_from(*s).ok()).collect());
+                hint.sites = Some(
+                    sites
+                        .iter()
+                        .filter_map(|s| i32::try_from(*s).ok())
+                        .collect(),
+                );
                 col("SiteKey").is_in(lit(site_series(sites)).implode(true), false)
             }
             None => lit(true),
@@ -268,7 +301,12 @@ impl Engine {
         if with_filter {
             if let Some(filter) = &options.filter {
                 predicate = predicate.and(env.predicate(filter)?);
-                scan_hint(filter, self.settings.tz, set.table.column("Started").is_some(), &mut hint);
+                scan_hint(
+                    filter,
+                    self.settings.tz,
+                    set.table.column("Started").is_some(),
+                    &mut hint,
+                );
             }
         }
         Ok(Plan {
@@ -282,28 +320,51 @@ impl Engine {
 
     fn sort_key(set: &EntitySet, name: &str, descending: bool) -> Result<SortKey> {
         let column = set.table.column(name).ok_or_else(|| {
-            QueryError::Invalid(format!("$orderby: '{name}' is not a property of {}", set.name))
+            QueryError::Invalid(format!(
+                "$orderby: '{name}' is not a property of {}",
+                set.name
+            ))
         })?;
         if column.kind == ColumnKind::StrList {
-            return Err(QueryError::Invalid(format!("$orderby: '{name}' is a collection and has no order")));
+            return Err(QueryError::Invalid(format!(
+                "$orderby: '{name}' is a collection and has no order"
+            )));
         }
-        Ok(SortKey { column: column.name, descending, kind: column.kind })
+        Ok(SortKey {
+            column: column.name,
+            descending,
+            kind: column.kind,
+        })
     }
 
     /// The columns a page must read: the selection plus what ids, etags, paging and
     /// expansions need.
-    fn projection(set: &EntitySet, options: &QueryOptions, sort: &[SortKey]) -> Result<(Vec<String>, Vec<P>)> {
+    fn projection(
+        set: &EntitySet,
+        options: &QueryOptions,
+        sort: &[SortKey],
+    ) -> Result<(Vec<String>, Vec<P>)> {
         let output: Vec<String> = match &options.select {
-            None => set.table.columns.iter().map(|c| c.name.to_owned()).collect(),
+            None => set
+                .table
+                .columns
+                .iter()
+                .map(|c| c.name.to_owned())
+                .collect(),
             Some(names) => names
                 .iter()
                 .map(|n| {
                     if set.table.column(n).is_some() {
                         Ok(n.clone())
                     } else if set.navigation(n).is_some() {
-                        Err(QueryError::Invalid(format!("$select: '{n}' is a navigation property; use $expand={n}")))
+                        Err(QueryError::Invalid(format!(
+                            "$select: '{n}' is a navigation property; use $expand={n}"
+                        )))
                     } else {
-                        Err(QueryError::Invalid(format!("$select: '{n}' is not a property of {}", set.name)))
+                        Err(QueryError::Invalid(format!(
+                            "$select: '{n}' is not a property of {}",
+                            set.name
+                        )))
                     }
                 })
                 .collect::<Result<_>>()?,
@@ -338,7 +399,11 @@ impl Engine {
             return self.aggregate(set, options, from, access, page_size, now);
         }
         let plan = self.plan(set, options, from, true, access, now)?;
-        let count = if options.count { Some(count(plan.all()?)?) } else { None };
+        let count = if options.count {
+            Some(count(plan.all()?)?)
+        } else {
+            None
+        };
         let keys: Vec<SortKey> = set
             .table
             .keys
@@ -363,15 +428,26 @@ impl Engine {
         };
         let (output, read) = Self::projection(set, options, &sort)?;
         let token = options.skiptoken.as_deref().map(decode_token).transpose()?;
-        let skip = if token.is_some() { 0 } else { options.skip.unwrap_or(0) };
+        let skip = if token.is_some() {
+            0
+        } else {
+            options.skip.unwrap_or(0)
+        };
         let limit = options.top.map_or(page_size, |t| t.min(page_size));
         // One row beyond the page tells whether another page exists.
-        let want = if options.top.is_some_and(|t| t <= page_size) { limit } else { limit + 1 };
+        let want = if options.top.is_some_and(|t| t <= page_size) {
+            limit
+        } else {
+            limit + 1
+        };
 
         let (frame, last_partition) = if ordered {
             let mut rows = plan.all()?;
             if let Some(token) = &token {
-                let values = token.get("k").and_then(Value::as_array).ok_or_else(|| token_error("no key values"))?;
+                let values = token
+                    .get("k")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| token_error("no key values"))?;
                 if token.get("p").is_some() {
                     return Err(token_error("it was issued for the default order"));
                 }
@@ -396,7 +472,9 @@ impl Engine {
                     .iter()
                     .find(|(end, _)| last < *end)
                     .map(|(_, p)| p.clone())
-                    .ok_or_else(|| QueryError::Invalid("page bookkeeping lost its partition".into()))?;
+                    .ok_or_else(|| {
+                        QueryError::Invalid("page bookkeeping lost its partition".into())
+                    })?;
                 token["p"] = json!([site, month]);
             }
             Some((encode_token(&token), options.top.map(|t| t - limit)))
@@ -404,7 +482,14 @@ impl Engine {
             None
         };
         let expansions = self.expand(set, options, &frame, access, now)?;
-        Ok(Page { set: Some(set), frame, output, expansions, count, next })
+        Ok(Page {
+            set: Some(set),
+            frame,
+            output,
+            expansions,
+            count,
+            next,
+        })
     }
 
     /// Reads the default order partition by partition, starting where the token left
@@ -422,10 +507,22 @@ impl Engine {
         let start: Option<(Partition, &Vec<Value>)> = match token {
             None => None,
             Some(t) => {
-                let p = t.get("p").and_then(Value::as_array).ok_or_else(|| token_error("it was issued for an explicit $orderby"))?;
-                let site = p.first().and_then(Value::as_i64).ok_or_else(|| token_error("bad partition"))?;
-                let month = p.get(1).and_then(Value::as_str).ok_or_else(|| token_error("bad partition"))?;
-                let values = t.get("k").and_then(Value::as_array).ok_or_else(|| token_error("no key values"))?;
+                let p = t
+                    .get("p")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| token_error("it was issued for an explicit $orderby"))?;
+                let site = p
+                    .first()
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| token_error("bad partition"))?;
+                let month = p
+                    .get(1)
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| token_error("bad partition"))?;
+                let values = t
+                    .get("k")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| token_error("no key values"))?;
                 Some(((site, month.to_owned()), values))
             }
         };
@@ -490,11 +587,20 @@ impl Engine {
             .iter()
             .flat_map(|e| {
                 if e.navigation == "*" {
-                    set.navigation.iter().map(|n| Ok((n, QueryOptions::default()))).collect::<Vec<_>>()
+                    set.navigation
+                        .iter()
+                        .map(|n| Ok((n, QueryOptions::default())))
+                        .collect::<Vec<_>>()
                 } else {
-                    vec![set.navigation(&e.navigation).map(|n| (n, e.options.clone())).ok_or_else(|| {
-                        QueryError::Invalid(format!("$expand: {} has no navigation property '{}'", set.name, e.navigation))
-                    })]
+                    vec![set
+                        .navigation(&e.navigation)
+                        .map(|n| (n, e.options.clone()))
+                        .ok_or_else(|| {
+                            QueryError::Invalid(format!(
+                                "$expand: {} has no navigation property '{}'",
+                                set.name, e.navigation
+                            ))
+                        })]
                 }
             })
             .collect::<Result<_>>()?;
@@ -506,17 +612,31 @@ impl Engine {
             if !nested.expand.is_empty() {
                 return Err(QueryError::unsupported("$expand inside $expand"));
             }
-            let target = entity_set(navigation.target).ok_or_else(|| QueryError::NotFound(navigation.target.into()))?;
+            let target = entity_set(navigation.target)
+                .ok_or_else(|| QueryError::NotFound(navigation.target.into()))?;
             let (mut predicate, hint) = Self::scope(access);
             predicate = predicate.and(col(JOIN_KEY).is_in(lit(uids.clone()).implode(true), false));
             if let Some(filter) = &nested.filter {
                 predicate = predicate.and(self.env(target, now, "$filter").predicate(filter)?);
             }
-            let mut sort = vec![SortKey { column: JOIN_KEY, descending: false, kind: ColumnKind::Str }];
+            let mut sort = vec![SortKey {
+                column: JOIN_KEY,
+                descending: false,
+                kind: ColumnKind::Str,
+            }];
             let order: Vec<SortKey> = if nested.orderby.is_empty() {
-                target.table.keys.iter().map(|k| Self::sort_key(target, k, false)).collect::<Result<_>>()?
+                target
+                    .table
+                    .keys
+                    .iter()
+                    .map(|k| Self::sort_key(target, k, false))
+                    .collect::<Result<_>>()?
             } else {
-                nested.orderby.iter().map(|o| Self::sort_key(target, &o.property, o.descending)).collect::<Result<_>>()?
+                nested
+                    .orderby
+                    .iter()
+                    .map(|o| Self::sort_key(target, &o.property, o.descending))
+                    .collect::<Result<_>>()?
             };
             sort.extend(order.into_iter().filter(|k| k.column != JOIN_KEY));
             let (output, read) = Self::projection(target, &nested, &sort)?;
@@ -564,13 +684,29 @@ impl Engine {
             }
         }
         let (output, read) = Self::projection(set, options, &[])?;
-        let mut frame = self.store.scan(set.name, &hint)?.filter(predicate).select(read).limit(1).collect()?;
+        let mut frame = self
+            .store
+            .scan(set.name, &hint)?
+            .filter(predicate)
+            .select(read)
+            .limit(1)
+            .collect()?;
         if frame.height() == 0 {
-            return Err(QueryError::NotFound(format!("{} has no entity with that key", set.name)));
+            return Err(QueryError::NotFound(format!(
+                "{} has no entity with that key",
+                set.name
+            )));
         }
         frame.rechunk_mut();
         let expansions = self.expand(set, options, &frame, access, now)?;
-        Ok(Page { set: Some(set), frame, output, expansions, count: None, next: None })
+        Ok(Page {
+            set: Some(set),
+            frame,
+            output,
+            expansions,
+            count: None,
+            next: None,
+        })
     }
 
     /// `$apply`: transformations over the caller's rows, then `$filter`, `$orderby`,
@@ -592,14 +728,26 @@ impl Engine {
                 Transform::Filter(e) => {
                     rows = rows.filter(env.predicate(e)?);
                 }
-                Transform::GroupBy { properties, aggregates } => {
+                Transform::GroupBy {
+                    properties,
+                    aggregates,
+                } => {
                     for p in properties {
                         if env.prop(p).is_none() {
-                            return Err(QueryError::Invalid(format!("$apply: groupby on unknown property '{p}'")));
+                            return Err(QueryError::Invalid(format!(
+                                "$apply: groupby on unknown property '{p}'"
+                            )));
                         }
                     }
                     let (aggs, produced) = aggregations(&env, aggregates)?;
-                    rows = rows.group_by(properties.iter().map(|p| col(p.as_str())).collect::<Vec<_>>()).agg(aggs);
+                    rows = rows
+                        .group_by(
+                            properties
+                                .iter()
+                                .map(|p| col(p.as_str()))
+                                .collect::<Vec<_>>(),
+                        )
+                        .agg(aggs);
                     let mut props: Vec<(String, Ty)> = properties
                         .iter()
                         .map(|p| (p.clone(), env.prop(p).unwrap_or(Ty::Null)))
@@ -625,13 +773,26 @@ impl Engine {
         if !options.orderby.is_empty() {
             for o in &options.orderby {
                 if env.prop(&o.property).is_none() {
-                    return Err(QueryError::Invalid(format!("$orderby: '{}' is not in the $apply result", o.property)));
+                    return Err(QueryError::Invalid(format!(
+                        "$orderby: '{}' is not in the $apply result",
+                        o.property
+                    )));
                 }
             }
             rows = rows.sort_by_exprs(
-                options.orderby.iter().map(|o| col(o.property.as_str())).collect::<Vec<_>>(),
+                options
+                    .orderby
+                    .iter()
+                    .map(|o| col(o.property.as_str()))
+                    .collect::<Vec<_>>(),
                 SortMultipleOptions::default()
-                    .with_order_descending_multi(options.orderby.iter().map(|o| o.descending).collect::<Vec<_>>())
+                    .with_order_descending_multi(
+                        options
+                            .orderby
+                            .iter()
+                            .map(|o| o.descending)
+                            .collect::<Vec<_>>(),
+                    )
                     .with_nulls_last(true)
                     .with_maintain_order(true),
             );
@@ -640,17 +801,26 @@ impl Engine {
             Some(names) => {
                 for n in names {
                     if env.prop(n).is_none() {
-                        return Err(QueryError::Invalid(format!("$select: '{n}' is not in the $apply result")));
+                        return Err(QueryError::Invalid(format!(
+                            "$select: '{n}' is not in the $apply result"
+                        )));
                     }
                 }
                 names.clone()
             }
             None => env.props.iter().map(|(n, _)| n.clone()).collect(),
         };
-        let total = if options.count { Some(count(rows.clone())?) } else { None };
+        let total = if options.count {
+            Some(count(rows.clone())?)
+        } else {
+            None
+        };
         // Aggregated results are small; they page by offset.
         let offset = match options.skiptoken.as_deref().map(decode_token).transpose()? {
-            Some(t) => t.get("o").and_then(Value::as_u64).ok_or_else(|| token_error("not an $apply token"))? as usize,
+            Some(t) => t
+                .get("o")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| token_error("not an $apply token"))? as usize,
             None => options.skip.unwrap_or(0),
         };
         let limit = options.top.map_or(page_size, |t| t.min(page_size));
@@ -661,8 +831,20 @@ impl Engine {
         let more = frame.height() > limit && options.top.is_none_or(|t| t > limit);
         frame = frame.slice(0, limit);
         frame.rechunk_mut();
-        let next = more.then(|| (encode_token(&json!({"o": offset + limit})), options.top.map(|t| t - limit)));
-        Ok(Page { set: None, frame, output, expansions: Vec::new(), count: total, next })
+        let next = more.then(|| {
+            (
+                encode_token(&json!({"o": offset + limit})),
+                options.top.map(|t| t - limit),
+            )
+        });
+        Ok(Page {
+            set: None,
+            frame,
+            output,
+            expansions: Vec::new(),
+            count: total,
+            next,
+        })
     }
 }
 
@@ -675,16 +857,26 @@ fn aggregations(env: &Env, aggregates: &[Aggregate]) -> Result<(Vec<P>, Vec<(Str
                 exprs.push(len().cast(DataType::Int64).alias(alias.as_str()));
                 produced.push((alias.clone(), Ty::Int));
             }
-            Aggregate::Method { property, method, alias } => {
+            Aggregate::Method {
+                property,
+                method,
+                alias,
+            } => {
                 let ty = env.prop(property).ok_or_else(|| {
-                    QueryError::Invalid(format!("$apply: '{property}' is not a property of {}", env.owner))
+                    QueryError::Invalid(format!(
+                        "$apply: '{property}' is not a property of {}",
+                        env.owner
+                    ))
                 })?;
                 let c = col(property.as_str());
                 let numeric = || {
                     if ty.numeric() {
                         Ok(())
                     } else {
-                        Err(QueryError::Invalid(format!("$apply: {method:?} needs a numeric property, and '{property}' is {}", ty.name())))
+                        Err(QueryError::Invalid(format!(
+                            "$apply: {method:?} needs a numeric property, and '{property}' is {}",
+                            ty.name()
+                        )))
                     }
                 };
                 let (e, out_ty) = match method {
@@ -700,7 +892,11 @@ fn aggregations(env: &Env, aggregates: &[Aggregate]) -> Result<(Vec<P>, Vec<(Str
                     AggregateMethod::Max => (c.max(), ty),
                     AggregateMethod::CountDistinct => (c.n_unique().cast(DataType::Int64), Ty::Int),
                 };
-                let e = if out_ty == Ty::Int { e.cast(DataType::Int64) } else { e };
+                let e = if out_ty == Ty::Int {
+                    e.cast(DataType::Int64)
+                } else {
+                    e
+                };
                 exprs.push(e.alias(alias.as_str()));
                 produced.push((alias.clone(), out_ty));
             }
@@ -710,6 +906,8 @@ fn aggregations(env: &Env, aggregates: &[Aggregate]) -> Result<(Vec<P>, Vec<(Str
 }
 
 fn count(rows: LazyFrame) -> Result<u64> {
-    let frame = rows.select([len().cast(DataType::UInt64).alias("n")]).collect()?;
+    let frame = rows
+        .select([len().cast(DataType::UInt64).alias("n")])
+        .collect()?;
     Ok(frame.column("n")?.u64()?.get(0).unwrap_or(0))
 }

@@ -51,7 +51,9 @@ fn parse_key(set: &'static EntitySet, text: &str) -> Result<Key> {
     let literal = |t: &str| -> Result<Lit> {
         match parse_expr(t.trim(), "key")?.kind {
             ExprKind::Lit(l) if l != Lit::Null => Ok(l),
-            _ => Err(QueryError::Invalid(format!("key value '{t}' is not a literal"))),
+            _ => Err(QueryError::Invalid(format!(
+                "key value '{t}' is not a literal"
+            ))),
         }
     };
     let keys = set.table.keys;
@@ -67,11 +69,18 @@ fn parse_key(set: &'static EntitySet, text: &str) -> Result<Key> {
                     set.name,
                     keys.join(", "),
                     set.name,
-                    keys.iter().map(|k| format!("{k}=…")).collect::<Vec<_>>().join(",")
+                    keys.iter()
+                        .map(|k| format!("{k}=…"))
+                        .collect::<Vec<_>>()
+                        .join(",")
                 ))
             })?;
             let name = keys.iter().find(|k| **k == name.trim()).ok_or_else(|| {
-                QueryError::Invalid(format!("'{}' is not a key property of {}", name.trim(), set.name))
+                QueryError::Invalid(format!(
+                    "'{}' is not a key property of {}",
+                    name.trim(),
+                    set.name
+                ))
             })?;
             values.push((*name, literal(value)?));
         }
@@ -122,8 +131,16 @@ pub fn parse(path: &str) -> Result<Resource> {
     let rest = &segments[1..];
     let Some(key_text) = key_text else {
         return match rest {
-            [] => Ok(Resource::Collection { set, from: None, count: false }),
-            ["$count"] => Ok(Resource::Collection { set, from: None, count: true }),
+            [] => Ok(Resource::Collection {
+                set,
+                from: None,
+                count: false,
+            }),
+            ["$count"] => Ok(Resource::Collection {
+                set,
+                from: None,
+                count: true,
+            }),
             _ => Err(QueryError::Invalid(format!(
                 "'{}' cannot follow the entity set {}; address one entity first, as in {}('…')",
                 rest.join("/"),
@@ -134,14 +151,30 @@ pub fn parse(path: &str) -> Result<Resource> {
     };
     let key = parse_key(set, key_text)?;
     match rest {
-        [] => Ok(Resource::Entity { set, key, via: None }),
+        [] => Ok(Resource::Entity {
+            set,
+            key,
+            via: None,
+        }),
         [segment, tail @ ..] => {
             if let Some(nav) = set.navigation(segment) {
                 let target = entity_set(nav.target).ok_or_else(|| unknown_set(nav.target))?;
                 return match (nav.collection, tail) {
-                    (true, []) => Ok(Resource::Collection { set: target, from: Some((set, key, nav)), count: false }),
-                    (true, ["$count"]) => Ok(Resource::Collection { set: target, from: Some((set, key, nav)), count: true }),
-                    (false, []) => Ok(Resource::Entity { set: target, key, via: Some((set, nav)) }),
+                    (true, []) => Ok(Resource::Collection {
+                        set: target,
+                        from: Some((set, key, nav)),
+                        count: false,
+                    }),
+                    (true, ["$count"]) => Ok(Resource::Collection {
+                        set: target,
+                        from: Some((set, key, nav)),
+                        count: true,
+                    }),
+                    (false, []) => Ok(Resource::Entity {
+                        set: target,
+                        key,
+                        via: Some((set, nav)),
+                    }),
                     _ => Err(QueryError::unsupported(format!(
                         "the path '{}' after {}: address the related entity set directly",
                         tail.join("/"),
@@ -150,12 +183,28 @@ pub fn parse(path: &str) -> Result<Resource> {
                 };
             }
             let column = set.table.column(segment).ok_or_else(|| {
-                QueryError::NotFound(format!("{} has no property or navigation named '{segment}'", set.name))
+                QueryError::NotFound(format!(
+                    "{} has no property or navigation named '{segment}'",
+                    set.name
+                ))
             })?;
             match tail {
-                [] => Ok(Resource::Property { set, key, property: column.name, raw: false }),
-                ["$value"] => Ok(Resource::Property { set, key, property: column.name, raw: true }),
-                _ => Err(QueryError::Invalid(format!("'{}' cannot follow the property {segment}", tail.join("/")))),
+                [] => Ok(Resource::Property {
+                    set,
+                    key,
+                    property: column.name,
+                    raw: false,
+                }),
+                ["$value"] => Ok(Resource::Property {
+                    set,
+                    key,
+                    property: column.name,
+                    raw: true,
+                }),
+                _ => Err(QueryError::Invalid(format!(
+                    "'{}' cannot follow the property {segment}",
+                    tail.join("/")
+                ))),
             }
         }
     }
@@ -169,10 +218,24 @@ mod tests {
     fn paths_resolve() {
         assert_eq!(parse("").expect("root"), Resource::ServiceDocument);
         assert_eq!(parse("$metadata").expect("metadata"), Resource::Metadata);
-        assert!(matches!(parse("Chats").expect("set"), Resource::Collection { count: false, from: None, .. }));
-        assert!(matches!(parse("Chats/$count").expect("count"), Resource::Collection { count: true, .. }));
+        assert!(matches!(
+            parse("Chats").expect("set"),
+            Resource::Collection {
+                count: false,
+                from: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("Chats/$count").expect("count"),
+            Resource::Collection { count: true, .. }
+        ));
         match parse("Chats('a/b''c')/Lines").expect("nav") {
-            Resource::Collection { set, from: Some((from, key, nav)), .. } => {
+            Resource::Collection {
+                set,
+                from: Some((from, key, nav)),
+                ..
+            } => {
                 assert_eq!(set.name, "ChatLines");
                 assert_eq!(from.name, "Chats");
                 assert_eq!(nav.name, "Lines");
@@ -181,20 +244,32 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse("ChatLines(ChatUID='x',Seq=3)/Chat").expect("single nav") {
-            Resource::Entity { set, via: Some(_), .. } => assert_eq!(set.name, "Chats"),
+            Resource::Entity {
+                set, via: Some(_), ..
+            } => assert_eq!(set.name, "Chats"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             parse("Chats('x')/SiteKey/$value").expect("value"),
-            Resource::Property { property: "SiteKey", raw: true, .. }
+            Resource::Property {
+                property: "SiteKey",
+                raw: true,
+                ..
+            }
         ));
     }
 
     #[test]
     fn wrong_paths_are_explained() {
         assert!(matches!(parse("Nope"), Err(QueryError::NotFound(_))));
-        assert!(parse("ChatLines('x')").expect_err("composite").to_string().contains("Seq"));
-        assert!(matches!(parse("Chats('x')/Nope"), Err(QueryError::NotFound(_))));
+        assert!(parse("ChatLines('x')")
+            .expect_err("composite")
+            .to_string()
+            .contains("Seq"));
+        assert!(matches!(
+            parse("Chats('x')/Nope"),
+            Err(QueryError::NotFound(_))
+        ));
         assert!(matches!(parse("$batch"), Err(QueryError::Unsupported(_))));
     }
 }

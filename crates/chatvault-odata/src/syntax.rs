@@ -199,7 +199,13 @@ impl<'a> Lexer<'a> {
                 return Err(self.error(start, format!("unexpected character '{ch}'")));
             }
         };
-        Ok((tok, Span { start, end: self.pos }))
+        Ok((
+            tok,
+            Span {
+                start,
+                end: self.pos,
+            },
+        ))
     }
 
     fn single(&mut self, tok: Tok) -> Tok {
@@ -326,12 +332,10 @@ impl<'a> Lexer<'a> {
                 self.pos += 6;
                 text
             }
-            _ => {
-                return Err(self.error(
-                    start,
-                    "date-time literal needs a time zone: end it with Z or an offset such as +01:00",
-                ))
-            }
+            _ => return Err(self.error(
+                start,
+                "date-time literal needs a time zone: end it with Z or an offset such as +01:00",
+            )),
         };
         let full = format!("{date_text}T{time}{offset}");
         DateTime::parse_from_rfc3339(&full)
@@ -424,7 +428,10 @@ impl<'a> Parser<'a> {
                         (tok, at) => {
                             return Err(self.lexer.error(
                                 at.start,
-                                format!("expected ',' or ')' in the 'in' list but found {}", tok.describe()),
+                                format!(
+                                    "expected ',' or ')' in the 'in' list but found {}",
+                                    tok.describe()
+                                ),
                             ))
                         }
                     }
@@ -495,7 +502,10 @@ impl<'a> Parser<'a> {
             },
             other => Err(self.lexer.error(
                 span.start,
-                format!("expected a property, literal or function but found {}", other.describe()),
+                format!(
+                    "expected a property, literal or function but found {}",
+                    other.describe()
+                ),
             )),
         }
     }
@@ -509,7 +519,10 @@ impl<'a> Parser<'a> {
                     let close = self.bump()?.1;
                     return Ok(Expr {
                         kind: ExprKind::Call(word, args),
-                        span: Span { start: span.start, end: close.end },
+                        span: Span {
+                            start: span.start,
+                            end: close.end,
+                        },
                     });
                 }
                 loop {
@@ -519,13 +532,19 @@ impl<'a> Parser<'a> {
                         (Tok::Close, close) => {
                             return Ok(Expr {
                                 kind: ExprKind::Call(word, args),
-                                span: Span { start: span.start, end: close.end },
+                                span: Span {
+                                    start: span.start,
+                                    end: close.end,
+                                },
                             })
                         }
                         (tok, at) => {
                             return Err(self.lexer.error(
                                 at.start,
-                                format!("expected ',' or ')' in the arguments of {word}() but found {}", tok.describe()),
+                                format!(
+                                    "expected ',' or ')' in the arguments of {word}() but found {}",
+                                    tok.describe()
+                                ),
                             ))
                         }
                     }
@@ -540,7 +559,10 @@ impl<'a> Parser<'a> {
                     let Tok::Ident(segment) = tok else {
                         return Err(self.lexer.error(
                             seg_span.start,
-                            format!("expected a property name after '/' but found {}", tok.describe()),
+                            format!(
+                                "expected a property name after '/' but found {}",
+                                tok.describe()
+                            ),
                         ));
                     };
                     end = seg_span.end;
@@ -551,7 +573,10 @@ impl<'a> Parser<'a> {
                 }
                 Ok(Expr {
                     kind: ExprKind::Path(segments),
-                    span: Span { start: span.start, end },
+                    span: Span {
+                        start: span.start,
+                        end,
+                    },
                 })
             }
             _ => Ok(Expr {
@@ -573,7 +598,10 @@ impl<'a> Parser<'a> {
         let Tok::Ident(var) = tok else {
             return Err(self.lexer.error(
                 at.start,
-                format!("expected a lambda variable name but found {}", tok.describe()),
+                format!(
+                    "expected a lambda variable name but found {}",
+                    tok.describe()
+                ),
             ));
         };
         self.expect(Tok::Colon)?;
@@ -594,7 +622,10 @@ impl<'a> Parser<'a> {
                 var,
                 body: Box::new(body),
             },
-            span: Span { start, end: close.end },
+            span: Span {
+                start,
+                end: close.end,
+            },
         })
     }
 }
@@ -652,8 +683,17 @@ mod tests {
                 "{f}({})",
                 args.iter().map(shape).collect::<Vec<_>>().join(",")
             ),
-            ExprKind::Lambda { collection, all, var, body } => {
-                format!("{collection}/{}({var}:{})", if *all { "all" } else { "any" }, shape(body))
+            ExprKind::Lambda {
+                collection,
+                all,
+                var,
+                body,
+            } => {
+                format!(
+                    "{collection}/{}({var}:{})",
+                    if *all { "all" } else { "any" },
+                    shape(body)
+                )
             }
             ExprKind::Path(p) => p.join("/"),
         }
@@ -687,25 +727,37 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(lit("'it''s'"), Lit::Str("it's".into()));
-        assert_eq!(lit("2024-08-01"), Lit::Date(NaiveDate::from_ymd_opt(2024, 8, 1).expect("date")));
+        assert_eq!(
+            lit("2024-08-01"),
+            Lit::Date(NaiveDate::from_ymd_opt(2024, 8, 1).expect("date"))
+        );
         assert_eq!(lit("1.5e3"), Lit::Float(1500.0));
         assert_eq!(lit("-42"), Lit::Int(-42));
         assert!(matches!(lit("2024-08-01T10:00:00Z"), Lit::DateTime(_)));
         assert!(matches!(lit("2024-08-01T10:00Z"), Lit::DateTime(_)));
-        assert!(matches!(lit("2024-08-01T10:00:00.123+01:00"), Lit::DateTime(_)));
+        assert!(matches!(
+            lit("2024-08-01T10:00:00.123+01:00"),
+            Lit::DateTime(_)
+        ));
         // An unescaped '+' arrives as a space after form decoding.
         match lit("2024-08-01T10:00:00 01:00") {
             Lit::DateTime(dt) => assert_eq!(dt.offset().local_minus_utc(), 3600),
             other => panic!("{other:?}"),
         }
-        assert_eq!(lit("10:30:00"), Lit::Time(NaiveTime::from_hms_opt(10, 30, 0).expect("time")));
+        assert_eq!(
+            lit("10:30:00"),
+            Lit::Time(NaiveTime::from_hms_opt(10, 30, 0).expect("time"))
+        );
     }
 
     #[test]
     fn errors_name_the_token_and_position() {
         let err = parse_expr("SiteKey eq 3 andd Started gt 1", "$filter").expect_err("fails");
         let text = err.to_string();
-        assert!(text.contains("'andd'") && text.contains("position 14"), "{text}");
+        assert!(
+            text.contains("'andd'") && text.contains("position 14"),
+            "{text}"
+        );
         let err = parse_expr("Name eq 'open", "$filter").expect_err("fails");
         assert!(err.to_string().contains("position 9"), "{err}");
         let err = parse_expr("Started gt 2024-08-01T10:00:00", "$filter").expect_err("fails");
@@ -717,9 +769,15 @@ mod tests {
     #[test]
     fn hostile_input_is_refused_not_crashed_on() {
         let deep = format!("{}A eq 1{}", "(".repeat(10_000), ")".repeat(10_000));
-        assert!(matches!(parse_expr(&deep, "$filter"), Err(QueryError::TooLarge(_))));
+        assert!(matches!(
+            parse_expr(&deep, "$filter"),
+            Err(QueryError::TooLarge(_))
+        ));
         let deep = format!("{}A eq 1{}", "(".repeat(500), ")".repeat(500));
-        assert!(parse_expr(&deep, "$filter").expect_err("too deep").to_string().contains("nested"));
+        assert!(parse_expr(&deep, "$filter")
+            .expect_err("too deep")
+            .to_string()
+            .contains("nested"));
         let nots = format!("{}true", "not ".repeat(1000));
         assert!(parse_expr(&nots, "$filter").is_err());
     }

@@ -44,7 +44,11 @@ fn entity_path(set: &EntitySet, frame: &DataFrame, row: usize, format: &Format) 
         } else {
             text
         };
-        parts.push(if set.table.keys.len() == 1 { value } else { format!("{key}={value}") });
+        parts.push(if set.table.keys.len() == 1 {
+            value
+        } else {
+            format!("{key}={value}")
+        });
     }
     Ok(format!("{}({})", set.name, encode_path(&parts.join(","))))
 }
@@ -67,7 +71,11 @@ impl<'a> Frame<'a> {
             Ok(c) => Some(ColumnWriter::new(c.as_materialized_series())?),
             Err(_) => None,
         };
-        Ok(Frame { names, writers, etag })
+        Ok(Frame {
+            names,
+            writers,
+            etag,
+        })
     }
 }
 
@@ -77,7 +85,10 @@ fn index_expansion(expansion: &Expansion) -> Result<HashMap<String, Range<usize>
     let uids = series(&expansion.frame, JOIN_KEY)?.str()?;
     for (i, uid) in (0..uids.len()).map(|i| uids.get(i)).enumerate() {
         if let Some(uid) = uid {
-            index.entry(uid.to_owned()).and_modify(|r| r.end = i + 1).or_insert(i..i + 1);
+            index
+                .entry(uid.to_owned())
+                .and_modify(|r| r.end = i + 1)
+                .or_insert(i..i + 1);
         }
     }
     Ok(index)
@@ -98,9 +109,30 @@ pub struct PageWriter {
 }
 
 impl PageWriter {
-    pub fn new(page: Page, format: Format, base: String, context: String, next_link: Option<String>, single: bool) -> Result<PageWriter> {
-        let indexes = page.expansions.iter().map(index_expansion).collect::<Result<_>>()?;
-        Ok(PageWriter { page, format, base, context, next_link, indexes, row: 0, single, done: false })
+    pub fn new(
+        page: Page,
+        format: Format,
+        base: String,
+        context: String,
+        next_link: Option<String>,
+        single: bool,
+    ) -> Result<PageWriter> {
+        let indexes = page
+            .expansions
+            .iter()
+            .map(index_expansion)
+            .collect::<Result<_>>()?;
+        Ok(PageWriter {
+            page,
+            format,
+            base,
+            context,
+            next_link,
+            indexes,
+            row: 0,
+            single,
+            done: false,
+        })
     }
 
     fn head(&self, out: &mut Vec<u8>) {
@@ -132,7 +164,14 @@ impl PageWriter {
 
     /// Writes the properties of `row` (no braces), with the control information the
     /// metadata level asks for.
-    fn entity(&self, out: &mut Vec<u8>, set: Option<&EntitySet>, frame: &DataFrame, cols: &Frame<'_>, row: usize) -> Result<()> {
+    fn entity(
+        &self,
+        out: &mut Vec<u8>,
+        set: Option<&EntitySet>,
+        frame: &DataFrame,
+        cols: &Frame<'_>,
+        row: usize,
+    ) -> Result<()> {
         let mut first = true;
         let mut sep = |out: &mut Vec<u8>| {
             if !std::mem::take(&mut first) {
@@ -150,12 +189,18 @@ impl PageWriter {
                     write_str(out, &format!("{}{path}", self.base));
                 }
                 for nav in set.navigation {
-                    out.extend_from_slice(format!(",\"{}@odata.navigationLink\":", nav.name).as_bytes());
+                    out.extend_from_slice(
+                        format!(",\"{}@odata.navigationLink\":", nav.name).as_bytes(),
+                    );
                     write_str(out, &format!("{}{path}/{}", self.base, nav.name));
                 }
             }
             if self.format.metadata != Metadata::None {
-                if let Some(seq) = cols.etag.as_ref().and_then(|e| e.raw_text(row, &self.format)) {
+                if let Some(seq) = cols
+                    .etag
+                    .as_ref()
+                    .and_then(|e| e.raw_text(row, &self.format))
+                {
                     sep(out);
                     out.extend_from_slice(b"\"@odata.etag\":");
                     write_str(out, &format!("W/\"{seq}\""));
@@ -189,13 +234,18 @@ impl PageWriter {
     fn expansions(&self, out: &mut Vec<u8>, parent_uid: Option<&str>) -> Result<()> {
         for (expansion, index) in self.page.expansions.iter().zip(&self.indexes) {
             let cols = Frame::new(&expansion.frame, &expansion.output)?;
-            let range = parent_uid.and_then(|u| index.get(u)).cloned().unwrap_or(0..0);
+            let range = parent_uid
+                .and_then(|u| index.get(u))
+                .cloned()
+                .unwrap_or(0..0);
             out.push(b',');
             write_str(out, expansion.navigation.name);
             out.push(b':');
             if expansion.navigation.collection {
                 out.push(b'[');
-                let rows = range.skip(expansion.skip).take(expansion.top.unwrap_or(usize::MAX));
+                let rows = range
+                    .skip(expansion.skip)
+                    .take(expansion.top.unwrap_or(usize::MAX));
                 for (i, child) in rows.enumerate() {
                     if i > 0 {
                         out.push(b',');
@@ -225,7 +275,11 @@ impl PageWriter {
             self.head(&mut out);
         }
         let frame = &self.page.frame;
-        let height = if self.single { frame.height().min(1) } else { frame.height() };
+        let height = if self.single {
+            frame.height().min(1)
+        } else {
+            frame.height()
+        };
         let end = (self.row + ROWS_PER_CHUNK).min(height);
         if self.row < end {
             let cols = Frame::new(frame, &self.page.output)?;

@@ -35,9 +35,9 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
     }
 }
 
@@ -86,7 +86,11 @@ pub async fn export(
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
     let Some(service) = state.odata.clone() else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ExportUnavailable", "exports are not enabled on this node"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ExportUnavailable",
+            "exports are not enabled on this node",
+        ));
     };
     let (set_name, extension) = file.rsplit_once('.').unwrap_or((file.as_str(), ""));
     let query = uri.query().unwrap_or("").to_owned();
@@ -103,7 +107,11 @@ pub async fn export(
         }
     };
     let set = model::entity_set(set_name).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("no entity set named '{set_name}'"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no entity set named '{set_name}'"),
+        )
     })?;
     let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
     let options = QueryOptions::parse(&query).map_err(query_error)?;
@@ -122,26 +130,49 @@ pub async fn export(
     )
     .await?;
     let gzip = wants_gzip(&headers);
-    let access = Access { sites: key.sites.clone() };
+    let access = Access {
+        sites: key.sites.clone(),
+    };
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHUNKS_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
         let now = chrono::Utc::now().naive_utc();
-        let sink = ChannelWriter { buf: Vec::with_capacity(CHUNK_BYTES), tx: tx.clone() };
+        let sink = ChannelWriter {
+            buf: Vec::with_capacity(CHUNK_BYTES),
+            tx: tx.clone(),
+        };
         let engine = service.engine();
         let result = if gzip {
             let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::fast());
-            run_export(engine, set, &options, &access, format, now, &mut encoder, &mut |_| {})
-                .and_then(|rows| {
-                    encoder
-                        .finish()
-                        .and_then(|mut sink| sink.flush())
-                        .map(|()| rows)
-                        .map_err(|e| QueryError::Invalid(format!("writing the export: {e}")))
-                })
+            run_export(
+                engine,
+                set,
+                &options,
+                &access,
+                format,
+                now,
+                &mut encoder,
+                &mut |_| {},
+            )
+            .and_then(|rows| {
+                encoder
+                    .finish()
+                    .and_then(|mut sink| sink.flush())
+                    .map(|()| rows)
+                    .map_err(|e| QueryError::Invalid(format!("writing the export: {e}")))
+            })
         } else {
             let mut sink = sink;
-            run_export(engine, set, &options, &access, format, now, &mut sink, &mut |_| {})
+            run_export(
+                engine,
+                set,
+                &options,
+                &access,
+                format,
+                now,
+                &mut sink,
+                &mut |_| {},
+            )
         };
         match result {
             Ok(rows) => tracing::info!(entity_set = set.name, rows, "export finished"),
@@ -159,15 +190,22 @@ pub async fn export(
         None => None,
     };
     let rest = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| {
-            (chunk.map_err(|e| std::io::Error::other(e.to_string())), rx)
-        })
+        rx.recv()
+            .await
+            .map(|chunk| (chunk.map_err(|e| std::io::Error::other(e.to_string())), rx))
     });
     let body = futures::stream::iter(first.map(Ok::<_, std::io::Error>)).chain(rest);
     let mut response = (StatusCode::OK, axum::body::Body::from_stream(body)).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{}\"", set.name, format.extension())) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.{}\"",
+        set.name,
+        format.extension()
+    )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if gzip {

@@ -42,7 +42,11 @@ fn base_url(headers: &HeaderMap) -> String {
 /// OData 4.0 and 4.01 clients are served; one that cannot read 4.0 is told so.
 fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(max) = header(headers, "odata-maxversion") {
-        let major = max.trim().split('.').next().and_then(|m| m.parse::<u32>().ok());
+        let major = max
+            .trim()
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
         if major.is_some_and(|m| m < 4) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -77,7 +81,9 @@ async fn handle(
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
-    response.headers_mut().insert("odata-version", ODATA_VERSION);
+    response
+        .headers_mut()
+        .insert("odata-version", ODATA_VERSION);
     response
 }
 
@@ -102,7 +108,9 @@ async fn answer(
     let accept = header(headers, "accept").map(str::to_owned);
     let prefer = header(headers, "prefer").map(str::to_owned);
     let base_url = base_url(headers);
-    let access = Access { sites: key.sites.clone() };
+    let access = Access {
+        sites: key.sites.clone(),
+    };
     let reply = tokio::task::spawn_blocking(move || {
         let now = chrono::Utc::now().naive_utc();
         let request = Request {
@@ -117,7 +125,13 @@ async fn answer(
         service.handle(&request)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "QueryFailed", e.to_string()))?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "QueryFailed",
+            e.to_string(),
+        )
+    })?
     .map_err(query_error)?;
     let body = match reply.body {
         Body::Bytes(bytes) => axum::body::Body::from(bytes),
@@ -128,7 +142,10 @@ async fn answer(
     if let Ok(value) = HeaderValue::from_str(&reply.content_type) {
         headers.insert(header::CONTENT_TYPE, value);
     }
-    if let Some(applied) = reply.preference_applied.and_then(|p| HeaderValue::from_str(&p).ok()) {
+    if let Some(applied) = reply
+        .preference_applied
+        .and_then(|p| HeaderValue::from_str(&p).ok())
+    {
         headers.insert("preference-applied", applied);
     }
     Ok(response)
@@ -150,7 +167,8 @@ fn stream(writer: Box<chatvault_odata::PageWriter>) -> axum::body::Body {
             }
         }
     });
-    let chunks = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let chunks =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     axum::body::Body::from_stream(chunks)
 }
 

@@ -531,11 +531,21 @@ pub async fn export(
     out: PathBuf,
 ) -> anyhow::Result<ExitCode> {
     let Some(set) = chatvault_odata::model::entity_set(&entity_set) else {
-        let known: Vec<&str> = chatvault_odata::model::ENTITY_SETS.iter().map(|s| s.name).collect();
-        bail!("no entity set named '{entity_set}' (there are {})", known.join(", "));
+        let known: Vec<&str> = chatvault_odata::model::ENTITY_SETS
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        bail!(
+            "no entity set named '{entity_set}' (there are {})",
+            known.join(", ")
+        );
     };
     let mut pairs = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in [("$filter", &query.filter), ("$select", &query.select), ("$orderby", &query.orderby)] {
+    for (name, value) in [
+        ("$filter", &query.filter),
+        ("$select", &query.select),
+        ("$orderby", &query.orderby),
+    ] {
         if let Some(value) = value {
             pairs.append_pair(name, value);
         }
@@ -544,10 +554,14 @@ pub async fn export(
     let runtime = Runtime::open(&config).await?;
     let engine = query_engine(&config, &runtime)?;
     // Which options shaped the export, not their values: a filter may name a person.
-    let shaped_by: Vec<&str> = [("$filter", &query.filter), ("$select", &query.select), ("$orderby", &query.orderby)]
-        .into_iter()
-        .filter_map(|(name, value)| value.as_ref().map(|_| name))
-        .collect();
+    let shaped_by: Vec<&str> = [
+        ("$filter", &query.filter),
+        ("$select", &query.select),
+        ("$orderby", &query.orderby),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.as_ref().map(|_| name))
+    .collect();
     runtime
         .catalog
         .append_audit(&cli_event(
@@ -559,7 +573,9 @@ pub async fn export(
     let to_stdout = out.as_os_str() == "-";
     let partial = out.with_extension(format!(
         "{}partial",
-        out.extension().map(|e| format!("{}.", e.to_string_lossy())).unwrap_or_default()
+        out.extension()
+            .map(|e| format!("{}.", e.to_string_lossy()))
+            .unwrap_or_default()
     ));
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} rows ({per_sec}) {msg}")
@@ -582,12 +598,30 @@ pub async fn export(
         let mut progress = |n: u64| bar.set_position(n);
         let rows = if gzip {
             let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::fast());
-            let rows = chatvault_odata::export::export(&engine, set, &options, &access, format, now, &mut encoder, &mut progress)?;
+            let rows = chatvault_odata::export::export(
+                &engine,
+                set,
+                &options,
+                &access,
+                format,
+                now,
+                &mut encoder,
+                &mut progress,
+            )?;
             encoder.finish()?.flush()?;
             rows
         } else {
             let mut sink = sink;
-            chatvault_odata::export::export(&engine, set, &options, &access, format, now, &mut sink, &mut progress)?
+            chatvault_odata::export::export(
+                &engine,
+                set,
+                &options,
+                &access,
+                format,
+                now,
+                &mut sink,
+                &mut progress,
+            )?
         };
         Ok(rows)
     })?;

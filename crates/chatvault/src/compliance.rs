@@ -273,9 +273,10 @@ pub async fn retention_apply(
     let today = chrono::Utc::now().date_naive();
     let policy = config.retention.clone();
     let plan = plan_retention(&config.archive_dir(), &runtime.catalog, move |site| {
-        policy
-            .days(site)
-            .map(|days| (today - chrono::Days::new(u64::from(days))).to_string())
+        policy.days(site).map(|days| {
+            let cutoff = (today - chrono::Days::new(u64::from(days))).to_string();
+            (cutoff, policy.action(site))
+        })
     })
     .await?;
     let event = cli_event("retention.apply", "", serde_json::Value::Null);
@@ -329,12 +330,24 @@ async fn remove(
     for uid in &plan.chats {
         println!("  {uid}");
     }
+    if !plan.anonymise.is_empty() {
+        let verb = if dry_run {
+            "Would anonymise"
+        } else {
+            "Anonymised"
+        };
+        println!("{verb} {} {what}", plan.anonymise.len());
+        for (uid, a) in &plan.anonymise {
+            let fields: Vec<&str> = a.fields.iter().map(|f| f.name()).collect();
+            println!("  {uid} ({})", fields.join(", "));
+        }
+    }
     for (uid, holds) in &plan.held {
         println!("  {uid} kept: under legal hold {}", holds.join(", "));
     }
     if let Some(r) = &receipt {
         println!(
-            "Rewrote {} archive segments ({} records emptied); receipt {} is audit entry {}",
+            "Rewrote {} archive segments ({} records emptied or masked); receipt {} is audit entry {}",
             r.segments, r.records, r.id, r.audit_seq
         );
     }

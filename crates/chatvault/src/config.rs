@@ -2,7 +2,10 @@
 //! command-line flags, each overriding the one before.
 
 use anyhow::{bail, Context};
+use chatvault_compliance::RetentionAction;
+use chatvault_model::{Anonymisation, PersonalField};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,14 +29,38 @@ pub struct Config {
     pub reports: ReportsSection,
 }
 
-/// How long chats are kept after Started, per SiteKey and by default; none when unset.
-/// `chatvault retention apply` deletes expired chats from all three stores.
+/// How long chats are kept after Started, per SiteKey and by default; none when unset;
+/// and whether `chatvault retention apply` then deletes them from all three stores or
+/// anonymises them (masks their personal fields, keeping the chat for reports).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSection {
     pub default_days: Option<u32>,
     /// SiteKey (as a TOML key) → days, overriding `default_days`.
-    pub sites: std::collections::BTreeMap<String, u32>,
+    pub sites: BTreeMap<String, u32>,
+    /// What happens to an expired chat by default.
+    pub action: RetentionActionKind,
+    /// The fields `anonymise` masks by default; every personal field when unset.
+    pub anonymise_fields: Option<BTreeSet<PersonalField>>,
+    /// SiteKey (as a TOML key) → its own action and fields, each falling back to the
+    /// default above when unset.
+    pub site_actions: BTreeMap<String, SiteRetentionAction>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionActionKind {
+    #[default]
+    Delete,
+    #[serde(alias = "anonymize")]
+    Anonymise,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteRetentionAction {
+    pub action: Option<RetentionActionKind>,
+    pub anonymise_fields: Option<BTreeSet<PersonalField>>,
 }
 
 impl RetentionSection {
@@ -43,6 +70,22 @@ impl RetentionSection {
             .get(&site_key.to_string())
             .copied()
             .or(self.default_days)
+    }
+
+    /// What happens to `site_key`'s chats once their period ends.
+    pub fn action(&self, site_key: i64) -> RetentionAction {
+        let site = self.site_actions.get(&site_key.to_string());
+        match site.and_then(|s| s.action).unwrap_or(self.action) {
+            RetentionActionKind::Delete => RetentionAction::Delete,
+            RetentionActionKind::Anonymise => {
+                let fields = site
+                    .and_then(|s| s.anonymise_fields.clone())
+                    .or_else(|| self.anonymise_fields.clone());
+                RetentionAction::Anonymise(
+                    fields.map_or_else(Anonymisation::default, |fields| Anonymisation { fields }),
+                )
+            }
+        }
     }
 }
 

@@ -406,7 +406,11 @@ fn main() -> ExitCode {
                     ExportFormatArg::Csv => chatvault_odata::export::ExportFormat::Csv { bom },
                     ExportFormatArg::Parquet => chatvault_odata::export::ExportFormat::Parquet,
                 };
-                let query = commands::ExportQuery { filter, select, orderby };
+                let query = commands::ExportQuery {
+                    filter,
+                    select,
+                    orderby,
+                };
                 commands::export(config, entity_set, query, format, out).await
             }
             Command::Compact => commands::compact(config).await,
