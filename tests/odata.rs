@@ -672,9 +672,13 @@ fn third_party_client_reads_every_row(feed: &Feed, data: &Path) {
         .expect("count")
         .try_extract::<u64>()
         .expect("u64");
-    assert!(lines >= 100_000, "the data set should hold 100,000 lines, has {lines}");
+    assert!(
+        lines >= 100_000,
+        "the data set should hold 100,000 lines, has {lines}"
+    );
     let python = common::test_venv().join("bin/python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/odata-client/read_feed.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/odata-client/read_feed.py");
     let out = std::process::Command::new(&python)
         .arg(script)
         .arg(feed.server.url("/odata/"))

@@ -37,7 +37,12 @@ async fn the_openapi_document_validates_and_survives_fuzzing() {
     assert_eq!(response.status(), 200);
     let doc: serde_json::Value = response.json().await.expect("openapi json");
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
-    for path in ["/api/v1/chats", "/api/v1/reports", "/api/v1/reports/{id}/run", "/healthz"] {
+    for path in [
+        "/api/v1/chats",
+        "/api/v1/reports",
+        "/api/v1/reports/{id}/run",
+        "/healthz",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }
 
@@ -67,7 +72,13 @@ async fn the_openapi_document_validates_and_survives_fuzzing() {
     );
 
     let fuzzed = Command::new(venv.join("bin/schemathesis"))
-        .args(["run", "--checks", "not_a_server_error", "--max-examples", "12"])
+        .args([
+            "run",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "12",
+        ])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--include-path-regex", "^/api/v1/(chats|reports|export)"])
         .args(["--header", &format!("Authorization: Bearer {key}")])
@@ -82,6 +93,9 @@ async fn the_openapi_document_validates_and_survives_fuzzing() {
         String::from_utf8_lossy(&fuzzed.stdout),
         String::from_utf8_lossy(&fuzzed.stderr)
     );
-    assert!(fuzzed.status.success(), "schemathesis found failures:\n{report}");
+    assert!(
+        fuzzed.status.success(),
+        "schemathesis found failures:\n{report}"
+    );
     drop(server);
 }

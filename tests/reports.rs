@@ -12,7 +12,19 @@ fn load(dir: &Path) -> Vec<Value> {
     let ndjson = dir.join("chats.ndjson");
     let data = dir.join("data");
     let (code, _, err) = run(
-        &["gen", "--chats", "2000", "--seed", "21", "--start", "2024-08-01", "--days", "31", "--out", &ndjson.display().to_string()],
+        &[
+            "gen",
+            "--chats",
+            "2000",
+            "--seed",
+            "21",
+            "--start",
+            "2024-08-01",
+            "--days",
+            "31",
+            "--out",
+            &ndjson.display().to_string(),
+        ],
         &data,
     );
     assert_eq!(code, 0, "gen: {err}");
@@ -67,7 +79,17 @@ fn the_cli_lists_and_runs_reports() {
     assert!(out.contains("chats-per-day"), "{out}");
 
     let site_arg = site.to_string();
-    let args = ["report", "run", "chats-per-day", "--site", &site_arg, "--from", "2024-08-01", "--to", "2024-08-31"];
+    let args = [
+        "report",
+        "run",
+        "chats-per-day",
+        "--site",
+        &site_arg,
+        "--from",
+        "2024-08-01",
+        "--to",
+        "2024-08-31",
+    ];
     let (code, out, err) = run(&args, &data);
     assert_eq!(code, 0, "{err}");
     let result: Value = serde_json::from_str(&out).expect("JSON result");
@@ -79,7 +101,10 @@ fn the_cli_lists_and_runs_reports() {
     assert_eq!(code, 0, "{err}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("Dated,Chats,Answered,Missed,Bot"));
-    assert_eq!(lines.count(), result["RowCount"].as_u64().expect("rows") as usize);
+    assert_eq!(
+        lines.count(),
+        result["RowCount"].as_u64().expect("rows") as usize
+    );
 
     let (code, _, err) = run(&["report", "run", "no-such-report", "--site", "1"], &data);
     assert_ne!(code, 0);
@@ -109,7 +134,9 @@ async fn reports_over_http() {
         .await
         .expect("list json");
     assert!(list.len() >= 15, "{} reports", list.len());
-    assert!(list.iter().any(|r| r["Id"] == "chats-per-day" && r["Builtin"] == true));
+    assert!(list
+        .iter()
+        .any(|r| r["Id"] == "chats-per-day" && r["Builtin"] == true));
     let one: Value = http
         .get(server.url("/api/v1/reports/missed-chats"))
         .header("X-Api-Key", &reader)
@@ -147,9 +174,15 @@ async fn reports_over_http() {
         .await
         .expect("csv run");
     assert_eq!(csv.status(), 200);
-    assert!(csv.headers()["content-type"].to_str().expect("type").starts_with("text/csv"));
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .expect("type")
+        .starts_with("text/csv"));
     let text = csv.text().await.expect("csv");
-    assert!(text.starts_with("Dated,Chats,Answered,Missed,Bot\n"), "{text}");
+    assert!(
+        text.starts_with("Dated,Chats,Answered,Missed,Bot\n"),
+        "{text}"
+    );
 
     // Every built-in runs over HTTP.
     for report in &list {
@@ -161,7 +194,12 @@ async fn reports_over_http() {
             .send()
             .await
             .expect("run");
-        assert_eq!(response.status(), 200, "{id}: {}", response.text().await.unwrap_or_default());
+        assert_eq!(
+            response.status(),
+            200,
+            "{id}: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
 
     // The key's site restriction holds, and bad parameters are refused.
@@ -221,7 +259,10 @@ async fn reports_over_http() {
         .expect("create");
     assert_eq!(created.status(), 201);
     let saved: Value = created.json().await.expect("created json");
-    assert_eq!(saved["Builtin"], false, "a custom report cannot claim to be built in");
+    assert_eq!(
+        saved["Builtin"], false,
+        "a custom report cannot claim to be built in"
+    );
     let result: Value = http
         .post(server.url("/api/v1/reports/all-chats/run"))
         .bearer_auth(&limited)
@@ -232,7 +273,10 @@ async fn reports_over_http() {
         .json()
         .await
         .expect("custom result");
-    assert_eq!(result["Data"][0][0].as_u64().expect("n") as usize, count_for(&docs, site));
+    assert_eq!(
+        result["Data"][0][0].as_u64().expect("n") as usize,
+        count_for(&docs, site)
+    );
 
     let again = http
         .post(server.url("/api/v1/reports"))

@@ -2,7 +2,7 @@
 //! warm, and prints one JSON line per report with the SQL it ran (parameters bound), so
 //! `benches/reports.sh` can run the same SQL in DuckDB on the same Parquet files.
 
-use chatvault_reports::{builtin_reports, bound_sql, Engine, EngineConfig, Params, RunRequest};
+use chatvault_reports::{bound_sql, builtin_reports, Engine, EngineConfig, Params, RunRequest};
 use chrono::NaiveDate;
 use clap::Parser;
 use std::path::PathBuf;

@@ -39,7 +39,11 @@ impl Catalog {
     /// Makes the built-in reports exactly `reports` (id, JSON) in one transaction: new and
     /// changed ones are written, built-ins no longer shipped are removed. Custom reports
     /// are left alone.
-    pub async fn seed_builtin_reports(&self, reports: &[(String, String)], now_us: i64) -> Result<()> {
+    pub async fn seed_builtin_reports(
+        &self,
+        reports: &[(String, String)],
+        now_us: i64,
+    ) -> Result<()> {
         let mut tx = self
             .pool
             .begin()
@@ -49,7 +53,10 @@ impl Catalog {
             .fetch_all(&mut *tx)
             .await
             .map_err(query_err("seeding built-in reports"))?;
-        for id in existing.iter().filter(|id| !reports.iter().any(|(r, _)| r == *id)) {
+        for id in existing
+            .iter()
+            .filter(|id| !reports.iter().any(|(r, _)| r == *id))
+        {
             sqlx::query("DELETE FROM reports WHERE id = $1 AND builtin = 1")
                 .bind(id)
                 .execute(&mut *tx)
@@ -76,23 +83,30 @@ impl Catalog {
     }
 
     pub async fn list_reports(&self) -> Result<Vec<StoredReport>> {
-        let rows = sqlx::query("SELECT id, builtin, definition, updated_us FROM reports ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("listing reports"))?;
+        let rows =
+            sqlx::query("SELECT id, builtin, definition, updated_us FROM reports ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("listing reports"))?;
         rows.iter().map(report_from_row).collect()
     }
 
     pub async fn get_report(&self, id: &str) -> Result<Option<StoredReport>> {
-        let row = sqlx::query("SELECT id, builtin, definition, updated_us FROM reports WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(query_err("reading a report"))?;
+        let row =
+            sqlx::query("SELECT id, builtin, definition, updated_us FROM reports WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_err("reading a report"))?;
         row.as_ref().map(report_from_row).transpose()
     }
 
-    pub async fn create_report(&self, id: &str, definition: &str, now_us: i64) -> Result<ReportWrite> {
+    pub async fn create_report(
+        &self,
+        id: &str,
+        definition: &str,
+        now_us: i64,
+    ) -> Result<ReportWrite> {
         let done = sqlx::query(
             "INSERT INTO reports (id, builtin, definition, updated_us) VALUES ($1, 0, $2, $3) ON CONFLICT (id) DO NOTHING",
         )
@@ -109,7 +123,12 @@ impl Catalog {
         })
     }
 
-    pub async fn update_report(&self, id: &str, definition: &str, now_us: i64) -> Result<ReportWrite> {
+    pub async fn update_report(
+        &self,
+        id: &str,
+        definition: &str,
+        now_us: i64,
+    ) -> Result<ReportWrite> {
         let done = sqlx::query(
             "UPDATE reports SET definition = $1, updated_us = $2 WHERE id = $3 AND builtin = 0",
         )

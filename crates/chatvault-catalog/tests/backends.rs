@@ -209,12 +209,30 @@ async fn report_definitions(catalog: Catalog) {
         .seed_builtin_reports(&builtins(&[("a", "{1}"), ("b", "{2}")]), 1)
         .await
         .expect("seed");
-    assert_eq!(catalog.create_report("c", "{3}", 2).await.expect("create"), ReportWrite::Done);
-    assert_eq!(catalog.create_report("a", "{x}", 2).await.expect("create"), ReportWrite::Exists);
-    assert_eq!(catalog.update_report("a", "{x}", 3).await.expect("update"), ReportWrite::Builtin);
-    assert_eq!(catalog.delete_report("b").await.expect("delete"), ReportWrite::Builtin);
-    assert_eq!(catalog.update_report("c", "{4}", 3).await.expect("update"), ReportWrite::Done);
-    assert_eq!(catalog.update_report("zz", "{4}", 3).await.expect("update"), ReportWrite::Missing);
+    assert_eq!(
+        catalog.create_report("c", "{3}", 2).await.expect("create"),
+        ReportWrite::Done
+    );
+    assert_eq!(
+        catalog.create_report("a", "{x}", 2).await.expect("create"),
+        ReportWrite::Exists
+    );
+    assert_eq!(
+        catalog.update_report("a", "{x}", 3).await.expect("update"),
+        ReportWrite::Builtin
+    );
+    assert_eq!(
+        catalog.delete_report("b").await.expect("delete"),
+        ReportWrite::Builtin
+    );
+    assert_eq!(
+        catalog.update_report("c", "{4}", 3).await.expect("update"),
+        ReportWrite::Done
+    );
+    assert_eq!(
+        catalog.update_report("zz", "{4}", 3).await.expect("update"),
+        ReportWrite::Missing
+    );
     // A new release: "a" changed, "b" retired, "c" stays custom even if a built-in wants its id.
     catalog
         .seed_builtin_reports(&builtins(&[("a", "{1b}"), ("c", "{9}")]), 4)
@@ -226,8 +244,14 @@ async fn report_definitions(catalog: Catalog) {
         .map(|r| (r.id.as_str(), r.builtin, r.definition.as_str()))
         .collect();
     assert_eq!(summary, vec![("a", true, "{1b}"), ("c", false, "{4}")]);
-    assert_eq!(catalog.delete_report("c").await.expect("delete"), ReportWrite::Done);
-    assert_eq!(catalog.delete_report("c").await.expect("delete"), ReportWrite::Missing);
+    assert_eq!(
+        catalog.delete_report("c").await.expect("delete"),
+        ReportWrite::Done
+    );
+    assert_eq!(
+        catalog.delete_report("c").await.expect("delete"),
+        ReportWrite::Missing
+    );
     assert!(catalog.get_report("c").await.expect("get").is_none());
 }
 

@@ -86,7 +86,10 @@ impl ReportDefinition {
             ));
         }
         if self.max_rows > ROW_LIMIT {
-            return bad(format!("MaxRows {} is above the limit of {ROW_LIMIT}", self.max_rows));
+            return bad(format!(
+                "MaxRows {} is above the limit of {ROW_LIMIT}",
+                self.max_rows
+            ));
         }
         if self.r#type >= 2 && (self.chart_field.is_empty() || self.chart_label.is_empty()) {
             return bad("a chart (Type 2 to 6) needs ChartField and ChartLabel".into());
@@ -141,16 +144,40 @@ mod tests {
     fn fields_are_checked() {
         assert!(tabular().check_fields().is_ok());
         for broken in [
-            ReportDefinition { id: "a b".into(), ..tabular() },
-            ReportDefinition { id: String::new(), ..tabular() },
-            ReportDefinition { name: " ".into(), ..tabular() },
-            ReportDefinition { r#type: 7, ..tabular() },
-            ReportDefinition { r#type: 2, ..tabular() },
-            ReportDefinition { date_selector_type: 9, ..tabular() },
-            ReportDefinition { max_rows: ROW_LIMIT + 1, ..tabular() },
+            ReportDefinition {
+                id: "a b".into(),
+                ..tabular()
+            },
+            ReportDefinition {
+                id: String::new(),
+                ..tabular()
+            },
+            ReportDefinition {
+                name: " ".into(),
+                ..tabular()
+            },
+            ReportDefinition {
+                r#type: 7,
+                ..tabular()
+            },
+            ReportDefinition {
+                r#type: 2,
+                ..tabular()
+            },
+            ReportDefinition {
+                date_selector_type: 9,
+                ..tabular()
+            },
+            ReportDefinition {
+                max_rows: ROW_LIMIT + 1,
+                ..tabular()
+            },
         ] {
             assert!(
-                matches!(broken.check_fields(), Err(ReportsError::InvalidDefinition(_))),
+                matches!(
+                    broken.check_fields(),
+                    Err(ReportsError::InvalidDefinition(_))
+                ),
                 "{broken:?}"
             );
         }
@@ -163,10 +190,12 @@ mod tests {
         }))
         .expect("parses");
         assert_eq!(report.id, "r1");
-        assert!(serde_json::from_value::<ReportDefinition>(serde_json::json!({
-            "Id": "r1", "GroupName": "g", "Name": "n", "Type": 0, "SQL": "SELECT 1", "Nope": 1
-        }))
-        .is_err());
+        assert!(
+            serde_json::from_value::<ReportDefinition>(serde_json::json!({
+                "Id": "r1", "GroupName": "g", "Name": "n", "Type": 0, "SQL": "SELECT 1", "Nope": 1
+            }))
+            .is_err()
+        );
     }
 
     #[test]
@@ -178,10 +207,11 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), reports.len(), "duplicate built-in ids");
         for (file, _) in BUILTIN_FILES {
-            let report = reports
-                .iter()
-                .find(|r| format!("{}.toml", r.id) == *file);
-            assert!(report.is_some(), "{file}: the file name must be the report's Id");
+            let report = reports.iter().find(|r| format!("{}.toml", r.id) == *file);
+            assert!(
+                report.is_some(),
+                "{file}: the file name must be the report's Id"
+            );
         }
     }
 }

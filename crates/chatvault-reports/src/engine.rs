@@ -140,7 +140,11 @@ fn restricted_tables(
     Ok(tables)
 }
 
-fn execute(tables: Vec<(&'static str, LazyFrame)>, sql: &str, limit: u32) -> PolarsResult<DataFrame> {
+fn execute(
+    tables: Vec<(&'static str, LazyFrame)>,
+    sql: &str,
+    limit: u32,
+) -> PolarsResult<DataFrame> {
     let mut context = SQLContext::new();
     for (name, frame) in tables {
         context.register(name, frame);
@@ -290,4 +294,3 @@ mod tests {
         }
     }
 }
-

@@ -25,7 +25,9 @@ pub use sql::{bound_sql, Params};
 pub enum ReportsError {
     #[error("no report has the id {0:?}")]
     NotFound(String),
-    #[error("report {0:?} is built in and cannot be changed or deleted; create a custom report instead")]
+    #[error(
+        "report {0:?} is built in and cannot be changed or deleted; create a custom report instead"
+    )]
     Builtin(String),
     #[error("a report with the id {0:?} exists already")]
     Exists(String),

@@ -45,7 +45,12 @@ impl Library {
     }
 
     pub async fn list(&self) -> Result<Vec<ReportDefinition>> {
-        self.catalog.list_reports().await?.iter().map(decode).collect()
+        self.catalog
+            .list_reports()
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
     }
 
     pub async fn get(&self, id: &str) -> Result<ReportDefinition> {

@@ -184,6 +184,9 @@ mod tests {
             })
         );
         let csv = String::from_utf8(result.to_csv().expect("csv")).expect("utf-8");
-        assert_eq!(csv, "Dated,Chats,AvgWait,Dept\n2024-08-01,12,1.5,\"Sales, \"\"EU\"\"\"\n");
+        assert_eq!(
+            csv,
+            "Dated,Chats,AvgWait,Dept\n2024-08-01,12,1.5,\"Sales, \"\"EU\"\"\"\n"
+        );
     }
 }

@@ -28,9 +28,12 @@ fn day(s: &str) -> NaiveDate {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::connect(&format!("sqlite://{}", dir.path().join("catalog.db").display()))
-        .await
-        .expect("catalog");
+    let catalog = Catalog::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("catalog.db").display()
+    ))
+    .await
+    .expect("catalog");
     let store = Store::open(StoreConfig::new(dir.path().join("store")), catalog.clone())
         .await
         .expect("store");
@@ -127,7 +130,9 @@ fn today() -> NaiveDate {
 }
 
 fn int(value: &serde_json::Value) -> i64 {
-    value.as_i64().unwrap_or_else(|| panic!("{value} is not an integer"))
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("{value} is not an integer"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +140,11 @@ async fn builtin_reports_agree_with_the_documents() {
     let f = fixture().await;
     let (site, _) = f.sites();
     let expected = f.august(i64::from(site));
-    assert!(expected.len() > 50, "enough chats for the test: {}", expected.len());
+    assert!(
+        expected.len() > 50,
+        "enough chats for the test: {}",
+        expected.len()
+    );
     let engine = f.engine(Duration::from_secs(60));
     for report in builtin_reports().expect("built-ins") {
         let result = engine
@@ -162,17 +171,28 @@ async fn builtin_reports_agree_with_the_documents() {
         .await
         .expect("run")
         .to_json();
-    assert_eq!(json["ColumnNames"], serde_json::json!(["Dated", "Chats", "Answered", "Missed", "Bot"]));
-    assert_eq!(json["ColumnTypes"], serde_json::json!(["Date", "Int64", "Int64", "Int64", "Int64"]));
+    assert_eq!(
+        json["ColumnNames"],
+        serde_json::json!(["Dated", "Chats", "Answered", "Missed", "Bot"])
+    );
+    assert_eq!(
+        json["ColumnTypes"],
+        serde_json::json!(["Date", "Int64", "Int64", "Int64", "Int64"])
+    );
     let rows = json["Data"].as_array().expect("rows");
     let total: i64 = rows.iter().map(|r| int(&r[1])).sum();
     let missed: i64 = rows.iter().map(|r| int(&r[3])).sum();
     assert_eq!(total as usize, expected.len());
     assert_eq!(
         missed as usize,
-        expected.iter().filter(|d| d["ChatHeader"]["Missed"] == true).count()
+        expected
+            .iter()
+            .filter(|d| d["ChatHeader"]["Missed"] == true)
+            .count()
     );
-    assert!(rows.iter().all(|r| r[0].as_str().is_some_and(|d| d.starts_with("2024-08-"))));
+    assert!(rows
+        .iter()
+        .all(|r| r[0].as_str().is_some_and(|d| d.starts_with("2024-08-"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,9 +212,15 @@ async fn the_engine_restricts_every_table_whatever_the_sql_says() {
             int(&result.to_json()["Data"][0][0])
         }
     };
-    assert_eq!(count("SELECT COUNT(*) AS n FROM Chats").await as usize, expected.len());
     assert_eq!(
-        count(&format!("SELECT COUNT(*) AS n FROM Chats WHERE SiteKey = {other}")).await,
+        count("SELECT COUNT(*) AS n FROM Chats").await as usize,
+        expected.len()
+    );
+    assert_eq!(
+        count(&format!(
+            "SELECT COUNT(*) AS n FROM Chats WHERE SiteKey = {other}"
+        ))
+        .await,
         0,
         "the SQL cannot reach another site"
     );
@@ -202,7 +228,10 @@ async fn the_engine_restricts_every_table_whatever_the_sql_says() {
         .iter()
         .map(|d| d["Lines"].as_array().map_or(0, Vec::len))
         .sum();
-    assert_eq!(count("SELECT COUNT(*) AS n FROM ChatLines").await as usize, lines);
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM ChatLines").await as usize,
+        lines
+    );
     let tags: usize = expected
         .iter()
         .map(|d| {
@@ -215,21 +244,32 @@ async fn the_engine_restricts_every_table_whatever_the_sql_says() {
             t.len()
         })
         .sum();
-    assert_eq!(count("SELECT COUNT(*) AS n FROM ChatTags").await as usize, tags);
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM ChatTags").await as usize,
+        tags
+    );
     assert_eq!(
         count("SELECT SUM(Chats) AS n FROM DaySummary").await as usize,
         expected.len()
     );
 
     let report = custom("count", "SELECT COUNT(*) AS n FROM Chats");
-    let denied = engine.run(&report, &august(other), Some(&[i64::from(site)]), today()).await;
-    assert!(matches!(denied, Err(ReportsError::Forbidden(_))), "{denied:?}");
+    let denied = engine
+        .run(&report, &august(other), Some(&[i64::from(site)]), today())
+        .await;
+    assert!(
+        matches!(denied, Err(ReportsError::Forbidden(_))),
+        "{denied:?}"
+    );
     let limited = ReportDefinition {
         site_keys: vec![i64::from(other)],
         ..report.clone()
     };
     let denied = engine.run(&limited, &august(site), None, today()).await;
-    assert!(matches!(denied, Err(ReportsError::Forbidden(_))), "{denied:?}");
+    assert!(
+        matches!(denied, Err(ReportsError::Forbidden(_))),
+        "{denied:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +286,10 @@ async fn row_and_time_limits_hold() {
         .await
         .expect("run");
     assert_eq!(result.row_count(), 3);
-    assert_eq!(result.to_json()["ColumnTypes"], serde_json::json!(["String", "Int64", "DateTime"]));
+    assert_eq!(
+        result.to_json()["ColumnTypes"],
+        serde_json::json!(["String", "Int64", "DateTime"])
+    );
 
     // No real query finishes in zero time: the engine gives up and says so.
     let slow = custom(
@@ -257,7 +300,10 @@ async fn row_and_time_limits_hold() {
         .engine(Duration::ZERO)
         .run(&slow, &august(site), None, today())
         .await;
-    assert!(matches!(timed_out, Err(ReportsError::Timeout(0))), "{timed_out:?}");
+    assert!(
+        matches!(timed_out, Err(ReportsError::Timeout(0))),
+        "{timed_out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,10 +317,16 @@ async fn the_library_keeps_builtins_read_only_and_checks_custom_reports() {
     assert_eq!(listed.len(), shipped);
     assert!(listed.iter().all(|r| r.builtin));
 
-    let report = custom("my-report", "SELECT RequestedDept, COUNT(*) AS n FROM Chats GROUP BY RequestedDept");
+    let report = custom(
+        "my-report",
+        "SELECT RequestedDept, COUNT(*) AS n FROM Chats GROUP BY RequestedDept",
+    );
     let saved = library.create(&report).await.expect("create");
     assert!(!saved.builtin);
-    assert!(matches!(library.create(&report).await, Err(ReportsError::Exists(_))));
+    assert!(matches!(
+        library.create(&report).await,
+        Err(ReportsError::Exists(_))
+    ));
     let changed = ReportDefinition {
         name: "Renamed".into(),
         ..report.clone()
@@ -288,14 +340,25 @@ async fn the_library_keeps_builtins_read_only_and_checks_custom_reports() {
         library.update("chats-per-day", &builtin).await,
         Err(ReportsError::Builtin(_))
     ));
-    assert!(matches!(library.delete("chats-per-day").await, Err(ReportsError::Builtin(_))));
     assert!(matches!(
-        library.create(&ReportDefinition { id: "chats-per-day".into(), ..report.clone() }).await,
+        library.delete("chats-per-day").await,
+        Err(ReportsError::Builtin(_))
+    ));
+    assert!(matches!(
+        library
+            .create(&ReportDefinition {
+                id: "chats-per-day".into(),
+                ..report.clone()
+            })
+            .await,
         Err(ReportsError::Exists(_))
     ));
 
     for (sql, reason) in [
-        ("SELECT * FROM read_parquet('/etc/passwd')", "table functions"),
+        (
+            "SELECT * FROM read_parquet('/etc/passwd')",
+            "table functions",
+        ),
         ("SELECT NoSuchColumn FROM Chats", "empty tables"),
         ("SELECT 1; SELECT 2", "exactly one"),
     ] {
@@ -306,9 +369,15 @@ async fn the_library_keeps_builtins_read_only_and_checks_custom_reports() {
             other => panic!("{sql} should be rejected, got {other:?}"),
         }
     }
-    assert!(matches!(library.get("bad").await, Err(ReportsError::NotFound(_))));
+    assert!(matches!(
+        library.get("bad").await,
+        Err(ReportsError::NotFound(_))
+    ));
 
     library.delete("my-report").await.expect("delete");
-    assert!(matches!(library.delete("my-report").await, Err(ReportsError::NotFound(_))));
+    assert!(matches!(
+        library.delete("my-report").await,
+        Err(ReportsError::NotFound(_))
+    ));
     assert_eq!(library.list().await.expect("list").len(), shipped);
 }

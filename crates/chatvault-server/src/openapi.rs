@@ -96,7 +96,10 @@ mod tests {
             "/api/v1/reports/{id}",
             "/api/v1/reports/{id}/run",
         ] {
-            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
         }
     }
 }

@@ -93,7 +93,11 @@ fn visible(key: &ApiKey, report: &ReportDefinition) -> bool {
     ))]
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
-    let reports = service(&state)?.library.list().await.map_err(reports_error)?;
+    let reports = service(&state)?
+        .library
+        .list()
+        .await
+        .map_err(reports_error)?;
     let reports: Vec<ReportDefinition> = reports.into_iter().filter(|r| visible(&key, r)).collect();
     Ok(Json(reports).into_response())
 }
@@ -111,7 +115,11 @@ pub async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
-    let report = service(&state)?.library.get(&id).await.map_err(reports_error)?;
+    let report = service(&state)?
+        .library
+        .get(&id)
+        .await
+        .map_err(reports_error)?;
     if !visible(&key, &report) {
         return Err(reports_error(ReportsError::NotFound(id)));
     }
@@ -157,11 +165,7 @@ pub async fn run(
         .map_err(reports_error)?;
     if wants_csv(&headers) {
         let csv = result.to_csv().map_err(reports_error)?;
-        return Ok((
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            csv,
-        )
-            .into_response());
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
     }
     Ok(Json(result.to_json()).into_response())
 }
@@ -204,7 +208,15 @@ pub async fn create(
         .create(&report)
         .await
         .map_err(reports_error)?;
-    crate::admin::record(&state, &key, peer, "report.create", &saved.id, serde_json::Value::Null).await?;
+    crate::admin::record(
+        &state,
+        &key,
+        peer,
+        "report.create",
+        &saved.id,
+        serde_json::Value::Null,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(saved)).into_response())
 }
 
@@ -234,7 +246,15 @@ pub async fn replace(
         .update(&id, &report)
         .await
         .map_err(reports_error)?;
-    crate::admin::record(&state, &key, peer, "report.update", &saved.id, serde_json::Value::Null).await?;
+    crate::admin::record(
+        &state,
+        &key,
+        peer,
+        "report.update",
+        &saved.id,
+        serde_json::Value::Null,
+    )
+    .await?;
     Ok(Json(saved).into_response())
 }
 
@@ -259,10 +279,17 @@ pub async fn remove(
         .delete(&id)
         .await
         .map_err(reports_error)?;
-    crate::admin::record(&state, &key, peer, "report.delete", &id, serde_json::Value::Null).await?;
+    crate::admin::record(
+        &state,
+        &key,
+        peer,
+        "report.delete",
+        &id,
+        serde_json::Value::Null,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -275,7 +302,10 @@ mod tests {
         assert!(!wants_csv(&headers));
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         assert!(!wants_csv(&headers));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("text/html, Text/CSV;q=0.9"));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html, Text/CSV;q=0.9"),
+        );
         assert!(wants_csv(&headers));
     }
 }

@@ -988,8 +988,7 @@ pub fn day_summary_of(chats: LazyFrame) -> LazyFrame {
                 .alias("AvgSentiment"),
         ])
         .sort(["SiteKey", "Dated"], SortMultipleOptions::default())
-    }
-
+}
 
 /// The table definition of a stored table by name.
 fn table_index(table: &str) -> Result<usize> {

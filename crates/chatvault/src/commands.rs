@@ -54,7 +54,9 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         },
         metrics,
     )
-    .with_odata(chatvault_odata::Service::new(query_engine(&config, &runtime)?))
+    .with_odata(chatvault_odata::Service::new(query_engine(
+        &config, &runtime,
+    )?))
     .with_reports(crate::report::service(&runtime, &config).await?);
     let first_key = if runtime.catalog.has_keys().await? {
         None

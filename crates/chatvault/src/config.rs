@@ -268,7 +268,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "cosmos.accept_invalid_certs",
     ),
     ("CHATVAULT_COSMOS_CA_FILE", "cosmos.ca_file"),
-    ("CHATVAULT_REPORT_TIME_LIMIT_SECS", "reports.time_limit_secs"),
+    (
+        "CHATVAULT_REPORT_TIME_LIMIT_SECS",
+        "reports.time_limit_secs",
+    ),
 ];
 
 impl Config {

@@ -27,7 +27,11 @@ pub async fn list(config: Config) -> anyhow::Result<ExitCode> {
     let library = Library::new(Catalog::connect(&config.catalog_url()).await?);
     library.seed().await?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<24} {:<5} {:<6} {:<14} NAME", "ID", "TYPE", "DATES", "GROUP")?;
+    writeln!(
+        out,
+        "{:<24} {:<5} {:<6} {:<14} NAME",
+        "ID", "TYPE", "DATES", "GROUP"
+    )?;
     for report in library.list().await? {
         writeln!(
             out,
