@@ -57,9 +57,16 @@ pub struct Position {
     pub segment: u64,
 }
 
-struct Request {
-    entries: Vec<Entry>,
-    reply: oneshot::Sender<Result<Vec<Position>>>,
+type AppendReply = oneshot::Sender<Result<Vec<Position>>>;
+
+enum Request {
+    Append {
+        entries: Vec<Entry>,
+        reply: AppendReply,
+    },
+    /// Close the open segment (if it holds records) so that everything appended so far
+    /// is in closed segments; answers with the number of the segment now open.
+    Roll { reply: oneshot::Sender<Result<u64>> },
 }
 
 /// Handle to the archive; cheap to clone, all clones feed the same writer thread.
@@ -148,7 +155,19 @@ impl Archive {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { entries, reply })
+            .send(Request::Append { entries, reply })
+            .map_err(|_| ArchiveError::Closed)?;
+        rx.await.map_err(|_| ArchiveError::Closed)?
+    }
+
+    /// Closes the open segment after every append queued before this call, so that all
+    /// of them are in closed segments (which only a rewrite may change) while new appends
+    /// go to a fresh one. An open segment without records is kept. Returns the number of
+    /// the segment open afterwards.
+    pub async fn roll(&self) -> Result<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Roll { reply })
             .map_err(|_| ArchiveError::Closed)?;
         rx.await.map_err(|_| ArchiveError::Closed)?
     }
@@ -241,14 +260,27 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            let mut bytes: usize = batch[0].entries.iter().map(|e| e.document.len()).sum();
+        let mut held: Option<Request> = None;
+        while let Some(first) = held.take().or_else(|| rx.recv().ok()) {
+            let (entries, reply) = match first {
+                Request::Roll { reply } => {
+                    let _ = reply.send(self.roll());
+                    continue;
+                }
+                Request::Append { entries, reply } => (entries, reply),
+            };
+            let mut bytes: usize = entries.iter().map(|e| e.document.len()).sum();
+            let mut batch = vec![(entries, reply)];
             while bytes < self.config.max_block_bytes {
                 match rx.try_recv() {
-                    Ok(req) => {
-                        bytes += req.entries.iter().map(|e| e.document.len()).sum::<usize>();
-                        batch.push(req);
+                    Ok(Request::Append { entries, reply }) => {
+                        bytes += entries.iter().map(|e| e.document.len()).sum::<usize>();
+                        batch.push((entries, reply));
+                    }
+                    // A roll is a barrier: what was queued before it is committed first.
+                    Ok(roll) => {
+                        held = Some(roll);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -260,9 +292,9 @@ impl Writer {
             match result {
                 Ok(seqs) => {
                     let mut seqs = seqs.into_iter();
-                    for req in batch {
-                        let mine: Vec<Position> = seqs.by_ref().take(req.entries.len()).collect();
-                        let _ = req.reply.send(Ok(mine));
+                    for (entries, reply) in batch {
+                        let mine: Vec<Position> = seqs.by_ref().take(entries.len()).collect();
+                        let _ = reply.send(Ok(mine));
                     }
                 }
                 Err(e) => {
@@ -271,16 +303,26 @@ impl Writer {
                         self.poisoned = Some(e.to_string());
                     }
                     let reason = self.poisoned.clone().unwrap_or_default();
-                    for req in batch {
-                        let _ = req.reply.send(Err(ArchiveError::Poisoned(reason.clone())));
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(ArchiveError::Poisoned(reason.clone())));
                     }
                 }
             }
         }
     }
 
-    fn commit(&mut self, batch: &[Request]) -> Result<Vec<Position>> {
-        let count: usize = batch.iter().map(|r| r.entries.len()).sum();
+    fn roll(&mut self) -> Result<u64> {
+        if let Some(reason) = &self.poisoned {
+            return Err(ArchiveError::Poisoned(reason.clone()));
+        }
+        if self.next_seq > self.segment.header.first_seq {
+            self.rotate()?;
+        }
+        Ok(self.segment.header.number)
+    }
+
+    fn commit(&mut self, batch: &[(Vec<Entry>, AppendReply)]) -> Result<Vec<Position>> {
+        let count: usize = batch.iter().map(|(entries, _)| entries.len()).sum();
         if self.segment.len >= self.config.segment_max_bytes {
             self.rotate()?;
         }
@@ -288,11 +330,11 @@ impl Writer {
         let mut data = Vec::with_capacity(
             batch
                 .iter()
-                .flat_map(|r| &r.entries)
+                .flat_map(|(entries, _)| entries)
                 .map(|e| e.document.len() + 128)
                 .sum(),
         );
-        for (i, entry) in batch.iter().flat_map(|r| &r.entries).enumerate() {
+        for (i, entry) in batch.iter().flat_map(|(entries, _)| entries).enumerate() {
             entry.encode(first_seq + i as u64, &mut data);
         }
         let mut block = Vec::with_capacity(data.len() + 32);

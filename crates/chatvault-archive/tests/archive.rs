@@ -122,6 +122,35 @@ async fn segments_rotate_and_form_a_verified_hash_chain() {
     assert_eq!(report.last_seq, Some(20));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_closes_every_earlier_append_and_keeps_the_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (archive, _) = Archive::open(ArchiveConfig::new(dir.path())).expect("open");
+    // Appends queued before the roll are committed before it, whatever the batching.
+    let before: Vec<_> = (0..50)
+        .map(|i| {
+            let archive = archive.clone();
+            tokio::spawn(async move { archive.append(vec![entry(i, 300)]).await })
+        })
+        .collect();
+    let mut positions = Vec::new();
+    for t in before {
+        positions.extend(t.await.expect("join").expect("append"));
+    }
+    let open = archive.roll().await.expect("roll");
+    assert!(
+        positions.iter().all(|p| p.segment < open),
+        "every earlier append is in a closed segment"
+    );
+    // Rolling an open segment that holds nothing keeps it.
+    assert_eq!(archive.roll().await.expect("roll again"), open);
+    let after = archive.append(vec![entry(50, 10)]).await.expect("append");
+    assert_eq!((after[0].seq, after[0].segment), (50, open));
+    let report = verify(dir.path()).expect("verify");
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.records, 51);
+}
+
 /// Six records in segments small enough that each holds one or two.
 async fn small_segments() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
