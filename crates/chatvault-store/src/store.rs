@@ -16,8 +16,6 @@ use crate::{Result, StoreError};
 const HIDE: &str = "HideBelow";
 const DELETES_DIR: &str = "_deletes";
 const TRASH_DIR: &str = "_trash";
-/// Files replaced by a compaction stay this long for readers that planned a scan before.
-const TRASH_GRACE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -31,6 +29,9 @@ pub struct StoreConfig {
     pub compact_min_files: usize,
     /// Compact everything once this many superseded/deleted chats await removal.
     pub compact_max_deletes: usize,
+    /// Files replaced by a compaction or rebuild stay this long for readers that took
+    /// their view before; zero removes them at once (a process without readers).
+    pub retired_file_grace: Duration,
 }
 
 impl StoreConfig {
@@ -42,6 +43,7 @@ impl StoreConfig {
             row_group_rows: 128 * 1024,
             compact_min_files: 8,
             compact_max_deletes: 50_000,
+            retired_file_grace: Duration::from_secs(600),
         }
     }
 }
@@ -131,6 +133,8 @@ struct State {
     persisted_hide: Option<DataFrame>,
     generation: u64,
     view: Option<(u64, Arc<View>)>,
+    /// While a rebuild replays the archive, readers keep the view from before it.
+    frozen: Option<Arc<View>>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -191,6 +195,7 @@ impl Store {
                 persisted_hide,
                 generation: 0,
                 view: None,
+                frozen: None,
             })),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             files_opened: Arc::new(AtomicU64::new(0)),
@@ -292,6 +297,9 @@ impl Store {
     fn view(&self) -> Result<Arc<View>> {
         {
             let state = self.state.read().map_err(|_| poisoned())?;
+            if let Some(frozen) = &state.frozen {
+                return Ok(frozen.clone());
+            }
             if let Some((generation, view)) = &state.view {
                 if *generation == state.generation {
                     return Ok(view.clone());
@@ -597,6 +605,7 @@ impl Store {
         }
         retire(
             &self.config.dir,
+            self.config.retired_file_grace,
             change.remove_files.iter().chain(&change.remove_deletes),
         )?;
         Ok(report)
@@ -613,30 +622,48 @@ impl Store {
         self.replay(archive_dir, from, false, progress).await
     }
 
-    /// Recreates the whole store from the archive.
+    /// Recreates the whole store from the archive. Readers go on seeing the store as it
+    /// was until the new one is complete: the old files stay where they are, no longer
+    /// registered, and are retired only then. After a crash they are orphans that opening
+    /// removes, and recovery finishes the replay from the registry's watermark.
     pub async fn rebuild(
         &self,
         archive_dir: &Path,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
-        {
+        let old = {
             let _guard = self.write_lock.lock().await;
+            let before = self.view()?;
             let old = self.catalog.store_snapshot().await?;
             self.catalog.reset_store().await?;
-            retire(
-                &self.config.dir,
-                old.files.iter().map(|f| &f.path).chain(&old.deletes),
-            )?;
             let mut state = self.state.write().map_err(|_| poisoned())?;
+            state.frozen = Some(before);
             state.buffer.clear();
             state.oldest_change = None;
             state.snapshot = StoreSnapshot::default();
             state.persisted_hide = None;
             state.generation += 1;
+            old
+        };
+        let rebuilt = async {
+            let n = self.replay(archive_dir, 0, true, progress).await?;
+            self.compact(true).await?;
+            Ok(n)
         }
-        let n = self.replay(archive_dir, 0, true, progress).await?;
-        self.compact(true).await?;
-        Ok(n)
+        .await;
+        {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            state.frozen = None;
+            state.generation += 1;
+        }
+        if rebuilt.is_ok() {
+            retire(
+                &self.config.dir,
+                self.config.retired_file_grace,
+                old.files.iter().map(|f| &f.path).chain(&old.deletes),
+            )?;
+        }
+        rebuilt
     }
 
     async fn replay(
@@ -888,28 +915,51 @@ fn load_hide(dir: &Path, deletes: &[String]) -> Result<Option<DataFrame>> {
     Ok(Some(df))
 }
 
-/// Moves replaced files to the trash (readers may still be scanning them) and empties
-/// trash older than the grace period.
-fn retire<'a>(dir: &Path, paths: impl Iterator<Item = &'a String>) -> Result<()> {
+/// Schedules replaced files for removal once the grace period has passed, and removes
+/// those whose time has come. A replaced file stays where it is meanwhile, because a
+/// reader that took its view before the change may still open it by that path; its
+/// marker in the trash directory holds the path and, by its mtime, the time of the change.
+/// (After a crash, opening removes every unregistered file at once: no reader is left.)
+fn retire<'a>(dir: &Path, grace: Duration, paths: impl Iterator<Item = &'a String>) -> Result<()> {
     let trash = dir.join(TRASH_DIR);
     std::fs::create_dir_all(&trash).map_err(io(&trash))?;
     for rel in paths {
-        let from = dir.join(rel);
-        let to = trash.join(rel.replace('/', "__"));
-        if let Err(e) = std::fs::rename(&from, &to) {
-            tracing::warn!(file = %from.display(), error = %e, "cannot retire a replaced store file");
+        if grace.is_zero() {
+            let file = dir.join(rel);
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io(&file)(e));
+                }
+                _ => continue,
+            }
         }
+        let marker = trash.join(format!("{}.retired", rel.replace('/', "__")));
+        std::fs::write(&marker, rel.as_bytes()).map_err(io(&marker))?;
     }
     for entry in std::fs::read_dir(&trash).map_err(io(&trash))?.flatten() {
-        let old = entry
+        let due = entry
             .metadata()
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > TRASH_GRACE);
-        if old {
-            let _ = std::fs::remove_file(entry.path());
+            .is_some_and(|age| age >= grace);
+        if !due {
+            continue;
         }
+        let marker = entry.path();
+        let target = std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|rel| rel.ends_with(".parquet") && !rel.contains(".."));
+        if let Some(rel) = target {
+            let file = dir.join(rel);
+            if let Err(e) = std::fs::remove_file(&file) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot remove a replaced store file");
+                    continue;
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&marker);
     }
     Ok(())
 }

@@ -91,6 +91,27 @@ impl Harness {
         self.store.apply(vec![update]).expect("store apply");
     }
 
+    /// Records generated chats `indexes`, flushing after every `flush_every` of them.
+    async fn record_generated(
+        &self,
+        gen: &chatvault_gen::Generator,
+        indexes: std::ops::Range<u64>,
+        flush_every: Option<u64>,
+    ) {
+        for i in indexes {
+            let doc = gen.chat(i);
+            let uid = doc["ChatHeader"]["ChatUID"]
+                .as_str()
+                .expect("uid")
+                .to_owned();
+            let site = doc["ChatHeader"]["SiteKey"].as_i64().expect("site") as i32;
+            self.record(&uid, site, Some(&doc)).await;
+            if flush_every.is_some_and(|n| (i + 1) % n == 0) {
+                self.store.flush().await.expect("flush");
+            }
+        }
+    }
+
     /// A crash: the buffer is lost, the archive and catalog survive.
     async fn restart(&mut self) {
         let (archive, _) = Archive::open(ArchiveConfig::new(self.dir.path().join("archive")))
@@ -256,23 +277,8 @@ proptest! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_site_one_month_query_opens_only_that_partition() {
     let h = Harness::new().await;
-    let gen = chatvault_gen::Generator::new(5);
-    for i in 0..600 {
-        let doc = gen.chat(i);
-        let uid = doc["ChatHeader"]["ChatUID"]
-            .as_str()
-            .expect("uid")
-            .to_owned();
-        h.record(
-            &uid,
-            doc["ChatHeader"]["SiteKey"].as_i64().expect("site") as i32,
-            Some(&doc),
-        )
+    h.record_generated(&chatvault_gen::Generator::new(5), 0..600, Some(200))
         .await;
-        if i % 200 == 199 {
-            h.store.flush().await.expect("flush");
-        }
-    }
     let chat_files = h.store.file_count();
     let filter = ScanFilter {
         sites: Some(vec![3]),
@@ -317,6 +323,111 @@ async fn a_one_site_one_month_query_opens_only_that_partition() {
     assert!(
         h.store.files_opened() - before - opened > opened * 10,
         "a full scan must open many more files"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_the_whole_store_throughout_a_rebuild() {
+    let h = Harness::new().await;
+    let chats = 1500;
+    h.record_generated(&chatvault_gen::Generator::new(9), 0..chats, None)
+        .await;
+    h.store.flush().await.expect("flush");
+    let count = |store: &Store| {
+        store
+            .scan("Chats", &ScanFilter::default())
+            .expect("scan")
+            .select([col("ChatUID")])
+            .collect()
+            .expect("collect")
+            .height()
+    };
+    assert_eq!(count(&h.store), chats as usize);
+    let store = h.store.clone();
+    let archive_dir = h.dir.path().join("archive");
+    // Small flushes make the rebuild register many partial file sets on its way.
+    let rebuild = tokio::spawn(async move {
+        let progress = |_: u64| {};
+        store.rebuild(&archive_dir, &progress).await
+    });
+    let mut observed = Vec::new();
+    while !rebuild.is_finished() {
+        let reader = h.store.clone();
+        observed.push(
+            tokio::task::spawn_blocking(move || count(&reader))
+                .await
+                .expect("join"),
+        );
+    }
+    assert_eq!(rebuild.await.expect("join").expect("rebuild"), chats);
+    assert!(!observed.is_empty(), "no read happened during the rebuild");
+    assert!(
+        observed.iter().all(|n| *n == chats as usize),
+        "a reader saw a partial store during the rebuild: {:?}",
+        observed
+            .iter()
+            .filter(|n| **n != chats as usize)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(count(&h.store), chats as usize);
+}
+
+/// Every Parquet file under the store directory, outside the trash.
+fn parquet_on_disk(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("_trash") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_planned_before_a_compaction_still_reads_the_replaced_files() {
+    let mut h = Harness::new().await;
+    let gen = chatvault_gen::Generator::new(4);
+    h.record_generated(&gen, 0..300, Some(100)).await;
+    let planned = h
+        .store
+        .scan("Chats", &ScanFilter::default())
+        .expect("scan")
+        .select([col("ChatUID")]);
+    let before = h.store.file_count();
+    h.store.compact(true).await.expect("compact");
+    assert!(h.store.file_count() < before, "nothing was compacted");
+    let rows = planned
+        .collect()
+        .expect("the replaced files are still readable");
+    assert_eq!(rows.height(), 300);
+
+    // Without readers to wait for, replaced files go at once: what is on disk is what
+    // the registry lists.
+    h.store = Store::open(
+        StoreConfig {
+            retired_file_grace: std::time::Duration::ZERO,
+            ..store_config(h.dir.path())
+        },
+        h.catalog.clone(),
+    )
+    .await
+    .expect("reopen");
+    h.record_generated(&gen, 300..400, None).await;
+    h.store.flush().await.expect("flush");
+    h.store.compact(true).await.expect("compact");
+    let registered = h.catalog.store_snapshot().await.expect("snapshot");
+    assert_eq!(
+        parquet_on_disk(&h.dir.path().join("store")),
+        registered.files.len() + registered.deletes.len()
     );
 }
 
