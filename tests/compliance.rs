@@ -706,6 +706,19 @@ fn sample(name: &str) -> String {
         .to_owned()
 }
 
+/// The site 3 sample in one segment, then the two site 5 samples (September 2024) in the
+/// next.
+fn import_three_sites(data: &Path) {
+    import(data, &[&sample("answered-with-surveys.json")]);
+    import(
+        data,
+        &[
+            &sample("bot-then-transfer.json"),
+            &sample("translated-german.json"),
+        ],
+    );
+}
+
 /// Holds site 5's chats started on 2024-09-03 (the translated German chat); its id.
 fn hold_site_5_on_3_september(data_dir: &Path) -> String {
     let (code, hold, err) = run(
@@ -731,14 +744,7 @@ fn hold_site_5_on_3_september(data_dir: &Path) -> String {
 async fn retention_deletes_expired_chats_per_site_and_keeps_held_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    import(&data, &[&sample("answered-with-surveys.json")]);
-    import(
-        &data,
-        &[
-            &sample("bot-then-transfer.json"),
-            &sample("translated-german.json"),
-        ],
-    );
+    import_three_sites(&data);
     // Site 5's chats (September 2024) are past a year; site 3 keeps chats for a century.
     let config = dir.path().join("chatvault.toml");
     std::fs::write(
@@ -939,4 +945,207 @@ async fn retention_can_anonymise_instead_of_deleting_per_site_and_keeps_held_one
     let again: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(again["plan"]["anonymise"], serde_json::json!({}), "{again}");
     assert_eq!(again["receipt"]["segments"], 0, "{again}");
+}
+
+/// `POST /api/v1/erasures` with `key`: (status, body).
+async fn request_erasure(server: &Server, key: &str, body: Value) -> (u16, Value) {
+    let resp = client()
+        .post(server.url("/api/v1/erasures"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("erasure request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn odata_status(server: &Server, key: &str, path: &str) -> u16 {
+    client()
+        .get(server.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("odata")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_over_the_admin_api_while_documents_keep_arriving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path();
+    import(data, &[&sample("answered-with-surveys.json")]);
+    import(data, &[&fixture("okafor-update.json")]);
+    import(
+        data,
+        &[
+            &fixture("okafor-second-chat.json"),
+            &sample("bot-then-transfer.json"),
+        ],
+    );
+    let server = Server::start(data, &[]);
+    let admin = server.first_key.clone().expect("admin key");
+    let reader = create_key(data, "read", None);
+
+    let resp = client()
+        .post(server.url("/api/v1/holds"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"chat_uid": OKAFOR_HELD, "reason": "matter 2024-117"}))
+        .send()
+        .await
+        .expect("hold");
+    assert_eq!(resp.status().as_u16(), 201);
+    let hold: Value = resp.json().await.expect("hold json");
+    let hold = hold["id"].as_str().expect("hold id").to_owned();
+
+    // Refusals: not an admin, no selector, two selectors.
+    let email = serde_json::json!({"email": "d.okafor@example.org"});
+    assert_eq!(
+        request_erasure(&server, &reader, email.clone()).await.0,
+        403
+    );
+    let (status, body) = request_erasure(&server, &admin, serde_json::json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "InvalidErasure", "{body}");
+    let both = serde_json::json!({"email": "d.okafor@example.org", "ip": "81.2.69.160"});
+    assert_eq!(request_erasure(&server, &admin, both).await.0, 400);
+
+    // A dry run shows the plan and changes nothing.
+    let (status, plan) = request_erasure(
+        &server,
+        &admin,
+        serde_json::json!({"email": "D.Okafor@example.org", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["plan"]["chats"], serde_json::json!([OKAFOR]), "{plan}");
+    assert_eq!(plan["plan"]["held"][OKAFOR_HELD], serde_json::json!([hold]));
+    assert!(plan["receipt"].is_null(), "{plan}");
+    let chat = format!("/odata/Chats('{OKAFOR}')");
+    assert_eq!(odata_status(&server, &reader, &chat).await, 200);
+
+    // Documents keep arriving over the webhook while the erasure runs; each one the
+    // service acknowledges must be there afterwards.
+    let sender = {
+        let (url, key) = (server.url("/api/v1/chats"), admin.clone());
+        tokio::spawn(async move {
+            let gen = chatvault_gen::Generator::new(77);
+            let mut acknowledged = Vec::new();
+            for i in 0..120 {
+                let doc = gen.chat(i);
+                let resp = client()
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&doc)
+                    .send()
+                    .await
+                    .expect("post");
+                if resp.status().as_u16() == 200 {
+                    let uid = doc["ChatHeader"]["ChatUID"].as_str().expect("uid");
+                    acknowledged.push(uid.to_owned());
+                }
+            }
+            acknowledged
+        })
+    };
+    let (status, done) = request_erasure(&server, &admin, email).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["receipt"]["chats"], 1, "{done}");
+    assert_eq!(done["receipt"]["held"], 1, "{done}");
+    assert_eq!(done["receipt"]["segments"], 2, "{done}");
+    let acknowledged = sender.await.expect("sender");
+    assert!(
+        acknowledged.len() > 100,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+
+    // The erased chat is gone from the feed at once, the held one and every document
+    // that arrived meanwhile are there.
+    assert_eq!(odata_status(&server, &reader, &chat).await, 404);
+    let held = format!("/odata/Chats('{OKAFOR_HELD}')");
+    assert_eq!(odata_status(&server, &reader, &held).await, 200);
+    for uid in &acknowledged {
+        let path = format!("/odata/Chats('{uid}')");
+        assert_eq!(odata_status(&server, &reader, &path).await, 200, "{uid}");
+    }
+    // The receipt is in the audit log with who asked and from where, never the address.
+    let (_, page) = audit_page(&server, &admin, "?action=erasure").await;
+    let entries = page["entries"].as_array().expect("entries");
+    let actions: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["erasure.plan", "erasure.apply"], "{page}");
+    assert!(entries[1]["actor"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("key:")));
+    assert_eq!(entries[1]["address"], "127.0.0.1");
+    assert!(
+        !page.to_string().to_ascii_lowercase().contains("okafor"),
+        "{page}"
+    );
+
+    server.kill();
+    // Segments 0 and 1 held only the erased chat's versions, segment 2 the held chat;
+    // later segments hold generated chats (whose names may include Okafor).
+    let after: Vec<bool> = mentions_okafor(data)[..3].iter().map(|(_, f)| *f).collect();
+    assert_eq!(after, [false, false, true]);
+    let report = verify_json(data);
+    assert_eq!(report["deleted_chats"], 1, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_applies_the_retention_policy_on_its_schedule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    import_three_sites(&data);
+    let config = dir.path().join("chatvault.toml");
+    std::fs::write(
+        &config,
+        "[retention]\nrun_every_secs = 1\ndefault_days = 365\n\n[retention.sites]\n\"3\" = 36500\n",
+    )
+    .expect("config");
+    hold_site_5_on_3_september(&data);
+    let server = Server::start(
+        &data,
+        &[("CHATVAULT_CONFIG", config.to_str().expect("utf-8"))],
+    );
+    let admin = server.first_key.clone().expect("admin key");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let applied = loop {
+        let (_, page) = audit_page(&server, &admin, "?action=retention").await;
+        if let Some(entry) = page["entries"].as_array().and_then(|e| e.first()).cloned() {
+            break entry;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled retention run within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(applied["action"], "retention.apply", "{applied}");
+    assert_eq!(applied["actor"], "scheduler", "{applied}");
+    assert_eq!(applied["detail"]["chats"], 1, "{applied}");
+    assert_eq!(applied["detail"]["held"], 1, "{applied}");
+    for (uid, expected, why) in [
+        ("6741a0c2e4b0a1f3c2d4e503", 404, "expired"),
+        ("6741a0c2e4b0a1f3c2d4e504", 200, "held"),
+        ("6741a0c2e4b0a1f3c2d4e501", 200, "site 3 keeps its chats"),
+    ] {
+        let path = format!("/odata/Chats('{uid}')");
+        assert_eq!(
+            odata_status(&server, &admin, &path).await,
+            expected,
+            "{why}"
+        );
+    }
+    // Later runs find nothing more and leave no further receipts.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (_, page) = audit_page(&server, &admin, "?action=retention").await;
+    assert_eq!(page["entries"].as_array().map(Vec::len), Some(1), "{page}");
+    server.kill();
+    let report = verify_json(&data);
+    assert_eq!(report["deleted_chats"], 1, "{report}");
 }

@@ -309,13 +309,64 @@ pub struct ErasureReceipt {
     pub audit_seq: u64,
 }
 
-/// Where the three stores and the journal live.
-pub struct Stores<'a> {
-    pub archive_dir: &'a Path,
-    pub catalog: &'a Catalog,
-    pub store: &'a Store,
+/// Where the three stores and the journal live; clones share them.
+#[derive(Clone)]
+pub struct Stores {
+    pub archive_dir: PathBuf,
+    pub catalog: Catalog,
+    pub store: Store,
     /// The erasure journal's path (in the data directory).
-    pub journal: &'a Path,
+    pub journal: PathBuf,
+}
+
+/// A removal's plan and, unless it was a dry run, its receipt.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Removed {
+    pub plan: ErasurePlan,
+    pub receipt: Option<ErasureReceipt>,
+}
+
+impl Stores {
+    /// Plans the erasure of `person`'s chats and, unless `dry_run`, carries it out. See
+    /// [`execute_erasure`] for what must hold while it runs.
+    pub async fn erase(
+        &self,
+        person: &Person,
+        requested_by: &AuditEvent,
+        dry_run: bool,
+    ) -> Result<Removed> {
+        let plan = plan_erasure(&self.archive_dir, &self.catalog, person).await?;
+        self.carry_out(plan, Removal::Erasure(person), requested_by, dry_run)
+            .await
+    }
+
+    /// Plans a retention run under `policy` (see [`plan_retention`]) and, unless
+    /// `dry_run`, carries it out.
+    pub async fn apply_retention(
+        &self,
+        policy: impl Fn(i64) -> Option<(String, RetentionAction)> + Send + Sync + 'static,
+        requested_by: &AuditEvent,
+        dry_run: bool,
+    ) -> Result<Removed> {
+        let plan = plan_retention(&self.archive_dir, &self.catalog, policy).await?;
+        self.carry_out(plan, Removal::Retention, requested_by, dry_run)
+            .await
+    }
+
+    async fn carry_out(
+        &self,
+        plan: ErasurePlan,
+        why: Removal<'_>,
+        requested_by: &AuditEvent,
+        dry_run: bool,
+    ) -> Result<Removed> {
+        let receipt = if dry_run {
+            None
+        } else {
+            Some(execute_erasure(self, &plan, why, requested_by).await?)
+        };
+        Ok(Removed { plan, receipt })
+    }
 }
 
 /// Why chats are being removed, for the journal and the receipts.
@@ -327,10 +378,11 @@ pub enum Removal<'a> {
     Retention,
 }
 
-/// Carries out `plan`. The archive must have been opened afresh (so every segment
-/// holding these chats is closed) and nothing else may write meanwhile.
+/// Carries out `plan`. Every segment holding these chats must be closed (the archive
+/// opened afresh, or rolled) and nothing else may write meanwhile: the CLI holds the
+/// data directory's lock, `serve` runs this as the ingest pipeline's exclusive work.
 pub async fn execute_erasure(
-    stores: &Stores<'_>,
+    stores: &Stores,
     plan: &ErasurePlan,
     why: Removal<'_>,
     requested_by: &AuditEvent,
@@ -351,19 +403,19 @@ pub async fn execute_erasure(
         held: plan.held.len(),
         anonymise: plan.anonymise.clone(),
     };
-    write_journal(stores.journal, &journal)?;
+    write_journal(&stores.journal, &journal)?;
     complete(stores, journal).await
 }
 
 /// Finishes an erasure a crash interrupted, if the journal says one was under way.
-pub async fn resume_erasure(stores: &Stores<'_>) -> Result<Option<ErasureReceipt>> {
-    let text = match std::fs::read(stores.journal) {
+pub async fn resume_erasure(stores: &Stores) -> Result<Option<ErasureReceipt>> {
+    let text = match std::fs::read(&stores.journal) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ComplianceError::io(stores.journal)(e)),
+        Err(e) => return Err(ComplianceError::io(&stores.journal)(e)),
     };
     let journal: Journal = serde_json::from_slice(&text)
-        .map_err(|e| ComplianceError::BadJournal(stores.journal.to_owned(), e.to_string()))?;
+        .map_err(|e| ComplianceError::BadJournal(stores.journal.clone(), e.to_string()))?;
     complete(stores, journal).await.map(Some)
 }
 
@@ -389,14 +441,14 @@ fn sync_parent(path: &Path) -> Result<()> {
         .map_err(ComplianceError::io(parent))
 }
 
-async fn complete(stores: &Stores<'_>, journal: Journal) -> Result<ErasureReceipt> {
+async fn complete(stores: &Stores, journal: Journal) -> Result<ErasureReceipt> {
     let (segments, records) = rewrite_segments(stores, &journal).await?;
     let chats: Vec<String> = journal.chats.iter().cloned().collect();
     stores.catalog.mark_erased(&chats).await?;
     if !journal.anonymise.is_empty() {
         // Taken from the archive rather than from the rewrites, so that resuming after a
         // crash between a rewrite and this step still corrects the catalog.
-        let dir = stores.archive_dir.to_owned();
+        let dir = stores.archive_dir.clone();
         let uids: BTreeSet<String> = journal.anonymise.keys().cloned().collect();
         let newest = tokio::task::spawn_blocking(move || newest_versions(&dir, &uids))
             .await
@@ -407,7 +459,7 @@ async fn complete(stores: &Stores<'_>, journal: Journal) -> Result<ErasureReceip
     // archive drops or masks them physically (superseded files go to its trash, purged
     // later).
     if !chats.is_empty() || !journal.anonymise.is_empty() {
-        stores.store.rebuild(stores.archive_dir, &|_| {}).await?;
+        stores.store.rebuild(&stores.archive_dir, &|_| {}).await?;
     }
     let event = AuditEvent {
         actor: journal.actor.clone(),
@@ -424,8 +476,8 @@ async fn complete(stores: &Stores<'_>, journal: Journal) -> Result<ErasureReceip
         }),
     };
     let audit = stores.catalog.append_audit(&event).await?;
-    std::fs::remove_file(stores.journal).map_err(ComplianceError::io(stores.journal))?;
-    sync_parent(stores.journal)?;
+    std::fs::remove_file(&stores.journal).map_err(ComplianceError::io(&stores.journal))?;
+    sync_parent(&stores.journal)?;
     Ok(ErasureReceipt {
         id: journal.id,
         chats: journal.chats.len() as u64,
@@ -461,8 +513,8 @@ fn newest_versions(
 /// Rewrites every closed segment still holding the journal's chats. Each rewrite's
 /// receipt (`archive.rewrite`, with the old and new SHA-256) is in the audit log before
 /// the new file replaces the old, so a rewritten segment always has a receipt.
-async fn rewrite_segments(stores: &Stores<'_>, journal: &Journal) -> Result<(u64, u64)> {
-    let dir = stores.archive_dir.to_owned();
+async fn rewrite_segments(stores: &Stores, journal: &Journal) -> Result<(u64, u64)> {
+    let dir = stores.archive_dir.clone();
     let chats = journal.chats.clone();
     let anonymise = journal.anonymise.clone();
     let catalog = stores.catalog.clone();

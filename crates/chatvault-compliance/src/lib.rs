@@ -20,7 +20,7 @@ pub use digest::{
 };
 pub use erase::{
     execute_erasure, plan_erasure, plan_retention, resume_erasure, ErasurePlan, ErasureReceipt,
-    Person, Removal, RetentionAction, Stores,
+    Person, Removal, Removed, RetentionAction, Stores,
 };
 pub use legal::{legal_export, transcript_html, ArchivedVersion, ChatBundle, LegalBundle};
 pub use verify::{verify_all, VerifyOutcome};

@@ -5,6 +5,7 @@ use chatvault_archive::{Archive, Entry, Operation, Source};
 use chatvault_catalog::{AppliedChange, Catalog, IngestStat};
 use chatvault_model::{ChatDocument, ContentHash, Rejection, SchemaRegistry, ValidatedDocument};
 use chatvault_store::{Store, StoreUpdate};
+use futures::future::BoxFuture;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -158,10 +159,19 @@ struct Submission {
     _permit: OwnedSemaphorePermit,
 }
 
+/// Work that must see the archive, catalog and store with no batch in between (erasure,
+/// retention); it owns its reply channel. Given `Some(reason)` it is refused, not run.
+type ExclusiveJob = Box<dyn FnOnce(Option<String>) -> BoxFuture<'static, ()> + Send>;
+
+enum Message {
+    Submit(Submission),
+    Exclusive(ExclusiveJob),
+}
+
 /// Handle to the pipeline task; clones share it.
 #[derive(Clone)]
 pub struct Pipeline {
-    tx: mpsc::Sender<Submission>,
+    tx: mpsc::Sender<Message>,
     permits: Arc<Semaphore>,
     capacity_kib: u32,
     failure: Arc<Mutex<Option<String>>>,
@@ -274,15 +284,44 @@ impl Pipeline {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Submission {
+            .send(Message::Submit(Submission {
                 source,
                 items,
                 reply,
                 _permit: permit,
-            })
+            }))
             .await
             .map_err(|_| SubmitError::Closed)?;
         Ok(Pending(rx))
+    }
+
+    /// Runs `job` in the writer once every submission queued before it is durable, with
+    /// the archive rolled to a fresh segment (so every record so far is in a closed
+    /// segment, which a rewrite may replace) and no other batch until it finishes.
+    /// Submissions arriving meanwhile wait; sources see back-pressure, not errors.
+    pub async fn exclusive<T, F>(&self, job: F) -> Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> BoxFuture<'static, T> + Send + 'static,
+    {
+        if let Some(reason) = self.failure() {
+            return Err(SubmitError::Failed(reason));
+        }
+        let (reply, rx) = oneshot::channel();
+        let job: ExclusiveJob = Box::new(move |refused| {
+            Box::pin(async move {
+                let result = match refused {
+                    Some(reason) => Err(SubmitError::Failed(reason)),
+                    None => Ok(job().await),
+                };
+                let _ = reply.send(result);
+            })
+        });
+        self.tx
+            .send(Message::Exclusive(job))
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        rx.await.map_err(|_| SubmitError::Closed)?
     }
 }
 
@@ -314,15 +353,31 @@ struct Known {
 }
 
 impl Worker {
-    async fn run(self, mut rx: mpsc::Receiver<Submission>) {
-        while let Some(first) = rx.recv().await {
+    async fn run(self, mut rx: mpsc::Receiver<Message>) {
+        let mut held: Option<Message> = None;
+        while let Some(message) = match held.take() {
+            Some(message) => Some(message),
+            None => rx.recv().await,
+        } {
+            let first = match message {
+                Message::Exclusive(job) => {
+                    self.run_exclusive(job).await;
+                    continue;
+                }
+                Message::Submit(first) => first,
+            };
             let mut docs = first.items.len();
             let mut batch = vec![first];
             while docs < self.max_batch {
                 match rx.try_recv() {
-                    Ok(next) => {
+                    Ok(Message::Submit(next)) => {
                         docs += next.items.len();
                         batch.push(next);
+                    }
+                    // Exclusive work waits for what was queued before it, and only that.
+                    Ok(exclusive) => {
+                        held = Some(exclusive);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -359,6 +414,19 @@ impl Worker {
                 }
             }
         }
+    }
+
+    async fn run_exclusive(&self, job: ExclusiveJob) {
+        let refused = match self.failure.lock().ok().and_then(|f| f.clone()) {
+            Some(reason) => Some(reason),
+            None => self
+                .archive
+                .roll()
+                .await
+                .err()
+                .map(|e| format!("cannot close the open archive segment: {e}")),
+        };
+        job(refused).await;
     }
 
     async fn commit(

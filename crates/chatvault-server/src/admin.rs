@@ -1,10 +1,11 @@
-//! Administrative routes (admin scope): the audit log and legal holds, and the audit
-//! entries every route records for what an operator did.
+//! Administrative routes (admin scope): the audit log, legal holds and erasure requests,
+//! and the audit entries every route records for what an operator did.
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chatvault_catalog::{ApiKey, AuditEvent, AuditRecord, HoldScope, LegalHold, Scope};
+use chatvault_compliance::{Person, Removed};
 use std::net::SocketAddr;
 
 use crate::error::ApiError;
@@ -263,4 +264,117 @@ pub async fn release_hold(
             format!("no legal hold has id {id}"),
         )),
     }
+}
+
+/// `POST /api/v1/erasures` body: exactly one of `email`, `chat_uid` or `ip`, and
+/// whether only to show the plan.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErasureRequest {
+    email: Option<String>,
+    chat_uid: Option<String>,
+    ip: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl ErasureRequest {
+    fn person(&self) -> Result<Person, ApiError> {
+        fn present(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        match (
+            present(&self.email),
+            present(&self.chat_uid),
+            present(&self.ip),
+        ) {
+            (Some(email), None, None) if email.contains('@') => Ok(Person::Email(email.to_owned())),
+            (None, Some(uid), None) => Ok(Person::Chat(uid.to_owned())),
+            (None, None, Some(ip)) => Ok(Person::Ip(ip.to_owned())),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidErasure",
+                "name exactly one of email (an address), chat_uid or ip",
+            )),
+        }
+    }
+}
+
+/// Erases every chat of a person (the right to be forgotten) from the archive, the
+/// catalog and the columnar store, except chats under legal hold (admin scope; audited
+/// with a receipt that holds no personal data). With `dry_run` it only answers the plan.
+/// Ingest pauses while the affected archive segments are rewritten and the store is
+/// rebuilt; documents sent meanwhile wait or are told to retry.
+#[utoipa::path(post, path = "/api/v1/erasures", tag = "compliance",
+    request_body(content = Object, description = "One of email, chat_uid or ip, and optionally dry_run", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The plan (chats, held chats) and, unless a dry run, the receipt", body = Object),
+        (status = 400, description = "Not an erasure request", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Erasure is not available on this node, or ingest has stopped", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn erase(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<ErasureRequest>,
+) -> Result<Json<Removed>, ApiError> {
+    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let person = body.person()?;
+    let Some(stores) = state.compliance.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ErasureUnavailable",
+            "this node does not hold the archive; send erasures to the node that ingests",
+        ));
+    };
+    let requested_by = AuditEvent {
+        actor: actor(&key),
+        address: peer.ip().to_string(),
+        action: "erasure.apply".to_owned(),
+        target: String::new(),
+        detail: serde_json::Value::Null,
+    };
+    let removed = if body.dry_run {
+        // Planning only reads, so ingest goes on.
+        let removed = stores
+            .erase(&person, &requested_by, true)
+            .await
+            .map_err(erasure_error)?;
+        record(
+            &state,
+            &key,
+            peer,
+            "erasure.plan",
+            "",
+            serde_json::json!({"selector": person.kind(), "chats": removed.plan.chats.len(), "held": removed.plan.held.len()}),
+        )
+        .await?;
+        removed
+    } else {
+        state
+            .pipeline
+            .exclusive(move || {
+                Box::pin(async move { stores.erase(&person, &requested_by, false).await })
+            })
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "IngestUnavailable",
+                    e.to_string(),
+                )
+            })?
+            .map_err(erasure_error)?
+    };
+    Ok(Json(removed))
+}
+
+fn erasure_error(e: chatvault_compliance::ComplianceError) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "ErasureFailed",
+        format!("the erasure did not complete ({e}); its journal is kept and the next start of the service finishes it"),
+    )
 }

@@ -63,6 +63,8 @@ pub struct AppState {
     pub odata: Option<odata::SharedService>,
     /// The report routes answer 503 without it.
     pub reports: Option<Arc<ReportService>>,
+    /// The data directory's stores, for erasure requests; 503 without them.
+    pub compliance: Option<chatvault_compliance::Stores>,
     ingest_slots: Arc<Semaphore>,
 }
 
@@ -84,6 +86,7 @@ impl AppState {
             health: health::Health::default(),
             odata: None,
             reports: None,
+            compliance: None,
         }
     }
 
@@ -94,6 +97,11 @@ impl AppState {
 
     pub fn with_reports(mut self, reports: ReportService) -> AppState {
         self.reports = Some(Arc::new(reports));
+        self
+    }
+
+    pub fn with_compliance(mut self, stores: chatvault_compliance::Stores) -> AppState {
+        self.compliance = Some(stores);
         self
     }
 }
@@ -116,6 +124,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::list_holds).post(admin::place_hold),
         )
         .route("/api/v1/holds/{id}", delete(admin::release_hold))
+        .route("/api/v1/erasures", post(admin::erase))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

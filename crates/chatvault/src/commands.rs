@@ -39,7 +39,7 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     if let Some(listen) = listen {
         config.listen = listen;
     }
-    let runtime = Runtime::open(&config).await?;
+    let runtime = Runtime::open_serving(&config).await?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();
@@ -57,7 +57,8 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     .with_odata(chatvault_odata::Service::new(query_engine(
         &config, &runtime,
     )?))
-    .with_reports(crate::report::service(&runtime, &config).await?);
+    .with_reports(crate::report::service(&runtime, &config).await?)
+    .with_compliance(runtime.stores.clone());
     let first_key = if runtime.catalog.has_keys().await? {
         None
     } else {
@@ -124,6 +125,7 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         }));
     }
     let background = runtime.store.spawn_background();
+    let retention = crate::compliance::spawn_scheduled_retention(&config, &runtime);
     let digests = chatvault_compliance::spawn_periodic_digests(
         config.archive_dir(),
         crate::compliance::digests_dir(&config),
@@ -199,6 +201,9 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     }
     background.abort();
     digests.abort();
+    if let Some(retention) = retention {
+        retention.abort();
+    }
     if let Err(e) = runtime.store.flush().await {
         tracing::warn!(error = %e, "final store flush failed; the next start replays it from the archive");
     }

@@ -3,8 +3,8 @@
 use anyhow::Context;
 use chatvault_catalog::{ApiKey, AuditEvent, Catalog, HoldScope};
 use chatvault_compliance::{
-    check_digest, execute_erasure, export_digest, plan_erasure, plan_retention, write_digest,
-    ErasurePlan, Person, Removal, SignedDigest, SigningKey, Stores,
+    check_digest, export_digest, write_digest, Person, Removed, RetentionAction, SignedDigest,
+    SigningKey,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -248,20 +248,28 @@ pub async fn erase(
     // Opening takes the data directory's lock and starts a new segment, so every segment
     // holding the person's chats is closed and can be rewritten.
     let runtime = Runtime::open(&config).await?;
-    let plan = plan_erasure(&config.archive_dir(), &runtime.catalog, &person).await?;
-    let what = format!("chats of this {}", person.kind());
     let event = cli_event("erasure.apply", "", serde_json::Value::Null);
-    remove(
-        &config,
-        &runtime,
-        plan,
-        Removal::Erasure(&person),
-        &event,
+    let removed = runtime.stores.erase(&person, &event, dry_run).await?;
+    show_removal(
+        &removed,
         dry_run,
         json,
-        &what,
+        &format!("chats of this {}", person.kind()),
     )
-    .await
+}
+
+/// The retention policy of `config` as of today: each site's cutoff date and action.
+pub fn retention_policy(
+    config: &Config,
+) -> impl Fn(i64) -> Option<(String, RetentionAction)> + Send + Sync + 'static {
+    let today = chrono::Utc::now().date_naive();
+    let policy = config.retention.clone();
+    move |site| {
+        policy.days(site).map(|days| {
+            let cutoff = (today - chrono::Days::new(u64::from(days))).to_string();
+            (cutoff, policy.action(site))
+        })
+    }
 }
 
 pub async fn retention_apply(
@@ -270,59 +278,97 @@ pub async fn retention_apply(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let runtime = Runtime::open(&config).await?;
-    let today = chrono::Utc::now().date_naive();
-    let policy = config.retention.clone();
-    let plan = plan_retention(&config.archive_dir(), &runtime.catalog, move |site| {
-        policy.days(site).map(|days| {
-            let cutoff = (today - chrono::Days::new(u64::from(days))).to_string();
-            (cutoff, policy.action(site))
-        })
-    })
-    .await?;
     let event = cli_event("retention.apply", "", serde_json::Value::Null);
-    let what = "chats past their retention period".to_owned();
-    remove(
-        &config,
-        &runtime,
-        plan,
-        Removal::Retention,
-        &event,
-        dry_run,
-        json,
-        &what,
-    )
-    .await
+    let removed = runtime
+        .stores
+        .apply_retention(retention_policy(&config), &event, dry_run)
+        .await?;
+    show_removal(&removed, dry_run, json, "chats past their retention period")
 }
 
-/// Shows `plan` and, unless a dry run, carries it out and shows the receipt.
-#[allow(clippy::too_many_arguments)]
-async fn remove(
+/// Applies the retention policy inside `serve`: once shortly after start, then every
+/// `retention.run_every_secs`. A plan is made first without pausing ingest; only when it
+/// finds work is the run repeated as the pipeline's exclusive work (plan again, rewrite,
+/// rebuild), so a hold placed in between is honoured and no batch interleaves.
+pub fn spawn_scheduled_retention(
     config: &Config,
     runtime: &Runtime,
-    plan: ErasurePlan,
-    why: Removal<'_>,
-    requested: &AuditEvent,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = config.retention.run_every_secs;
+    if every == 0 || !config.retention.has_policy() {
+        return None;
+    }
+    let (config, pipeline, stores) = (
+        config.clone(),
+        runtime.pipeline.clone(),
+        runtime.stores.clone(),
+    );
+    Some(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(every));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let requested_by = AuditEvent {
+            actor: "scheduler".to_owned(),
+            address: "local".to_owned(),
+            action: "retention.apply".to_owned(),
+            target: String::new(),
+            detail: serde_json::Value::Null,
+        };
+        loop {
+            ticker.tick().await;
+            let preview = stores
+                .apply_retention(retention_policy(&config), &requested_by, true)
+                .await;
+            match preview {
+                Ok(p) if p.plan.chats.is_empty() && p.plan.anonymise.is_empty() => {
+                    tracing::info!(held = p.plan.held.len(), "retention: nothing has expired");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "retention: cannot plan; will retry at the next run");
+                    continue;
+                }
+            }
+            let (stores, policy, event) = (
+                stores.clone(),
+                retention_policy(&config),
+                requested_by.clone(),
+            );
+            let run = pipeline
+                .exclusive(move || {
+                    Box::pin(async move { stores.apply_retention(policy, &event, false).await })
+                })
+                .await;
+            match run {
+                Ok(Ok(Removed {
+                    receipt: Some(r), ..
+                })) => tracing::info!(
+                    deleted = r.chats,
+                    anonymised = r.anonymised,
+                    held = r.held,
+                    receipt = %r.id,
+                    "retention applied"
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "retention run failed; its journal is finished at the next start")
+                }
+                Err(e) => tracing::error!(error = %e, "retention run refused"),
+            }
+        }
+    }))
+}
+
+/// Shows what a removal planned and, unless a dry run, its receipt.
+fn show_removal(
+    removed: &Removed,
     dry_run: bool,
     json: bool,
     what: &str,
 ) -> anyhow::Result<ExitCode> {
-    let receipt = if dry_run {
-        None
-    } else {
-        let (archive_dir, journal) = (config.archive_dir(), journal_path(config));
-        let stores = Stores {
-            archive_dir: &archive_dir,
-            catalog: &runtime.catalog,
-            store: &runtime.store,
-            journal: &journal,
-        };
-        Some(execute_erasure(&stores, &plan, why, requested).await?)
-    };
+    let Removed { plan, receipt } = removed;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"plan": plan, "receipt": receipt}))?
-        );
+        println!("{}", serde_json::to_string_pretty(removed)?);
         return Ok(ExitCode::SUCCESS);
     }
     let verb = if dry_run { "Would delete" } else { "Deleted" };
@@ -345,7 +391,7 @@ async fn remove(
     for (uid, holds) in &plan.held {
         println!("  {uid} kept: under legal hold {}", holds.join(", "));
     }
-    if let Some(r) = &receipt {
+    if let Some(r) = receipt {
         println!(
             "Rewrote {} archive segments ({} records emptied or masked); receipt {} is audit entry {}",
             r.segments, r.records, r.id, r.audit_seq

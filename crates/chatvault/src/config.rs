@@ -30,11 +30,15 @@ pub struct Config {
 }
 
 /// How long chats are kept after Started, per SiteKey and by default; none when unset;
-/// and whether `chatvault retention apply` then deletes them from all three stores or
-/// anonymises them (masks their personal fields, keeping the chat for reports).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// and whether `chatvault retention apply` (and `serve`, on a schedule) then deletes them
+/// from all three stores or anonymises them (masks their personal fields, keeping the chat
+/// for reports).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSection {
+    /// `serve` applies the policy shortly after it starts and then this often; 0 leaves
+    /// it to `chatvault retention apply`.
+    pub run_every_secs: u64,
     pub default_days: Option<u32>,
     /// SiteKey (as a TOML key) → days, overriding `default_days`.
     pub sites: BTreeMap<String, u32>,
@@ -63,7 +67,25 @@ pub struct SiteRetentionAction {
     pub anonymise_fields: Option<BTreeSet<PersonalField>>,
 }
 
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            run_every_secs: 24 * 3600,
+            default_days: None,
+            sites: BTreeMap::new(),
+            action: RetentionActionKind::default(),
+            anonymise_fields: None,
+            site_actions: BTreeMap::new(),
+        }
+    }
+}
+
 impl RetentionSection {
+    /// True when some site's chats expire.
+    pub fn has_policy(&self) -> bool {
+        self.default_days.is_some() || !self.sites.is_empty()
+    }
+
     /// Days `site_key`'s chats are kept, if a policy applies to it.
     pub fn days(&self, site_key: i64) -> Option<u32> {
         self.sites
@@ -272,6 +294,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "CHATVAULT_REPORT_TIME_LIMIT_SECS",
         "reports.time_limit_secs",
     ),
+    (
+        "CHATVAULT_RETENTION_RUN_EVERY_SECS",
+        "retention.run_every_secs",
+    ),
 ];
 
 impl Config {
@@ -341,6 +367,7 @@ impl Config {
             }
             "cosmos.ca_file" => self.cosmos.ca_file = Some(PathBuf::from(value)),
             "reports.time_limit_secs" => self.reports.time_limit_secs = num(value)?,
+            "retention.run_every_secs" => self.retention.run_every_secs = num(value)?,
             other => bail!("unknown setting {other}"),
         }
         Ok(())

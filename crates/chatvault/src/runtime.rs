@@ -4,6 +4,7 @@
 use anyhow::{bail, Context};
 use chatvault_archive::{Archive, ArchiveConfig, OpenReport};
 use chatvault_catalog::Catalog;
+use chatvault_compliance::Stores;
 use chatvault_ingest::{catch_up_catalog, Pipeline, PipelineConfig};
 use chatvault_model::SchemaRegistry;
 use chatvault_store::{Store, StoreConfig};
@@ -17,6 +18,8 @@ pub struct Runtime {
     pub pipeline: Pipeline,
     pub store: Store,
     pub registry: Arc<SchemaRegistry>,
+    /// The three stores together, for erasure and retention.
+    pub stores: Stores,
     pub open_report: OpenReport,
     pub replayed: u64,
     _lock: File,
@@ -47,7 +50,25 @@ pub fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
 }
 
 impl Runtime {
+    /// For a one-off command: nothing else reads the store while it runs, so files a
+    /// compaction replaces are removed at once.
     pub async fn open(config: &Config) -> anyhow::Result<Runtime> {
+        Runtime::open_with_grace(config, std::time::Duration::ZERO).await
+    }
+
+    /// For `serve`, whose readers may still be scanning files a compaction replaces.
+    pub async fn open_serving(config: &Config) -> anyhow::Result<Runtime> {
+        Runtime::open_with_grace(
+            config,
+            StoreConfig::new(config.store_dir()).retired_file_grace,
+        )
+        .await
+    }
+
+    async fn open_with_grace(
+        config: &Config,
+        retired_file_grace: std::time::Duration,
+    ) -> anyhow::Result<Runtime> {
         let lock = lock_data_dir(config)?;
         let catalog = Catalog::connect(&config.catalog_url()).await?;
         let archive_config = ArchiveConfig {
@@ -60,7 +81,11 @@ impl Runtime {
         if replayed > 0 {
             tracing::info!(records = replayed, "catalog caught up with the archive");
         }
-        let store = Store::open(StoreConfig::new(config.store_dir()), catalog.clone()).await?;
+        let store_config = StoreConfig {
+            retired_file_grace,
+            ..StoreConfig::new(config.store_dir())
+        };
+        let store = Store::open(store_config, catalog.clone()).await?;
         let recovered = store.recover(&config.archive_dir(), &|_| {}).await?;
         if recovered > 0 {
             tracing::info!(
@@ -68,12 +93,11 @@ impl Runtime {
                 "columnar store caught up with the archive"
             );
         }
-        let journal = crate::compliance::journal_path(config);
-        let stores = chatvault_compliance::Stores {
-            archive_dir: &config.archive_dir(),
-            catalog: &catalog,
-            store: &store,
-            journal: &journal,
+        let stores = Stores {
+            archive_dir: config.archive_dir(),
+            catalog: catalog.clone(),
+            store: store.clone(),
+            journal: crate::compliance::journal_path(config),
         };
         if let Some(receipt) = chatvault_compliance::resume_erasure(&stores).await? {
             tracing::warn!(id = %receipt.id, chats = receipt.chats, "finished an erasure a crash had interrupted");
@@ -97,6 +121,7 @@ impl Runtime {
             pipeline,
             store,
             registry,
+            stores,
             open_report,
             replayed,
             _lock: lock,
