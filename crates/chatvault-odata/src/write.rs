@@ -55,6 +55,8 @@ fn entity_path(set: &EntitySet, frame: &DataFrame, row: usize, format: &Format) 
 
 struct Frame<'a> {
     names: Vec<&'a str>,
+    /// `"Name":` per column, escaped once rather than per row.
+    prefixes: Vec<Vec<u8>>,
     writers: Vec<ColumnWriter<'a>>,
     etag: Option<ColumnWriter<'a>>,
 }
@@ -62,9 +64,14 @@ struct Frame<'a> {
 impl<'a> Frame<'a> {
     fn new(frame: &'a DataFrame, output: &'a [String]) -> Result<Frame<'a>> {
         let mut names = Vec::with_capacity(output.len());
+        let mut prefixes = Vec::with_capacity(output.len());
         let mut writers = Vec::with_capacity(output.len());
         for name in output {
             names.push(name.as_str());
+            let mut prefix = Vec::with_capacity(name.len() + 3);
+            write_str(&mut prefix, name);
+            prefix.push(b':');
+            prefixes.push(prefix);
             writers.push(ColumnWriter::new(series(frame, name)?)?);
         }
         let etag = match frame.column("ArchiveSeq") {
@@ -73,6 +80,7 @@ impl<'a> Frame<'a> {
         };
         Ok(Frame {
             names,
+            prefixes,
             writers,
             etag,
         })
@@ -207,7 +215,7 @@ impl PageWriter {
                 }
             }
         }
-        for (name, writer) in cols.names.iter().zip(&cols.writers) {
+        for ((name, prefix), writer) in cols.names.iter().zip(&cols.prefixes).zip(&cols.writers) {
             sep(out);
             if self.format.metadata == Metadata::Full {
                 let ty = if writer.is_timestamp() {
@@ -224,8 +232,7 @@ impl PageWriter {
                     out.push(b',');
                 }
             }
-            write_str(out, name);
-            out.push(b':');
+            out.extend_from_slice(prefix);
             writer.write(row, out, &self.format);
         }
         Ok(())
