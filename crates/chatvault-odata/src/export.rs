@@ -6,11 +6,12 @@ use std::io::Write;
 
 use chrono::NaiveDateTime;
 use polars::prelude::{
-    col, lit, CsvWriter, DataFrame, DataType, IntoLazy, NonExistent, ParquetWriter, QuoteStyle,
-    SerWriter, TimeUnit, TimeZone,
+    col, lit, CsvWriter, DataFrame, DataType, IntoColumn, IntoLazy, IntoSeries, ParquetWriter,
+    QuoteStyle, SerWriter, Series, StringChunkedBuilder, TimeUnit,
 };
 
 use crate::error::{QueryError, Result};
+use crate::json::{micros_to_local, write_datetime, TimeStyle};
 use crate::model::EntitySet;
 use crate::options::QueryOptions;
 use crate::query::{Access, Engine};
@@ -44,30 +45,46 @@ impl ExportFormat {
 }
 
 /// A page made CSV-friendly: lists joined with ';', timestamps with the site offset.
-fn for_csv(frame: DataFrame, tz: chrono_tz::Tz) -> Result<DataFrame> {
-    let zone = TimeZone::opt_try_new(Some(tz.name()))?;
-    let mut exprs = Vec::new();
-    for column in frame.columns() {
-        let name = column.name().as_str();
-        match column.dtype() {
-            DataType::List(_) => exprs.push(col(name).list().join(lit(";"), true)),
-            // With the site's offset at that instant; a wall-clock time a DST change
-            // skipped has no offset and is written without one rather than dropped.
-            DataType::Datetime(TimeUnit::Microseconds, None) => exprs.push(
-                col(name)
-                    .dt()
-                    .replace_time_zone(zone.clone(), lit("earliest"), NonExistent::Null)
-                    .dt()
-                    .to_string("%Y-%m-%dT%H:%M:%S%.6f%:z")
-                    .fill_null(col(name).dt().to_string("%Y-%m-%dT%H:%M:%S%.6f")),
-            ),
-            _ => {}
-        }
+fn for_csv(mut frame: DataFrame, tz: chrono_tz::Tz) -> Result<DataFrame> {
+    let timestamps: Vec<String> = frame
+        .columns()
+        .iter()
+        .filter(|c| matches!(c.dtype(), DataType::Datetime(TimeUnit::Microseconds, None)))
+        .map(|c| c.name().to_string())
+        .collect();
+    for name in &timestamps {
+        let text = timestamps_as_text(frame.column(name)?.as_materialized_series(), tz)?;
+        frame.with_column(text.into_column())?;
     }
-    if exprs.is_empty() {
+    let lists: Vec<_> = frame
+        .columns()
+        .iter()
+        .filter(|c| matches!(c.dtype(), DataType::List(_)))
+        .map(|c| col(c.name().as_str()).list().join(lit(";"), true))
+        .collect();
+    if lists.is_empty() {
         return Ok(frame);
     }
-    Ok(frame.lazy().with_columns(exprs).collect()?)
+    Ok(frame.lazy().with_columns(lists).collect()?)
+}
+
+/// ISO-8601 with the site's offset at each instant, as the feed writes them (a
+/// wall-clock time a DST change skipped takes the offset in force before the change).
+fn timestamps_as_text(series: &Series, tz: chrono_tz::Tz) -> Result<Series> {
+    let values = series.datetime()?.physical();
+    let mut builder = StringChunkedBuilder::new(series.name().clone(), values.len());
+    let mut text = Vec::with_capacity(40);
+    for value in values.iter() {
+        match value.and_then(micros_to_local) {
+            Some(local) => {
+                text.clear();
+                write_datetime(&mut text, tz, local, TimeStyle::Export);
+                builder.append_value(std::str::from_utf8(&text).unwrap_or_default());
+            }
+            None => builder.append_null(),
+        }
+    }
+    Ok(builder.finish().into_series())
 }
 
 /// Writes every row `options` selects from `set` to `out`; calls `progress` with the

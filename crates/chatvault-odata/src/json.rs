@@ -74,10 +74,21 @@ fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
     out.extend_from_slice(&buf[..width]);
 }
 
-/// Writes an Edm.DateTimeOffset for a site wall-clock time (`2024-08-01T10:00:00Z`,
-/// `…T10:00:00.000500+01:00`), without quotes. Written digit by digit: a feed writes
-/// several per row, and going through a format string dominated the page time.
-pub fn write_datetime(out: &mut Vec<u8>, tz: Tz, local: NaiveDateTime) {
+/// How a timestamp is spelt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeStyle {
+    /// The feed's Edm.DateTimeOffset: fractions only when there are any, `Z` for UTC
+    /// (`2024-08-01T10:00:00Z`, `…T10:00:00.000500+01:00`).
+    Feed,
+    /// Exports: always six fractional digits and a numeric offset, so every value of a
+    /// column has the same width (`2024-08-01T10:00:00.000000+00:00`).
+    Export,
+}
+
+/// Writes a site wall-clock time with the site zone's offset at that instant, without
+/// quotes. Written digit by digit: a page holds several per row, and going through a
+/// format string dominated the time to write one.
+pub fn write_datetime(out: &mut Vec<u8>, tz: Tz, local: NaiveDateTime, style: TimeStyle) {
     use chrono::{Datelike, Timelike};
     let year = local.year();
     if !(0..=9999).contains(&year) {
@@ -97,13 +108,13 @@ pub fn write_datetime(out: &mut Vec<u8>, tz: Tz, local: NaiveDateTime) {
         out.push(b':');
         push_digits(out, local.second(), 2);
         let micros = local.nanosecond() / 1000;
-        if micros != 0 {
+        if micros != 0 || style == TimeStyle::Export {
             out.push(b'.');
             push_digits(out, micros.min(999_999), 6);
         }
     }
     let offset = offset_secs(tz, local);
-    if offset == 0 {
+    if offset == 0 && style == TimeStyle::Feed {
         out.push(b'Z');
     } else {
         out.push(if offset < 0 { b'-' } else { b'+' });
@@ -117,11 +128,11 @@ pub fn write_datetime(out: &mut Vec<u8>, tz: Tz, local: NaiveDateTime) {
 /// An Edm.DateTimeOffset for a site wall-clock time, as text.
 pub fn datetime_text(tz: Tz, local: NaiveDateTime) -> String {
     let mut out = Vec::with_capacity(32);
-    write_datetime(&mut out, tz, local);
+    write_datetime(&mut out, tz, local, TimeStyle::Feed);
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn micros_to_local(micros: i64) -> Option<NaiveDateTime> {
+pub(crate) fn micros_to_local(micros: i64) -> Option<NaiveDateTime> {
     DateTime::from_timestamp_micros(micros).map(|t| t.naive_utc())
 }
 
@@ -211,7 +222,7 @@ impl<'a> ColumnWriter<'a> {
             ColumnWriter::Timestamp(c) => {
                 opt(out, c.get(row).and_then(micros_to_local), |out, v| {
                     out.push(b'"');
-                    write_datetime(out, format.tz, v);
+                    write_datetime(out, format.tz, v, TimeStyle::Feed);
                     out.push(b'"');
                 })
             }
@@ -328,6 +339,18 @@ mod tests {
             let micros = if whole_seconds { micros - micros % 1_000_000 } else { micros };
             let local = micros_to_local(micros).expect("in range");
             prop_assert_eq!(datetime_text(zone, local), reference(zone, local));
+            let mut export = Vec::new();
+            write_datetime(&mut export, zone, local, TimeStyle::Export);
+            let offset = zone
+                .offset_from_local_datetime(&local)
+                .earliest()
+                .map(|o| o.fix())
+                .unwrap_or_else(|| zone.offset_from_utc_datetime(&local).fix());
+            let t = DateTime::<chrono::FixedOffset>::from_naive_utc_and_offset(local, offset);
+            prop_assert_eq!(
+                String::from_utf8(export).expect("ascii"),
+                format!("{}{}", local.format("%Y-%m-%dT%H:%M:%S%.6f"), t.format("%:z"))
+            );
         }
 
         #[test]
