@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         store,
         EngineConfig {
             time_limit: Duration::from_secs(600),
+            ..EngineConfig::default()
         },
     );
     let request = RunRequest {

@@ -19,12 +19,16 @@ pub struct EngineConfig {
     /// A report still running after this is abandoned with an error. Polars cannot be
     /// interrupted, so the computation may finish in the background; its result is dropped.
     pub time_limit: Duration,
+    /// The chat server's zone: "today" of the date presets is the day there, as the
+    /// Started times the reports filter on are its wall-clock times.
+    pub site_tz: chrono_tz::Tz,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             time_limit: Duration::from_secs(60),
+            site_tz: chrono_tz::Tz::UTC,
         }
     }
 }
@@ -170,6 +174,13 @@ pub(crate) fn dry_run(sql_text: &str) -> Result<()> {
 impl Engine {
     pub fn new(store: Store, config: EngineConfig) -> Engine {
         Engine { store, config }
+    }
+
+    /// The current day in the site's zone, which the date presets count from.
+    pub fn today(&self) -> NaiveDate {
+        chrono::Utc::now()
+            .with_timezone(&self.config.site_tz)
+            .date_naive()
     }
 
     /// Runs `report` for one site and period. `key_sites` is the caller's site

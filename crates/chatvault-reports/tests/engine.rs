@@ -94,7 +94,13 @@ impl Fixture {
     }
 
     fn engine(&self, limit: Duration) -> Engine {
-        Engine::new(self.store.clone(), EngineConfig { time_limit: limit })
+        Engine::new(
+            self.store.clone(),
+            EngineConfig {
+                time_limit: limit,
+                ..EngineConfig::default()
+            },
+        )
     }
 }
 
@@ -380,4 +386,25 @@ async fn the_library_keeps_builtins_read_only_and_checks_custom_reports() {
         Err(ReportsError::NotFound(_))
     ));
     assert_eq!(library.list().await.expect("list").len(), shipped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presets_count_days_in_the_site_zone() {
+    let f = fixture().await;
+    let engine_in = |zone: &str| {
+        Engine::new(
+            f.store.clone(),
+            EngineConfig {
+                site_tz: zone.parse().expect("zone"),
+                ..EngineConfig::default()
+            },
+        )
+    };
+    // UTC+14 and UTC-11 are 25 hours apart: their calendars never show the same day,
+    // and UTC's day lies between them.
+    let east = engine_in("Pacific/Kiritimati").today();
+    let west = engine_in("Pacific/Pago_Pago").today();
+    let utc = engine_in("UTC").today();
+    assert!(east > west, "{east} vs {west}");
+    assert!(west <= utc && utc <= east, "{west} {utc} {east}");
 }

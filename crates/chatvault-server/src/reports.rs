@@ -157,10 +157,14 @@ pub async fn run(
         from: body.from_date,
         to: body.to_date,
     };
-    let today = chrono::Utc::now().date_naive();
     let result = service
         .engine
-        .run(&report, &request, key.sites.as_deref(), today)
+        .run(
+            &report,
+            &request,
+            key.sites.as_deref(),
+            service.engine.today(),
+        )
         .await
         .map_err(reports_error)?;
     if wants_csv(&headers) {

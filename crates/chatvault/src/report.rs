@@ -16,10 +16,11 @@ pub enum Format {
     Json,
 }
 
-pub fn engine_config(config: &Config) -> EngineConfig {
-    EngineConfig {
+pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
+    Ok(EngineConfig {
         time_limit: Duration::from_secs(config.reports.time_limit_secs.max(1)),
-    }
+        site_tz: config.site_tz()?,
+    })
 }
 
 /// Built-ins and custom reports, one per line.
@@ -60,14 +61,14 @@ pub async fn run(
     let library = Library::new(runtime.catalog.clone());
     library.seed().await?;
     let report = library.get(&id).await?;
-    let engine = Engine::new(runtime.store.clone(), engine_config(&config));
+    let engine = Engine::new(runtime.store.clone(), engine_config(&config)?);
     let request = RunRequest {
         site_key: site,
         from,
         to,
     };
     let result = engine
-        .run(&report, &request, None, chrono::Utc::now().date_naive())
+        .run(&report, &request, None, engine.today())
         .await
         .with_context(|| format!("report {id}"))?;
     let mut out = std::io::stdout().lock();
@@ -92,6 +93,6 @@ pub async fn service(
     tracing::info!(reports = seeded, "built-in reports seeded");
     Ok(chatvault_server::ReportService {
         library,
-        engine: Engine::new(runtime.store.clone(), engine_config(config)),
+        engine: Engine::new(runtime.store.clone(), engine_config(config)?),
     })
 }
