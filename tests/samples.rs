@@ -53,6 +53,10 @@ fn same_up_to_normalisation(path: &str, before: &Value, after: &Value) -> Result
 
 fn round_trip(original: &Value) -> Result<(), String> {
     let typed = ChatDocument::from_value(original).map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec(original).map_err(|e| e.to_string())?;
+    if ChatDocument::from_json(&bytes).map_err(|e| e.to_string())? != typed {
+        return Err("reading the bytes directly differs from reading the value".into());
+    }
     let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     same_up_to_normalisation("", original, &back)?;
     let again = ChatDocument::from_value(&back).map_err(|e| e.to_string())?;

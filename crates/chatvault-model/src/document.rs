@@ -285,6 +285,15 @@ impl ChatDocument {
     pub fn from_value(value: &Value) -> Result<ChatDocument, serde_json::Error> {
         ChatDocument::deserialize(value)
     }
+
+    /// Reads archived document bytes straight into the model: building a `Value` first
+    /// and dropping it again was most of the time a store rebuild took. A document that
+    /// reads only as a `Value` (a repeated key, which JSON allows and the schema check
+    /// accepted: the last one wins) still goes that way.
+    pub fn from_json(bytes: &[u8]) -> Result<ChatDocument, serde_json::Error> {
+        serde_json::from_slice(bytes)
+            .or_else(|_| ChatDocument::from_value(&serde_json::from_slice(bytes)?))
+    }
 }
 
 /// The chat server writes `null` where it has nothing; the model uses the type's empty value.
@@ -346,5 +355,15 @@ mod tests {
         );
         assert_eq!(parsed.lines[0].role(), Role::System);
         assert!(parsed.visit_detail.is_none());
+    }
+
+    #[test]
+    fn bytes_with_a_repeated_key_read_as_their_value_does() {
+        let text = br#"{"ChatHeader": {"ChatUID": "6741a0c2e4b0a1f3c2d4e501", "SiteKey": 3,
+            "SiteKey": 5, "Started": "2024-08-14T09:12:03"}, "Lines": []}"#;
+        let value: Value = serde_json::from_slice(text).expect("JSON");
+        let direct = ChatDocument::from_json(text).expect("reads");
+        assert_eq!(direct, ChatDocument::from_value(&value).expect("reads"));
+        assert_eq!(direct.chat_header.site_key, 5, "the last one wins");
     }
 }

@@ -689,12 +689,7 @@ impl Store {
                         chat_uid: r.entry.chat_uid,
                     }),
                     Operation::Upsert => {
-                        let value: serde_json::Value = serde_json::from_slice(&r.entry.document)
-                            .map_err(|e| StoreError::BadArchivedDocument {
-                                seq: r.seq,
-                                reason: e.to_string(),
-                            })?;
-                        let document = ChatDocument::from_value(&value).map_err(|e| {
+                        let document = ChatDocument::from_json(&r.entry.document).map_err(|e| {
                             StoreError::BadArchivedDocument {
                                 seq: r.seq,
                                 reason: e.to_string(),
