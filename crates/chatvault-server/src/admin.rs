@@ -72,8 +72,7 @@ pub struct AuditPage {
     ),
     responses(
         (status = 200, description = "Entries, oldest first, and next_after when more follow", body = Object),
-        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        crate::openapi::AdminRefusals,
     ))]
 pub async fn list_audit(
     State(state): State<AppState>,
@@ -160,8 +159,7 @@ impl HoldRequest {
     responses(
         (status = 201, description = "The hold", body = Object),
         (status = 400, description = "Not a hold request", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        crate::openapi::AdminRefusals,
     ))]
 pub async fn place_hold(
     State(state): State<AppState>,
@@ -200,8 +198,7 @@ pub struct HoldListQuery {
     params(("all" = Option<bool>, Query, description = "Include released holds")),
     responses(
         (status = 200, description = "Holds", body = Object),
-        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        crate::openapi::AdminRefusals,
     ))]
 pub async fn list_holds(
     State(state): State<AppState>,
@@ -222,8 +219,7 @@ pub async fn list_holds(
     params(("id" = String, Path, description = "Hold id")),
     responses(
         (status = 200, description = "The released hold", body = Object),
-        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 404, description = "No such hold", body = crate::openapi::ErrorBody),
         (status = 409, description = "Already released", body = crate::openapi::ErrorBody),
     ))]
@@ -310,8 +306,7 @@ impl ErasureRequest {
     responses(
         (status = 200, description = "The plan (chats, held chats) and, unless a dry run, the receipt", body = Object),
         (status = 400, description = "Not an erasure request", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 503, description = "Erasure is not available on this node, or ingest has stopped", body = crate::openapi::ErrorBody),
     ))]
 pub async fn erase(

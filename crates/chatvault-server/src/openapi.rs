@@ -50,6 +50,18 @@ The OData feed (`/odata/`) describes itself with `$metadata`.",
 )]
 pub struct ApiDoc;
 
+/// The refusals every admin-scope route documents.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Describes responses; the handlers build them through ApiError.
+pub enum AdminRefusals {
+    /// No or unknown API key
+    #[response(status = 401)]
+    Unauthorized(ErrorBody<'static>),
+    /// The key lacks the admin scope
+    #[response(status = 403)]
+    Forbidden(ErrorBody<'static>),
+}
+
 /// The three ways an API key may be presented.
 struct Security;
 

@@ -194,8 +194,7 @@ fn wants_csv(headers: &HeaderMap) -> bool {
     responses(
         (status = 201, description = "Created (after a dry run of the SQL on empty tables)", body = ReportDefinition),
         (status = 400, description = "Not a report definition", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 409, description = "The id is taken", body = crate::openapi::ErrorBody),
         (status = 422, description = "Invalid fields or SQL, with the reason", body = crate::openapi::ErrorBody),
     ))]
@@ -230,8 +229,7 @@ pub async fn create(
     responses(
         (status = 200, description = "Replaced", body = ReportDefinition),
         (status = 400, description = "Not a report definition", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 404, description = "No such report", body = crate::openapi::ErrorBody),
         (status = 409, description = "Built-in reports are read-only", body = crate::openapi::ErrorBody),
         (status = 422, description = "Invalid fields or SQL, with the reason", body = crate::openapi::ErrorBody),
@@ -266,8 +264,7 @@ pub async fn replace(
     params(("id" = String, Path, description = "Report id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the admin scope", body = crate::openapi::ErrorBody),
+        crate::openapi::AdminRefusals,
         (status = 404, description = "No such report", body = crate::openapi::ErrorBody),
         (status = 409, description = "Built-in reports are read-only", body = crate::openapi::ErrorBody),
     ))]
