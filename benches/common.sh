@@ -1,5 +1,11 @@
-# Shared by the benchmark scripts: logging, tools, the DuckDB venv and timing helpers.
-# Expects ROOT, WORK and CARGO_TARGET_DIR to be set, and BENCH_NAME for log lines.
+# Shared by the benchmark scripts: settings, logging, tools, the DuckDB venv, the shared
+# input data and timing helpers. Expects ROOT (the repository) and BENCH_NAME (for log
+# lines); a script may set DEFAULT_CHATS before sourcing this.
+
+CHATS=${BENCH_CHATS:-${DEFAULT_CHATS:-1000000}}
+SEED=${BENCH_SEED:-1}
+WORK=${CHATVAULT_BENCH_DIR:-/tmp/chatvault-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}
 
 log() { printf '[%s %s] %s\n' "${BENCH_NAME:-bench}" "$(date +%H:%M:%S)" "$*" >&2; }
 die() {
@@ -55,4 +61,31 @@ elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", b - a}'; }
 fresh_dir() {
     rm -rf "$1"
     mkdir -p "$1"
+}
+
+# Prints the path of CHATS generated chats (seed SEED) as NDJSON, generated once.
+bench_ndjson() {
+    local ndjson=$WORK/store-$CHATS-seed$SEED.ndjson
+    if [[ ! -f $ndjson.complete ]]; then
+        log "generating $CHATS chats (seed $SEED)"
+        "$CV" gen --chats "$CHATS" --seed "$SEED" --out "$ndjson" >&2 || die "gen failed"
+        touch "$ndjson.complete"
+    fi
+    echo "$ndjson"
+}
+
+# Prints the path of a data directory holding bench_ndjson imported and compacted, made
+# once and shared by the query benchmarks (OData feed, reports).
+bench_store() {
+    local ndjson dir=$WORK/dd-query-$CHATS-seed$SEED
+    ndjson=$(bench_ndjson)
+    if [[ ! -f $dir.complete ]]; then
+        fresh_dir "$dir"
+        log "import and compact into $dir"
+        "$CV" import --json --data-dir "$dir" "$ndjson" >"$WORK/query-import.json" 2>"$WORK/query-import.err" ||
+            die "import failed: $(tail -5 "$WORK/query-import.err")"
+        "$CV" compact --data-dir "$dir" >/dev/null 2>&1 || die "compact failed"
+        touch "$dir.complete"
+    fi
+    echo "$dir"
 }

@@ -22,12 +22,9 @@
 # Only 127.0.0.1 is used; the server this script starts is stopped on exit.
 set -euo pipefail
 
-CHATS=${BENCH_CHATS:-100000}
-SEED=${BENCH_SEED:-1}
+DEFAULT_CHATS=100000
 CONCURRENCY=${BENCH_CONCURRENCY:-16}
 BATCHES=${BENCH_BATCHES:-"1 50"}
-WORK=${CHATVAULT_BENCH_DIR:-/tmp/chatvault-bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 BENCH_NAME=ingest-bench

@@ -10,30 +10,13 @@
 # (default /tmp/chatvault-bench), CARGO_TARGET_DIR (default ~/.cache/chatvault/target).
 set -euo pipefail
 
-CHATS=${BENCH_CHATS:-1000000}
-SEED=${BENCH_SEED:-1}
-WORK=${CHATVAULT_BENCH_DIR:-/tmp/chatvault-bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_NAME=odata-bench
 # shellcheck source=benches/common.sh
 source "$ROOT/benches/common.sh"
 "$VENV/bin/python" -c 'import requests' 2>/dev/null || "$VENV/bin/pip" install --quiet --disable-pip-version-check requests
 
-NDJSON=$WORK/store-$CHATS-seed$SEED.ndjson
-if [[ ! -f $NDJSON.complete ]]; then
-    log "generating $CHATS chats (seed $SEED)"
-    "$CV" gen --chats "$CHATS" --seed "$SEED" --out "$NDJSON"
-    touch "$NDJSON.complete"
-fi
-DIR=$WORK/dd-odata-$CHATS
-if [[ ! -f $DIR.complete ]]; then
-    fresh_dir "$DIR"
-    log "import"
-    "$CV" import --data-dir "$DIR" "$NDJSON" >/dev/null 2>"$WORK/odata-import.err" || die "import failed"
-    "$CV" compact --data-dir "$DIR" >/dev/null 2>&1 || die "compact failed"
-    touch "$DIR.complete"
-fi
+DIR=$(bench_store)
 KEY=$("$CV" keys create --data-dir "$DIR" --name bench --scope read | tail -1)
 
 log "starting the service"

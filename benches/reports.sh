@@ -10,12 +10,8 @@
 # CHATVAULT_BENCH_DIR (/tmp/chatvault-bench), CARGO_TARGET_DIR (~/.cache/chatvault/target).
 set -euo pipefail
 
-CHATS=${BENCH_CHATS:-1000000}
-SEED=${BENCH_SEED:-1}
 SITE=${BENCH_SITE:-3}
 MONTH=${BENCH_MONTH:-2024-08}
-WORK=${CHATVAULT_BENCH_DIR:-/tmp/chatvault-bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_NAME=report-bench
 # shellcheck source=benches/common.sh
@@ -26,21 +22,7 @@ REPORTS=$BIN_DIR/report-bench
 FROM=$MONTH-01
 TO=$("$PY" -c 'import calendar,sys; y,m=map(int,sys.argv[1].split("-")); print(f"{y:04d}-{m:02d}-{calendar.monthrange(y,m)[1]:02d}")' "$MONTH")
 
-DIR=$WORK/dd-reports-$CHATS-seed$SEED
-if [[ ! -f $DIR.complete ]]; then
-    NDJSON=$WORK/store-$CHATS-seed$SEED.ndjson
-    if [[ ! -f $NDJSON.complete ]]; then
-        log "generating $CHATS chats (seed $SEED)"
-        "$CV" gen --chats "$CHATS" --seed "$SEED" --out "$NDJSON"
-        touch "$NDJSON.complete"
-    fi
-    fresh_dir "$DIR"
-    log "import and compact"
-    "$CV" import --json --data-dir "$DIR" "$NDJSON" >"$WORK/reports-import.json" 2>"$WORK/reports-import.err" ||
-        die "import failed: $(tail -5 "$WORK/reports-import.err")"
-    "$CV" compact --data-dir "$DIR" >/dev/null 2>&1 || die "compact failed"
-    touch "$DIR.complete"
-fi
+DIR=$(bench_store)
 
 RUNS=$WORK/report-runs
 fresh_dir "$RUNS"

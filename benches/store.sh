@@ -10,10 +10,6 @@
 # (default /tmp/chatvault-bench), CARGO_TARGET_DIR (default ~/.cache/chatvault/target).
 set -euo pipefail
 
-CHATS=${BENCH_CHATS:-1000000}
-SEED=${BENCH_SEED:-1}
-WORK=${CHATVAULT_BENCH_DIR:-/tmp/chatvault-bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_NAME=store-bench
 # shellcheck source=benches/common.sh
@@ -21,12 +17,7 @@ source "$ROOT/benches/common.sh"
 QUERY=$BIN_DIR/store-query
 [[ -x $QUERY ]] || die "store-query not found under $BIN_DIR"
 
-NDJSON=$WORK/store-$CHATS-seed$SEED.ndjson
-if [[ ! -f $NDJSON.complete ]]; then
-    log "generating $CHATS chats (seed $SEED)"
-    "$CV" gen --chats "$CHATS" --seed "$SEED" --out "$NDJSON"
-    touch "$NDJSON.complete"
-fi
+NDJSON=$(bench_ndjson)
 NDJSON_BYTES=$(stat -c %s "$NDJSON")
 RUNS=$WORK/store-runs
 fresh_dir "$RUNS"
