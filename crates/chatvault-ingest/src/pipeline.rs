@@ -43,6 +43,11 @@ pub enum Prepared {
     Delete {
         chat_uid: String,
         detail: String,
+        /// Delete only if the chat is still at this version (nothing was stored for it
+        /// since the caller looked); otherwise the outcome is `Unchanged`. A source
+        /// mirroring its upstream's deletions decides on a snapshot, and must not delete
+        /// a version that arrived after it.
+        if_version: Option<i64>,
     },
     Rejected {
         location: String,
@@ -423,7 +428,7 @@ impl Worker {
             outcomes.push(answers);
         }
 
-        let changes: Vec<(String, i64, bool, ContentHash)> = entries
+        let changes: Vec<(String, i64, bool, ContentHash, Source)> = entries
             .iter()
             .map(|e| {
                 (
@@ -431,6 +436,7 @@ impl Worker {
                     e.site_key,
                     e.operation == Operation::Delete,
                     e.content_hash,
+                    e.source,
                 )
             })
             .collect();
@@ -443,7 +449,7 @@ impl Worker {
             .into_iter()
             .zip(&positions)
             .map(
-                |((chat_uid, site_key, deleted, content_hash), pos)| AppliedChange {
+                |((chat_uid, site_key, deleted, content_hash, source), pos)| AppliedChange {
                     seq: pos.seq,
                     segment: pos.segment,
                     chat_uid,
@@ -451,6 +457,7 @@ impl Worker {
                     deleted,
                     content_hash,
                     received_at_us,
+                    source: source.as_str().to_owned(),
                 },
             )
             .collect();
@@ -599,7 +606,11 @@ fn decide(
                 }
             }
         }
-        Prepared::Delete { chat_uid, detail } => {
+        Prepared::Delete {
+            chat_uid,
+            detail,
+            if_version,
+        } => {
             let previous = known.get(&chat_uid).copied();
             let outcome = |status, version| Outcome {
                 location: String::new(),
@@ -611,7 +622,7 @@ fn decide(
             };
             match previous {
                 None => (outcome(OutcomeKind::NotFound, None), None, None),
-                Some(p) if p.deleted => {
+                Some(p) if p.deleted || if_version.is_some_and(|v| v != p.version) => {
                     (outcome(OutcomeKind::Unchanged, Some(p.version)), None, None)
                 }
                 Some(p) => {
