@@ -32,7 +32,7 @@ use chatvault_model::SchemaRegistry;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,15 +41,13 @@ use tokio::sync::watch;
 
 use crate::payload::Piece;
 use crate::pipeline::{prepare, Outcome, OutcomeKind, Pipeline, Prepared, SubmitError};
-use crate::{now_us, IngestError, Result, Source};
+use crate::{now_us, IngestError, OutcomeTally, Result, Source};
 
 /// The environment variable rustls reads trust anchors from. The Cosmos SDK offers no
 /// other way to add a certificate authority, so `ca_file` is honoured through it (see
 /// [`CosmosConfig::ca_file`]).
 pub const CA_FILE_ENV: &str = "SSL_CERT_FILE";
 
-/// At most this many rejection reasons are kept in a [`BackfillSummary`].
-const MAX_REASONS: usize = 100;
 /// A backfill gives up after this many consecutive transient failures.
 const BACKFILL_ATTEMPTS: u32 = 8;
 /// The page of one step grows up to this while a single `_ts` second fills it.
@@ -211,17 +209,11 @@ fn is_emulator_host(host: &str) -> bool {
 pub struct BackfillSummary {
     /// Documents read from the container and submitted.
     pub documents: u64,
-    pub counts: BTreeMap<OutcomeKind, u64>,
-    /// `id=… _ts=…: reason` for the first rejected documents.
-    pub rejections: Vec<String>,
+    /// Rejections are kept as `id=… _ts=…: reason`.
+    #[serde(flatten)]
+    pub outcomes: OutcomeTally,
     /// The checkpoint (`_ts`) saved at the end, if the container held any document.
     pub checkpoint: Option<i64>,
-}
-
-impl BackfillSummary {
-    pub fn count(&self, kind: OutcomeKind) -> u64 {
-        self.counts.get(&kind).copied().unwrap_or_default()
-    }
 }
 
 /// Why a step failed, which decides how long to wait and what to tell the operator.
@@ -399,12 +391,7 @@ impl Tally {
     fn record(&mut self, outcomes: &[Outcome], locations: &[String]) {
         for (o, location) in outcomes.iter().zip(locations) {
             self.summary.documents += 1;
-            *self.summary.counts.entry(o.status).or_default() += 1;
-            if let (OutcomeKind::Rejected, Some(err)) = (o.status, &o.error) {
-                if self.summary.rejections.len() < MAX_REASONS {
-                    self.summary.rejections.push(format!("{location}: {err}"));
-                }
-            }
+            self.summary.outcomes.record(o, location);
         }
     }
 }
@@ -487,7 +474,7 @@ impl CosmosSource {
                 Ok(()) => {
                     caught_up = true;
                     backoff = Duration::ZERO;
-                    let rejected = session.summary.count(OutcomeKind::Rejected);
+                    let rejected = session.summary.outcomes.count(OutcomeKind::Rejected);
                     let message = format!(
                         "{label}: up to date (checkpoint _ts={}, {} documents read since start, {rejected} rejected)",
                         cursor

@@ -409,8 +409,16 @@ async fn backfill_of_ten_thousand_documents() {
         .await
         .expect("backfill");
     assert_eq!(summary.documents, 10_000, "{summary:?}");
-    assert_eq!(summary.count(OutcomeKind::Accepted), 10_000, "{summary:?}");
-    assert!(summary.rejections.is_empty(), "{:?}", summary.rejections);
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Accepted),
+        10_000,
+        "{summary:?}"
+    );
+    assert!(
+        summary.outcomes.rejections.is_empty(),
+        "{:?}",
+        summary.outcomes.rejections
+    );
     let reported = reported.into_inner().expect("progress");
     assert!(reported.windows(2).all(|w| w[0] < w[1]), "{reported:?}");
     assert_eq!(reported.last(), Some(&10_000));
@@ -424,7 +432,11 @@ async fn backfill_of_ten_thousand_documents() {
 
     // A second backfill reads everything again and stores nothing new.
     let again = source.backfill(&|_| {}).await.expect("second backfill");
-    assert_eq!(again.count(OutcomeKind::Unchanged), 10_000, "{again:?}");
+    assert_eq!(
+        again.outcomes.count(OutcomeKind::Unchanged),
+        10_000,
+        "{again:?}"
+    );
     assert_each_once(&vault.records(), 10_000);
 }
 
@@ -618,23 +630,33 @@ async fn invalid_documents_are_rejected_with_reasons_and_do_not_stop_the_source(
         .backfill(&|_| {})
         .await
         .expect("backfill");
-    assert_eq!(summary.count(OutcomeKind::Accepted), 20, "{summary:?}");
-    assert_eq!(summary.count(OutcomeKind::Rejected), 2, "{summary:?}");
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Accepted),
+        20,
+        "{summary:?}"
+    );
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Rejected),
+        2,
+        "{summary:?}"
+    );
     assert!(
         summary
+            .outcomes
             .rejections
             .iter()
             .any(|r| r.starts_with("id=not-a-chat ") && r.contains("ChatHeader")),
         "{:?}",
-        summary.rejections
+        summary.outcomes.rejections
     );
     assert!(
         summary
+            .outcomes
             .rejections
             .iter()
             .any(|r| r.starts_with("id=bad-uid ") && r.contains("ChatUID")),
         "{:?}",
-        summary.rejections
+        summary.outcomes.rejections
     );
 
     // The running source steps over invalid documents and keeps going.
@@ -737,7 +759,11 @@ async fn throttling_and_outages_are_retried() {
         .backfill(&|_| {})
         .await
         .expect("backfill despite 429s");
-    assert_eq!(summary.count(OutcomeKind::Accepted), 300, "{summary:?}");
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Accepted),
+        300,
+        "{summary:?}"
+    );
 
     upsert_all(
         &container,
@@ -897,5 +923,9 @@ async fn ca_file_child() {
         .backfill(&|_| {})
         .await
         .expect("backfill over TLS verified against the CA file");
-    assert_eq!(summary.count(OutcomeKind::Accepted), 3, "{summary:?}");
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Accepted),
+        3,
+        "{summary:?}"
+    );
 }
