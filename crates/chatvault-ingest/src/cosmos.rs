@@ -381,6 +381,13 @@ struct Cursor {
     checkpoint: Option<i64>,
     /// `_rid` → (`_etag`, `_ts`) of versions submitted by this process.
     submitted: HashMap<String, (String, i64)>,
+    /// Every document with `_ts` below this was read by a pass of this process that
+    /// started after they had all become visible, so no pass needs to read them again.
+    /// Without it a quiet container would have its last `overlap_secs` of writes read
+    /// again by every poll until the next write. Not persisted: after a restart the
+    /// overlap window is read once, since the stopped process may have missed a write
+    /// that became visible late.
+    settled: i64,
 }
 
 impl Cursor {
@@ -805,9 +812,11 @@ impl CosmosSource {
                 Some(uid) if uid > after => after = uid,
                 // A full page that does not move forward would loop for ever; the listing
                 // is incomplete, so it must not be used.
-                _ => return Err(Failure::Transient(format!(
+                _ => {
+                    return Err(Failure::Transient(format!(
                     "{doing}: the container answered a page that does not advance past {after:?}"
-                ))),
+                )))
+                }
             }
         }
     }
@@ -902,8 +911,9 @@ impl CosmosSource {
         Ok(container)
     }
 
-    /// Reads every document from the cursor's checkpoint (less the overlap) to the end
-    /// of the container, stores them, and advances the checkpoint after each durable step.
+    /// Reads every document from the cursor's checkpoint (less the overlap, but not
+    /// below what is settled) to the end of the container, stores them, and advances the
+    /// checkpoint after each durable step.
     async fn pass(
         &self,
         cursor: &mut Cursor,
@@ -912,14 +922,41 @@ impl CosmosSource {
     ) -> std::result::Result<(), Failure> {
         let container = self.container().await?;
         let overlap = i64::try_from(self.config.overlap_secs).unwrap_or(i64::MAX);
-        let mut since = cursor
+        let started = now_us() / 1_000_000;
+        let since = cursor
             .checkpoint
-            .map_or(0, |c| c.saturating_sub(overlap).max(0));
+            .map_or(0, |c| c.saturating_sub(overlap).max(cursor.settled).max(0));
+        self.read_from(&container, since, overlap, cursor, tally, progress)
+            .await?;
+        // The overlap bounds how late a write becomes visible, so every document with a
+        // `_ts` more than `overlap` before this pass started was visible when it did,
+        // and the pass read all of them from `since` on. (This assumes this machine's
+        // clock is within a few seconds of Cosmos DB's; the overlap is a minute.)
+        let settled = started
+            .saturating_sub(overlap)
+            .min(cursor.checkpoint.map_or(0, |c| c.saturating_add(1)));
+        if since <= settled {
+            cursor.settled = cursor.settled.max(settled);
+        }
+        Ok(())
+    }
+
+    /// Reads every document from `since` to the end of the container, stores them, and
+    /// advances the checkpoint after each durable step.
+    async fn read_from(
+        &self,
+        container: &ContainerClient,
+        mut since: i64,
+        overlap: i64,
+        cursor: &mut Cursor,
+        tally: &mut Tally,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> std::result::Result<(), Failure> {
         cursor.prune(since);
         let page = self.config.page_size.clamp(1, MAX_STEP_DOCUMENTS);
         let mut limit = page;
         loop {
-            let items = self.read_step(&container, since, limit).await?;
+            let items = self.read_step(container, since, limit).await?;
             let full = items.len() >= limit as usize;
             let (Some(first), Some(last)) = (items.first(), items.last()) else {
                 return Ok(());
