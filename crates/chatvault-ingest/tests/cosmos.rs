@@ -1028,15 +1028,25 @@ fn uids(docs: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// A container "chats" holding chats `0..n` of generator `seed`, and those chats.
+async fn container_with_chats(
+    emulator: &Emulator,
+    seed: u64,
+    n: u64,
+) -> (ContainerClient, Vec<Value>) {
+    let admin = admin_client(emulator).await;
+    let container = create_container(&admin, "chats").await;
+    let generator = Generator::new(seed);
+    let docs: Vec<Value> = (0..n).map(|i| chat(&generator, i)).collect();
+    upsert_all(&container, docs.clone()).await;
+    (container, docs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_deletes_are_not_mirrored_by_default() {
     let emulator = Emulator::start();
-    let admin = admin_client(&emulator).await;
-    let container = create_container(&admin, "chats").await;
-    let generator = Generator::new(101);
-    let docs: Vec<Value> = (0..20).map(|i| chat(&generator, i)).collect();
+    let (container, docs) = container_with_chats(&emulator, 101, 20).await;
     let all = uids(&docs);
-    upsert_all(&container, docs).await;
 
     let vault = Vault::new().await;
     let mut config = emulator.config("chats");
@@ -1073,12 +1083,8 @@ async fn container_deletes_are_not_mirrored_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrored_deletes_follow_the_container_but_spare_chats_sent_since_by_others() {
     let emulator = Emulator::start();
-    let admin = admin_client(&emulator).await;
-    let container = create_container(&admin, "chats").await;
-    let generator = Generator::new(102);
-    let docs: Vec<Value> = (0..30).map(|i| chat(&generator, i)).collect();
+    let (container, docs) = container_with_chats(&emulator, 102, 30).await;
     let all = uids(&docs);
-    upsert_all(&container, docs.clone()).await;
 
     let vault = Vault::new().await;
     let running = Running::start(vault.source(mirroring(&emulator, "chats")));
@@ -1182,13 +1188,9 @@ async fn mirrored_deletes_follow_the_container_but_spare_chats_sent_since_by_oth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_listing_deletes_nothing() {
     let emulator = Emulator::start();
-    let admin = admin_client(&emulator).await;
-    let container = create_container(&admin, "chats").await;
-    let generator = Generator::new(103);
     // More chats than one listing page (100 in these tests), so the listing pages.
-    let docs: Vec<Value> = (0..150).map(|i| chat(&generator, i)).collect();
+    let (container, docs) = container_with_chats(&emulator, 103, 150).await;
     let all = uids(&docs);
-    upsert_all(&container, docs).await;
 
     let vault = Vault::new().await;
     let running = Running::start(vault.source(mirroring(&emulator, "chats")));
