@@ -472,7 +472,12 @@ impl Mirror {
     /// A failed reconcile deleted nothing; it is tried again after a backoff.
     fn failed(&mut self, failure: &Failure, interval: Duration, max_backoff: Duration) {
         self.backoff = next_backoff(self.backoff, max_backoff);
-        let wait = self.backoff.min(interval);
+        // A refusal on principle (checkpoints of another container) does not go away by
+        // itself: asking again at the usual interval is enough.
+        let wait = match failure {
+            Failure::Config(_) => interval,
+            _ => self.backoff.min(interval),
+        };
         self.due = tokio::time::Instant::now() + wait;
         self.note = format!(
             "; deletes mirrored: the last reconcile failed and deleted nothing ({}); retrying in {} s",

@@ -1236,3 +1236,31 @@ async fn a_failed_listing_deletes_nothing() {
     assert!(all[..10].iter().all(|u| !live[u]));
     assert!(all[10..].iter().all(|u| live[u]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_from_another_container_stop_the_mirror() {
+    let emulator = Emulator::start();
+    let (container, docs) = container_with_chats(&emulator, 104, 10).await;
+    let all = uids(&docs);
+    let vault = Vault::new().await;
+    // This archive once read another container too: its chats cannot be told apart from
+    // this container's, so a document missing here proves nothing.
+    vault
+        .catalog
+        .set_checkpoint("cosmos:chatserver/older", "1", 1)
+        .await
+        .expect("checkpoint");
+    let running = Running::start(vault.source(mirroring(&emulator, "chats")));
+    vault.wait_for_chats(10, Duration::from_secs(30)).await;
+    delete_all(&container, &all[..3]).await;
+    running
+        .wait_for_status("the refusal", |ready, m| {
+            ready
+                && m.contains("the last reconcile failed and deleted nothing")
+                && m.contains("cosmos:chatserver/older")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    running.stop().await;
+    assert_eq!(vault.live_chats().await, 10);
+}
