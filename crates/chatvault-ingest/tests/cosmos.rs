@@ -1028,6 +1028,18 @@ fn uids(docs: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// A source mirroring deletes from the container "chats" into `vault`, once it has stored
+/// the container's `n` chats and reconciled them once.
+async fn mirroring_and_reconciled(emulator: &Emulator, vault: &Vault, n: u64) -> Running {
+    let running = Running::start(vault.source(mirroring(emulator, "chats")));
+    vault.wait_for_chats(n, Duration::from_secs(30)).await;
+    let first = format!("deletes mirrored: last reconcile listed {n} chats");
+    running
+        .wait_for_status("a first reconcile", |ready, m| ready && m.contains(&first))
+        .await;
+    running
+}
+
 /// A container "chats" holding chats `0..n` of generator `seed`, and those chats.
 async fn container_with_chats(
     emulator: &Emulator,
@@ -1087,13 +1099,7 @@ async fn mirrored_deletes_follow_the_container_but_spare_chats_sent_since_by_oth
     let all = uids(&docs);
 
     let vault = Vault::new().await;
-    let running = Running::start(vault.source(mirroring(&emulator, "chats")));
-    vault.wait_for_chats(30, Duration::from_secs(30)).await;
-    running
-        .wait_for_status("a first reconcile", |ready, m| {
-            ready && m.contains("deletes mirrored: last reconcile listed 30 chats")
-        })
-        .await;
+    let running = mirroring_and_reconciled(&emulator, &vault, 30).await;
 
     // Chat 5 is re-sent, changed, through the webhook: its latest version is the
     // webhook's now. Chat 6 is re-sent unchanged: nothing is stored, so its latest
@@ -1193,13 +1199,7 @@ async fn a_failed_listing_deletes_nothing() {
     let all = uids(&docs);
 
     let vault = Vault::new().await;
-    let running = Running::start(vault.source(mirroring(&emulator, "chats")));
-    vault.wait_for_chats(150, Duration::from_secs(30)).await;
-    running
-        .wait_for_status("a first reconcile", |ready, m| {
-            ready && m.contains("deletes mirrored: last reconcile listed 150 chats")
-        })
-        .await;
+    let running = mirroring_and_reconciled(&emulator, &vault, 150).await;
 
     // The listing's first page is served, every page after it fails: a reconcile that
     // used what it had would delete the 50 chats on the pages it never saw.
