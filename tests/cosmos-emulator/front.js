@@ -11,7 +11,9 @@
 //   - the master-key signature of every request is checked (the emulator accepts any
 //     key), answering 401 like the service, so a wrong key can be tested;
 //   - `POST /__chatvault/faults` makes the next N document queries fail (429 with
-//     x-ms-retry-after-ms, or 503), so throttling and outages can be tested.
+//     x-ms-retry-after-ms, or 503), so throttling and outages can be tested; with
+//     `match`, only queries whose text contains it count, and `skip` lets that many of
+//     them through first (so a listing can fail after its first page).
 //
 // Listens on 127.0.0.1 on a free port and prints the port alone on the first line of
 // stdout. Exits when stdin closes, so a test that dies never leaves it behind.
@@ -21,7 +23,8 @@
 //                         well-known public emulator key)
 //   COSMOS_FRONT_CERT, COSMOS_FRONT_KEY   PEM files to serve instead of the package's
 //                         self-signed certificate
-//   COSMOS_FRONT_DEBUG    when set, every refused signature is described on stderr
+//   COSMOS_FRONT_DEBUG    when set, every refused signature and every query a `match`
+//                         fault applies to is described on stderr
 
 "use strict";
 
@@ -29,6 +32,7 @@ const crypto = require("crypto");
 const fs = require("fs");
 const http2 = require("http2");
 const path = require("path");
+const { Readable } = require("stream");
 const { createHttpsServer } = require("@vercel/cosmosdb-server");
 
 const WELL_KNOWN_EMULATOR_KEY =
@@ -52,7 +56,8 @@ const tls = {
 const inner = createHttpsServer();
 const emulatorHandler = inner.listeners("request")[0];
 
-// Pending injected failures for document queries: { status, remaining, retryAfterMs }.
+// Pending injected failures for document queries:
+// { status, remaining, retryAfterMs, match, skip }.
 let fault = null;
 
 function signatureCandidates(method, urlPath, date) {
@@ -116,7 +121,13 @@ function handleControl(req, res) {
     try {
       const spec = JSON.parse(raw || "{}");
       fault = spec.count > 0
-        ? { status: spec.status || 429, remaining: spec.count, retryAfterMs: spec.retryAfterMs || 50 }
+        ? {
+            status: spec.status || 429,
+            remaining: spec.count,
+            retryAfterMs: spec.retryAfterMs || 50,
+            match: spec.match || null,
+            skip: spec.skip || 0,
+          }
         : null;
       reply(res, 200, {}, { ok: true });
     } catch (err) {
@@ -150,22 +161,60 @@ function handle(req, res) {
   const isQuery = req.method === "POST" && /\/docs\/?$/.test(urlPath) &&
     String(req.headers["content-type"] || "").startsWith("application/query+json");
   if (fault && isQuery && fault.remaining > 0) {
-    fault.remaining -= 1;
-    const { status, retryAfterMs } = fault;
-    if (fault.remaining === 0) fault = null;
-    req.resume();
-    const headers = { "x-ms-activity-id": crypto.randomUUID() };
-    if (status === 429) {
-      headers["x-ms-retry-after-ms"] = String(retryAfterMs);
-      headers["x-ms-substatus"] = "3200";
+    if (!fault.match) {
+      req.resume();
+      injectFailure(res);
+      return;
     }
-    reply(res, status, headers, {
-      code: status === 429 ? "TooManyRequests" : "ServiceUnavailable",
-      message: status === 429 ? "Request rate is large (injected by the test)." : "Injected outage.",
+    // Only the query text can tell queries apart: read the (small) body, then hand the
+    // emulator a stream that replays it (its handler reads only headers, method, url
+    // and the body stream).
+    const chunks = [];
+    req.on("data", (chunk) => chunks.push(chunk));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      let hit = fault && fault.remaining > 0 && fault.match && body.toString("utf8").includes(fault.match);
+      if (hit && fault.skip > 0) {
+        fault.skip -= 1;
+        hit = false;
+      }
+      if (process.env.COSMOS_FRONT_DEBUG && fault && fault.match && body.toString("utf8").includes(fault.match)) {
+        process.stderr.write(`${hit ? "failing" : "serving"} query ${body.toString("utf8").slice(0, 120)}\n`);
+      }
+      if (hit) {
+        injectFailure(res);
+        return;
+      }
+      const replay = new Readable({ read() {} });
+      replay.push(body);
+      replay.push(null);
+      replay.headers = req.headers;
+      replay.method = req.method;
+      replay.url = req.url;
+      forward(replay, res, urlPath);
     });
     return;
   }
+  forward(req, res, urlPath);
+}
 
+function injectFailure(res) {
+  fault.remaining -= 1;
+  const { status, retryAfterMs } = fault;
+  if (fault.remaining === 0) fault = null;
+  const headers = { "x-ms-activity-id": crypto.randomUUID() };
+  if (status === 429) {
+    headers["x-ms-retry-after-ms"] = String(retryAfterMs);
+    headers["x-ms-substatus"] = "3200";
+  }
+  reply(res, status, headers, {
+    code: status === 429 ? "TooManyRequests" : "ServiceUnavailable",
+    message: status === 429 ? "Request rate is large (injected by the test)." : "Injected outage.",
+  });
+}
+
+// Serves a request with the emulator, adapted to HTTP/2 and the Rust SDK.
+function forward(req, res, urlPath) {
   // HTTP/2 forbids connection-specific headers; the emulator always sets one.
   const setHeader = res.setHeader.bind(res);
   res.setHeader = (name, value) => {

@@ -28,6 +28,8 @@ pub struct AppliedChange {
     pub deleted: bool,
     pub content_hash: ContentHash,
     pub received_at_us: i64,
+    /// The source that sent the record (`Source::as_str` of the archive entry).
+    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -109,12 +111,12 @@ impl Catalog {
             .map_err(query_err("starting an apply"))?;
         for c in changes {
             sqlx::query(
-                "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us) \
-                 VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $7) \
+                "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us, source) \
+                 VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $7, $8) \
                  ON CONFLICT (chat_uid) DO UPDATE SET \
                    site_key = excluded.site_key, version = chats.version + 1, content_hash = excluded.content_hash, \
                    archive_seq = excluded.archive_seq, archive_segment = excluded.archive_segment, \
-                   deleted = excluded.deleted, updated_us = excluded.updated_us \
+                   deleted = excluded.deleted, updated_us = excluded.updated_us, source = excluded.source \
                  WHERE chats.archive_seq < excluded.archive_seq",
             )
             .bind(&c.chat_uid)
@@ -124,6 +126,7 @@ impl Catalog {
             .bind(c.segment as i64)
             .bind(i64::from(c.deleted))
             .bind(c.received_at_us)
+            .bind(&c.source)
             .execute(&mut *tx)
             .await
             .map_err(query_err("recording a chat version"))?;
@@ -185,6 +188,37 @@ impl Catalog {
             f(state_from_row(&row)?);
         }
         Ok(())
+    }
+
+    /// (ChatUID, version) of every live chat whose latest archive record came from
+    /// `source`: what a source mirroring its upstream's deletions may delete.
+    pub async fn live_chats_from(&self, source: &str) -> Result<HashMap<String, i64>> {
+        let mut out = HashMap::new();
+        let mut rows =
+            sqlx::query("SELECT chat_uid, version FROM chats WHERE source = $1 AND deleted = 0")
+                .bind(source)
+                .fetch(&self.pool);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(query_err("listing a source's chats"))?
+        {
+            out.insert(
+                row.try_get("chat_uid")
+                    .map_err(query_err("listing a source's chats"))?,
+                row.try_get("version")
+                    .map_err(query_err("listing a source's chats"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The names of every source checkpoint.
+    pub async fn checkpoint_names(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT source FROM source_checkpoints ORDER BY source")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("listing source checkpoints"))
     }
 
     pub async fn checkpoint(&self, source: &str) -> Result<Option<String>> {

@@ -45,6 +45,7 @@ fn change(seq: u64, uid: &str, hash: u8, deleted: bool) -> AppliedChange {
         deleted,
         content_hash: ContentHash([hash; 32]),
         received_at_us: 1_000 + seq as i64,
+        source: "webhook".into(),
     }
 }
 
@@ -186,6 +187,65 @@ async fn sqlite_versions_deletes_and_replay() {
 #[tokio::test]
 async fn postgres_versions_deletes_and_replay() {
     versions_deletes_and_replay(postgres("versions").await).await;
+}
+
+/// Each chat's latest source, as a source mirroring its upstream's deletes reads it.
+async fn latest_source(catalog: Catalog) {
+    let from = |seq: u64, uid: &str, deleted: bool, source: &str| AppliedChange {
+        source: source.into(),
+        ..change(seq, uid, seq as u8, deleted)
+    };
+    catalog
+        .apply(
+            &[
+                from(0, "a", false, "cosmos"),
+                from(1, "b", false, "cosmos"),
+                from(2, "c", false, "cosmos"),
+                from(3, "d", false, "webhook"),
+                // b is re-sent through the webhook, c deleted: neither is Cosmos's now.
+                from(4, "b", false, "webhook"),
+                from(5, "c", true, "cosmos"),
+                // d changes in Cosmos DB: Cosmos's again.
+                from(6, "d", false, "cosmos"),
+            ],
+            &[],
+        )
+        .await
+        .expect("apply");
+    let live = catalog
+        .live_chats_from("cosmos")
+        .await
+        .expect("cosmos chats");
+    let mut live: Vec<(String, i64)> = live.into_iter().collect();
+    live.sort();
+    assert_eq!(live, vec![("a".into(), 1), ("d".into(), 2)]);
+    let webhook = catalog.live_chats_from("webhook").await.expect("webhook");
+    assert_eq!(webhook.get("b"), Some(&2));
+    assert_eq!(webhook.len(), 1);
+
+    catalog
+        .set_checkpoint("cosmos:db/one", "5", 1)
+        .await
+        .expect("checkpoint");
+    catalog
+        .set_checkpoint("folder", "x", 1)
+        .await
+        .expect("checkpoint");
+    assert_eq!(
+        catalog.checkpoint_names().await.expect("names"),
+        vec!["cosmos:db/one".to_owned(), "folder".to_owned()]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_latest_source() {
+    let (catalog, _dir) = sqlite().await;
+    latest_source(catalog).await;
+}
+
+#[tokio::test]
+async fn postgres_latest_source() {
+    latest_source(postgres("source").await).await;
 }
 
 #[tokio::test]

@@ -15,8 +15,12 @@
 //! container changes: each step is a fresh `SELECT TOP n … WHERE c._ts >= @since
 //! ORDER BY c._ts`, and the last second of a full page is always re-read by the next step.
 //!
-//! Deleted documents are never deleted from the archive: the archive outlives the chat
-//! server's retention, and a `_ts` query cannot see deletions anyway.
+//! Documents deleted from the container stay in the archive by default: the archive
+//! outlives the chat server's retention. With `mirror_deletes` the source reconciles
+//! instead, because a `_ts` query cannot see deletions: every `reconcile_interval` it
+//! takes the catalog's live chats whose latest version it stored itself, lists the
+//! ChatUIDs present in the container (a paged projection), and deletes the chats that
+//! vanished, each only if it is still at the version seen (the rules are at `reconcile`).
 
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::options::{
@@ -32,7 +36,7 @@ use chatvault_model::SchemaRegistry;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,19 +45,21 @@ use tokio::sync::watch;
 
 use crate::payload::Piece;
 use crate::pipeline::{prepare, Outcome, OutcomeKind, Pipeline, Prepared, SubmitError};
-use crate::{now_us, IngestError, Result, Source};
+use crate::{now_us, IngestError, OutcomeTally, Result, Source};
 
 /// The environment variable rustls reads trust anchors from. The Cosmos SDK offers no
 /// other way to add a certificate authority, so `ca_file` is honoured through it (see
 /// [`CosmosConfig::ca_file`]).
 pub const CA_FILE_ENV: &str = "SSL_CERT_FILE";
 
-/// At most this many rejection reasons are kept in a [`BackfillSummary`].
-const MAX_REASONS: usize = 100;
 /// A backfill gives up after this many consecutive transient failures.
 const BACKFILL_ATTEMPTS: u32 = 8;
 /// The page of one step grows up to this while a single `_ts` second fills it.
 const MAX_STEP_DOCUMENTS: u32 = 1 << 20;
+/// Every Cosmos checkpoint name starts with this (see [`CosmosConfig::checkpoint_name`]).
+const CHECKPOINT_PREFIX: &str = "cosmos:";
+/// Mirrored deletes submitted together.
+const DELETE_CHUNK: usize = 1000;
 
 #[derive(Clone)]
 pub struct CosmosConfig {
@@ -84,6 +90,12 @@ pub struct CosmosConfig {
     pub max_backoff: Duration,
     /// Preferred Azure region (e.g. `westeurope`) for routing; `None` lets the SDK choose.
     pub region: Option<String>,
+    /// Delete from the archive the chats whose documents were deleted from the container
+    /// (off by default: the archive outlives the chat server's retention).
+    pub mirror_deletes: bool,
+    /// Pause between two reconciles of the container's ChatUIDs with the archive, when
+    /// deletes are mirrored. Each lists the whole container (ChatUIDs only).
+    pub reconcile_interval: Duration,
 }
 
 impl std::fmt::Debug for CosmosConfig {
@@ -100,13 +112,16 @@ impl std::fmt::Debug for CosmosConfig {
             .field("page_size", &self.page_size)
             .field("max_backoff", &self.max_backoff)
             .field("region", &self.region)
+            .field("mirror_deletes", &self.mirror_deletes)
+            .field("reconcile_interval", &self.reconcile_interval)
             .finish()
     }
 }
 
 impl CosmosConfig {
     /// A configuration with production defaults: strict certificate validation, a poll
-    /// every 5 s, a 60 s overlap window, pages of 1000 documents.
+    /// every 5 s, a 60 s overlap window, pages of 1000 documents, container deletes not
+    /// mirrored (a reconcile every 10 minutes once they are).
     pub fn new(
         endpoint: impl Into<String>,
         key: impl Into<String>,
@@ -125,6 +140,8 @@ impl CosmosConfig {
             page_size: 1000,
             max_backoff: Duration::from_secs(60),
             region: None,
+            mirror_deletes: false,
+            reconcile_interval: Duration::from_secs(600),
         }
     }
 
@@ -147,7 +164,7 @@ impl CosmosConfig {
 
     /// The source's name in the catalog's checkpoint table.
     pub fn checkpoint_name(&self) -> String {
-        format!("cosmos:{}/{}", self.database, self.container)
+        format!("{CHECKPOINT_PREFIX}{}/{}", self.database, self.container)
     }
 
     fn label(&self) -> String {
@@ -211,17 +228,11 @@ fn is_emulator_host(host: &str) -> bool {
 pub struct BackfillSummary {
     /// Documents read from the container and submitted.
     pub documents: u64,
-    pub counts: BTreeMap<OutcomeKind, u64>,
-    /// `id=… _ts=…: reason` for the first rejected documents.
-    pub rejections: Vec<String>,
+    /// Rejections are kept as `id=… _ts=…: reason`.
+    #[serde(flatten)]
+    pub outcomes: OutcomeTally,
     /// The checkpoint (`_ts`) saved at the end, if the container held any document.
     pub checkpoint: Option<i64>,
-}
-
-impl BackfillSummary {
-    pub fn count(&self, kind: OutcomeKind) -> u64 {
-        self.counts.get(&kind).copied().unwrap_or_default()
-    }
 }
 
 /// Why a step failed, which decides how long to wait and what to tell the operator.
@@ -370,6 +381,13 @@ struct Cursor {
     checkpoint: Option<i64>,
     /// `_rid` → (`_etag`, `_ts`) of versions submitted by this process.
     submitted: HashMap<String, (String, i64)>,
+    /// Every document with `_ts` below this was read by a pass of this process that
+    /// started after they had all become visible, so no pass needs to read them again.
+    /// Without it a quiet container would have its last `overlap_secs` of writes read
+    /// again by every poll until the next write. Not persisted: after a restart the
+    /// overlap window is read once, since the stopped process may have missed a write
+    /// that became visible late.
+    settled: i64,
 }
 
 impl Cursor {
@@ -399,14 +417,82 @@ impl Tally {
     fn record(&mut self, outcomes: &[Outcome], locations: &[String]) {
         for (o, location) in outcomes.iter().zip(locations) {
             self.summary.documents += 1;
-            *self.summary.counts.entry(o.status).or_default() += 1;
-            if let (OutcomeKind::Rejected, Some(err)) = (o.status, &o.error) {
-                if self.summary.rejections.len() < MAX_REASONS {
-                    self.summary.rejections.push(format!("{location}: {err}"));
-                }
-            }
+            self.summary.outcomes.record(o, location);
         }
     }
+}
+
+/// What one reconcile of the container with the archive found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reconciled {
+    /// Live chats whose latest version this source stored: the only ones it may delete.
+    checked: u64,
+    /// ChatUIDs found in the container (documents without one are not counted).
+    listed: u64,
+    /// Chats deleted because their documents were no longer in the container.
+    deleted: u64,
+    /// Vanished chats left alone because a new version arrived while the container was
+    /// being listed (from any source).
+    kept: u64,
+}
+
+/// When the next reconcile is due and what the last one did, for the status line.
+struct Mirror {
+    due: tokio::time::Instant,
+    backoff: Duration,
+    /// The last status suffix: the last complete reconcile, or why the last one failed.
+    note: String,
+    deleted_since_start: u64,
+}
+
+impl Mirror {
+    fn new() -> Mirror {
+        Mirror {
+            due: tokio::time::Instant::now(),
+            backoff: Duration::ZERO,
+            note: String::new(),
+            deleted_since_start: 0,
+        }
+    }
+
+    fn done(&mut self, r: Reconciled, interval: Duration) {
+        self.deleted_since_start += r.deleted;
+        self.backoff = Duration::ZERO;
+        self.due = tokio::time::Instant::now() + interval;
+        self.note = format!(
+            "; deletes mirrored: last reconcile listed {} chats in the container, checked {}, \
+             deleted {} ({} since start), kept {} changed meanwhile",
+            r.listed, r.checked, r.deleted, self.deleted_since_start, r.kept
+        );
+        metrics::counter!("chatvault_cosmos_reconciles_total", "result" => "complete").increment(1);
+        metrics::counter!("chatvault_cosmos_mirrored_deletes_total").increment(r.deleted);
+        metrics::gauge!("chatvault_cosmos_reconcile_listed_chats").set(r.listed as f64);
+    }
+
+    /// A failed reconcile deleted nothing; it is tried again after a backoff.
+    fn failed(&mut self, failure: &Failure, interval: Duration, max_backoff: Duration) {
+        self.backoff = next_backoff(self.backoff, max_backoff);
+        // A refusal on principle (checkpoints of another container) does not go away by
+        // itself: asking again at the usual interval is enough.
+        let wait = match failure {
+            Failure::Config(_) => interval,
+            _ => self.backoff.min(interval),
+        };
+        self.due = tokio::time::Instant::now() + wait;
+        self.note = format!(
+            "; deletes mirrored: the last reconcile failed and deleted nothing ({}); retrying in {} s",
+            failure.message(),
+            wait.as_secs_f32().ceil()
+        );
+        metrics::counter!("chatvault_cosmos_reconciles_total", "result" => "failed").increment(1);
+    }
+}
+
+/// One row of the reconcile's listing.
+#[derive(Deserialize)]
+struct Listed {
+    #[serde(default)]
+    uid: Option<String>,
 }
 
 pub struct CosmosSource {
@@ -467,6 +553,7 @@ impl CosmosSource {
         let mut last_message = String::new();
         let mut session = Tally::default();
         let mut caught_up = false;
+        let mut mirror = Mirror::new();
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -483,17 +570,48 @@ impl CosmosSource {
                 r = self.pass(&mut cursor, &mut session, &catching_up) => r,
                 _ = shutdown.changed() => return Ok(()),
             };
+            // Reconciling only once caught up keeps a first, long backfill from waiting
+            // behind a listing of the whole container.
+            let pass = match pass {
+                Ok(())
+                    if self.config.mirror_deletes && tokio::time::Instant::now() >= mirror.due =>
+                {
+                    let reconciled = tokio::select! {
+                        r = self.reconcile() => r,
+                        _ = shutdown.changed() => return Ok(()),
+                    };
+                    match reconciled {
+                        Ok(r) => {
+                            tracing::info!(source = %label, checked = r.checked, listed = r.listed, deleted = r.deleted, kept = r.kept, "Cosmos DB deletes reconciled");
+                            mirror.done(r, self.config.reconcile_interval);
+                            Ok(())
+                        }
+                        Err(Failure::Pipeline(e)) => Err(Failure::Pipeline(e)),
+                        Err(failure) => {
+                            tracing::warn!(source = %label, error = %failure.message(), "Cosmos DB reconcile failed; nothing was deleted");
+                            mirror.failed(
+                                &failure,
+                                self.config.reconcile_interval,
+                                self.config.max_backoff,
+                            );
+                            Ok(())
+                        }
+                    }
+                }
+                other => other,
+            };
             let wait = match pass {
                 Ok(()) => {
                     caught_up = true;
                     backoff = Duration::ZERO;
-                    let rejected = session.summary.count(OutcomeKind::Rejected);
+                    let rejected = session.summary.outcomes.count(OutcomeKind::Rejected);
                     let message = format!(
-                        "{label}: up to date (checkpoint _ts={}, {} documents read since start, {rejected} rejected)",
+                        "{label}: up to date (checkpoint _ts={}, {} documents read since start, {rejected} rejected{})",
                         cursor
                             .checkpoint
                             .map_or_else(|| "none".to_owned(), |c| c.to_string()),
                         session.summary.documents,
+                        mirror.note,
                     );
                     if message != last_message {
                         status(true, message.clone());
@@ -571,6 +689,153 @@ impl CosmosSource {
         }
         tally.summary.checkpoint = cursor.checkpoint;
         Ok(tally.summary)
+    }
+
+    /// Deletes the chats whose documents are no longer in the container; run by
+    /// [`CosmosSource::run`] every `reconcile_interval` when `mirror_deletes` is set.
+    ///
+    /// The rules, in the order they apply:
+    /// - Only chats whose *latest* archive record came from Cosmos are candidates. A chat
+    ///   re-sent (changed) through the webhook, a folder or an import after Cosmos stored
+    ///   it belongs to that source from then on and is never deleted here; an identical
+    ///   re-send stores nothing and changes nothing. Chats already deleted are skipped.
+    /// - The candidates are read from the catalog *before* the container is listed, so a
+    ///   document written during the listing is never mistaken for a vanished one.
+    /// - The listing must be complete: any failed page ends the reconcile with an error
+    ///   before a single delete is submitted.
+    /// - Each delete names the version the candidate had; the pipeline, the single
+    ///   writer, drops it if anything was stored for the chat since (counted as kept).
+    /// - When the catalog holds checkpoints of another Cosmos container, chats cannot be
+    ///   told apart by container, so nothing is deleted and the reconcile fails with why.
+    async fn reconcile(&self) -> std::result::Result<Reconciled, Failure> {
+        let catalog_failure = |e: chatvault_catalog::CatalogError| {
+            Failure::Transient(format!("reading the catalog: {e}"))
+        };
+        let own = self.config.checkpoint_name();
+        let others: Vec<String> = self
+            .catalog
+            .checkpoint_names()
+            .await
+            .map_err(catalog_failure)?
+            .into_iter()
+            .filter(|n| n.starts_with(CHECKPOINT_PREFIX) && *n != own)
+            .collect();
+        if !others.is_empty() {
+            return Err(Failure::Config(format!(
+                "this archive also holds chats read from other Cosmos DB containers ({}), which \
+                 cannot be told apart from this one's; deletes are not mirrored",
+                others.join(", ")
+            )));
+        }
+        let mut candidates = self
+            .catalog
+            .live_chats_from(Source::Cosmos.as_str())
+            .await
+            .map_err(catalog_failure)?;
+        let mut result = Reconciled {
+            checked: candidates.len() as u64,
+            ..Reconciled::default()
+        };
+        let container = self.container().await?;
+        result.listed = self
+            .list_chat_uids(&container, |uid| {
+                candidates.remove(&uid.to_ascii_lowercase());
+            })
+            .await?;
+        let mut vanished: Vec<(String, i64)> = candidates.into_iter().collect();
+        vanished.sort_unstable();
+        let detail = format!("{}: no longer in the container", self.config.label());
+        for chunk in vanished.chunks(DELETE_CHUNK) {
+            let items = chunk
+                .iter()
+                .map(|(uid, version)| Prepared::Delete {
+                    chat_uid: uid.clone(),
+                    detail: detail.clone(),
+                    if_version: Some(*version),
+                })
+                .collect();
+            for outcome in self.submit(items).await? {
+                match outcome.status {
+                    OutcomeKind::Deleted => result.deleted += 1,
+                    _ => result.kept += 1,
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Lists every ChatUID in the container, in pages ordered by ChatUID that each resume
+    /// after the last one seen, so documents written or deleted meanwhile cannot make a
+    /// page skip an unrelated chat (no continuation token is relied on). Returns how
+    /// many were listed.
+    async fn list_chat_uids(
+        &self,
+        container: &ContainerClient,
+        mut seen: impl FnMut(&str),
+    ) -> std::result::Result<u64, Failure> {
+        let config = &self.config;
+        let page = config.page_size.clamp(1, MAX_STEP_DOCUMENTS);
+        let mut after = String::new();
+        let mut listed = 0u64;
+        loop {
+            let doing = "listing the container's ChatUIDs";
+            // TOP takes a literal here: `page` is this source's own number, not input.
+            let query = Query::from(format!(
+                "SELECT TOP {page} c.ChatHeader.ChatUID AS uid FROM c \
+                 WHERE c.ChatHeader.ChatUID > @after ORDER BY c.ChatHeader.ChatUID"
+            ))
+            .with_parameter("@after", after.as_str())
+            .map_err(|e| Failure::Config(format!("building the Cosmos DB query: {e}")))?;
+            let options = QueryOptions::default().with_max_item_count(
+                NonZeroU32::new(page)
+                    .map_or(MaxItemCountHint::ServerDecides, MaxItemCountHint::Limit),
+            );
+            let mut pages = container
+                .query_items::<Listed>(query, FeedScope::full_container(), Some(options))
+                .await
+                .map_err(|e| classify(config, doing, &e))?
+                .into_pages();
+            let mut rows = 0u32;
+            let mut last: Option<String> = None;
+            while let Some(result) = pages.next().await {
+                for row in result
+                    .map_err(|e| classify(config, doing, &e))?
+                    .into_items()
+                {
+                    rows += 1;
+                    if let Some(uid) = row.uid {
+                        seen(&uid);
+                        listed += 1;
+                        last = Some(uid);
+                    }
+                }
+            }
+            if rows < page {
+                return Ok(listed);
+            }
+            match last {
+                Some(uid) if uid > after => after = uid,
+                // A full page that does not move forward would loop for ever; the listing
+                // is incomplete, so it must not be used.
+                _ => {
+                    return Err(Failure::Transient(format!(
+                    "{doing}: the container answered a page that does not advance past {after:?}"
+                )))
+                }
+            }
+        }
+    }
+
+    /// Submits to the pipeline, waiting until durable.
+    async fn submit(&self, items: Vec<Prepared>) -> std::result::Result<Vec<Outcome>, Failure> {
+        match self.pipeline.submit(Source::Cosmos, items).await {
+            Ok(o) => Ok(o),
+            Err(SubmitError::Busy { retry_after_secs }) => Err(Failure::Throttled(
+                "the ingest pipeline is busy".into(),
+                Some(Duration::from_secs(retry_after_secs)),
+            )),
+            Err(e) => Err(Failure::Pipeline(IngestError::Submit(e))),
+        }
     }
 
     async fn load_checkpoint(&self) -> Option<i64> {
@@ -651,8 +916,9 @@ impl CosmosSource {
         Ok(container)
     }
 
-    /// Reads every document from the cursor's checkpoint (less the overlap) to the end
-    /// of the container, stores them, and advances the checkpoint after each durable step.
+    /// Reads every document from the cursor's checkpoint (less the overlap, but not
+    /// below what is settled) to the end of the container, stores them, and advances the
+    /// checkpoint after each durable step.
     async fn pass(
         &self,
         cursor: &mut Cursor,
@@ -661,14 +927,41 @@ impl CosmosSource {
     ) -> std::result::Result<(), Failure> {
         let container = self.container().await?;
         let overlap = i64::try_from(self.config.overlap_secs).unwrap_or(i64::MAX);
-        let mut since = cursor
+        let started = now_us() / 1_000_000;
+        let since = cursor
             .checkpoint
-            .map_or(0, |c| c.saturating_sub(overlap).max(0));
+            .map_or(0, |c| c.saturating_sub(overlap).max(cursor.settled).max(0));
+        self.read_from(&container, since, overlap, cursor, tally, progress)
+            .await?;
+        // The overlap bounds how late a write becomes visible, so every document with a
+        // `_ts` more than `overlap` before this pass started was visible when it did,
+        // and the pass read all of them from `since` on. (This assumes this machine's
+        // clock is within a few seconds of Cosmos DB's; the overlap is a minute.)
+        let settled = started
+            .saturating_sub(overlap)
+            .min(cursor.checkpoint.map_or(0, |c| c.saturating_add(1)));
+        if since <= settled {
+            cursor.settled = cursor.settled.max(settled);
+        }
+        Ok(())
+    }
+
+    /// Reads every document from `since` to the end of the container, stores them, and
+    /// advances the checkpoint after each durable step.
+    async fn read_from(
+        &self,
+        container: &ContainerClient,
+        mut since: i64,
+        overlap: i64,
+        cursor: &mut Cursor,
+        tally: &mut Tally,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> std::result::Result<(), Failure> {
         cursor.prune(since);
         let page = self.config.page_size.clamp(1, MAX_STEP_DOCUMENTS);
         let mut limit = page;
         loop {
-            let items = self.read_step(&container, since, limit).await?;
+            let items = self.read_step(container, since, limit).await?;
             let full = items.len() >= limit as usize;
             let (Some(first), Some(last)) = (items.first(), items.last()) else {
                 return Ok(());
@@ -784,16 +1077,7 @@ impl CosmosSource {
         })
         .await
         .map_err(|e| Failure::Transient(format!("validation task failed: {e}")))?;
-        let outcomes = match self.pipeline.submit(Source::Cosmos, prepared).await {
-            Ok(o) => o,
-            Err(SubmitError::Busy { retry_after_secs }) => {
-                return Err(Failure::Throttled(
-                    "the ingest pipeline is busy".into(),
-                    Some(Duration::from_secs(retry_after_secs)),
-                ))
-            }
-            Err(e) => return Err(Failure::Pipeline(IngestError::Submit(e))),
-        };
+        let outcomes = self.submit(prepared).await?;
         for (o, location) in outcomes.iter().zip(&locations) {
             if let (OutcomeKind::Rejected, Some(err)) = (o.status, &o.error) {
                 tracing::warn!(source = %self.config.label(), document = %location, reason = %err, "Cosmos DB document rejected");

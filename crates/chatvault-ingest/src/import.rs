@@ -3,7 +3,7 @@
 //! validated on worker threads in parallel, and committed in order through the pipeline.
 
 use chatvault_model::SchemaRegistry;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::payload::{format_of_path, split_documents, Encoding, PayloadFormat};
-use crate::pipeline::{prepare_one, Outcome, OutcomeKind, Pending, Pipeline, Prepared};
-use crate::{IngestError, Result, Source};
+use crate::pipeline::{prepare_one, Outcome, Pending, Pipeline, Prepared};
+use crate::{IngestError, OutcomeTally, Result, Source};
 
 /// Documents validated and committed together.
 const CHUNK_DOCUMENTS: usize = 1000;
@@ -20,8 +20,6 @@ const CHUNK_DOCUMENTS: usize = 1000;
 const VALIDATING: usize = 3;
 /// Chunks queued in the pipeline at once: one committing while the next waits.
 const IN_FLIGHT: usize = 2;
-/// At most this many rejection reasons are kept for the summary.
-const MAX_REASONS: usize = 100;
 
 /// Progress callbacks, so the CLI can draw a bar without this crate knowing about it.
 pub trait ImportProgress: Send + Sync {
@@ -32,17 +30,11 @@ pub trait ImportProgress: Send + Sync {
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ImportSummary {
     pub files: u64,
-    pub counts: BTreeMap<OutcomeKind, u64>,
-    /// `file location: reason` for the first rejections.
-    pub rejections: Vec<String>,
+    /// Rejections are kept as `file location: reason`.
+    #[serde(flatten)]
+    pub outcomes: OutcomeTally,
     /// Files that could not be read at all.
     pub unreadable: Vec<String>,
-}
-
-impl ImportSummary {
-    pub fn count(&self, kind: OutcomeKind) -> u64 {
-        self.counts.get(&kind).copied().unwrap_or_default()
-    }
 }
 
 /// Every importable file under `paths` (files as given, folders walked), sorted.
@@ -187,12 +179,7 @@ async fn settle_one(
     };
     let outcomes = queued.wait().await?;
     for o in &outcomes {
-        *summary.counts.entry(o.status).or_default() += 1;
-        if let (OutcomeKind::Rejected, Some(err)) = (o.status, &o.error) {
-            if summary.rejections.len() < MAX_REASONS {
-                summary.rejections.push(format!("{}: {err}", o.location));
-            }
-        }
+        summary.outcomes.record(o, &o.location);
     }
     progress.advance(bytes, &outcomes);
     Ok(())

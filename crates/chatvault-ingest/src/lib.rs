@@ -16,6 +16,7 @@ mod import;
 mod payload;
 mod pipeline;
 mod replay;
+mod tally;
 
 pub use cosmos::{BackfillSummary, CosmosConfig, CosmosSource, CA_FILE_ENV};
 pub use folder::{FolderConfig, FolderSource};
@@ -28,6 +29,7 @@ pub use pipeline::{
     SubmitError,
 };
 pub use replay::catch_up_catalog;
+pub use tally::OutcomeTally;
 
 pub use chatvault_archive::Source;
 

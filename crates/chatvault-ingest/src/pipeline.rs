@@ -44,6 +44,11 @@ pub enum Prepared {
     Delete {
         chat_uid: String,
         detail: String,
+        /// Delete only if the chat is still at this version (nothing was stored for it
+        /// since the caller looked); otherwise the outcome is `Unchanged`. A source
+        /// mirroring its upstream's deletions decides on a snapshot, and must not delete
+        /// a version that arrived after it.
+        if_version: Option<i64>,
     },
     Rejected {
         location: String,
@@ -491,7 +496,7 @@ impl Worker {
             outcomes.push(answers);
         }
 
-        let changes: Vec<(String, i64, bool, ContentHash)> = entries
+        let changes: Vec<(String, i64, bool, ContentHash, Source)> = entries
             .iter()
             .map(|e| {
                 (
@@ -499,6 +504,7 @@ impl Worker {
                     e.site_key,
                     e.operation == Operation::Delete,
                     e.content_hash,
+                    e.source,
                 )
             })
             .collect();
@@ -511,7 +517,7 @@ impl Worker {
             .into_iter()
             .zip(&positions)
             .map(
-                |((chat_uid, site_key, deleted, content_hash), pos)| AppliedChange {
+                |((chat_uid, site_key, deleted, content_hash, source), pos)| AppliedChange {
                     seq: pos.seq,
                     segment: pos.segment,
                     chat_uid,
@@ -519,6 +525,7 @@ impl Worker {
                     deleted,
                     content_hash,
                     received_at_us,
+                    source: source.as_str().to_owned(),
                 },
             )
             .collect();
@@ -667,7 +674,11 @@ fn decide(
                 }
             }
         }
-        Prepared::Delete { chat_uid, detail } => {
+        Prepared::Delete {
+            chat_uid,
+            detail,
+            if_version,
+        } => {
             let previous = known.get(&chat_uid).copied();
             let outcome = |status, version| Outcome {
                 location: String::new(),
@@ -679,7 +690,7 @@ fn decide(
             };
             match previous {
                 None => (outcome(OutcomeKind::NotFound, None), None, None),
-                Some(p) if p.deleted => {
+                Some(p) if p.deleted || if_version.is_some_and(|v| v != p.version) => {
                     (outcome(OutcomeKind::Unchanged, Some(p.version)), None, None)
                 }
                 Some(p) => {

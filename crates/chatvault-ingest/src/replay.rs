@@ -34,6 +34,7 @@ fn change_of(r: Record) -> AppliedChange {
         deleted: r.entry.operation == Operation::Delete,
         content_hash: r.entry.content_hash,
         received_at_us: r.entry.received_at_us,
+        source: r.entry.source.as_str().to_owned(),
         chat_uid: r.entry.chat_uid,
     }
 }

@@ -11,11 +11,12 @@ use azure_data_cosmos::options::{
 use azure_data_cosmos::{
     AccountEndpoint, AccountReference, CosmosClient, CosmosRuntime, FeedScope, RoutingStrategy,
 };
-use chatvault_archive::{read_records, Archive, ArchiveConfig, Source};
+use chatvault_archive::{read_records, Archive, ArchiveConfig, Operation, Source};
 use chatvault_catalog::Catalog;
 use chatvault_gen::Generator;
 use chatvault_ingest::{
-    BackfillSummary, CosmosConfig, CosmosSource, IngestError, OutcomeKind, Pipeline, PipelineConfig,
+    prepare, BackfillSummary, CosmosConfig, CosmosSource, IngestError, OutcomeKind, Piece,
+    Pipeline, PipelineConfig, Prepared,
 };
 use chatvault_model::SchemaRegistry;
 use futures::{StreamExt, TryStreamExt};
@@ -93,6 +94,20 @@ impl Emulator {
     /// Makes the next `count` document queries fail with `status`.
     async fn inject_faults(&self, status: u16, count: u32) {
         post_faults(self.port, &json!({"status": status, "count": count})).await;
+    }
+
+    /// Makes the next `count` queries whose text contains `matching` fail with
+    /// `status`, after letting `skip` of them through.
+    async fn inject_faults_matching(&self, status: u16, count: u32, matching: &str, skip: u32) {
+        post_faults(
+            self.port,
+            &json!({"status": status, "count": count, "match": matching, "skip": skip}),
+        )
+        .await;
+    }
+
+    async fn clear_faults(&self) {
+        post_faults(self.port, &json!({"count": 0})).await;
     }
 }
 
@@ -176,6 +191,15 @@ fn chat(generator: &Generator, index: u64) -> Value {
     doc
 }
 
+async fn delete_all(container: &ContainerClient, ids: &[String]) {
+    for id in ids {
+        container
+            .delete_item(id.clone(), id, None)
+            .await
+            .expect("delete a document");
+    }
+}
+
 async fn upsert_all(container: &ContainerClient, docs: Vec<Value>) {
     futures::stream::iter(docs)
         .map(|doc| async move {
@@ -218,6 +242,7 @@ struct Vault {
     dir: tempfile::TempDir,
     catalog: Catalog,
     pipeline: Pipeline,
+    store: chatvault_store::Store,
     registry: Arc<SchemaRegistry>,
 }
 
@@ -247,12 +272,18 @@ impl Vault {
         )
         .await
         .expect("store");
-        let pipeline = Pipeline::start(archive, catalog.clone(), store, PipelineConfig::default());
+        let pipeline = Pipeline::start(
+            archive,
+            catalog.clone(),
+            store.clone(),
+            PipelineConfig::default(),
+        );
         let registry = Arc::new(SchemaRegistry::new(8 * 1024 * 1024).expect("schemas"));
         Vault {
             dir,
             catalog,
             pipeline,
+            store,
             registry,
         }
     }
@@ -277,9 +308,11 @@ impl Vault {
             dir,
             catalog,
             pipeline,
+            store,
             registry,
         } = self;
         drop(pipeline);
+        drop(store);
         drop(registry);
         catalog.close().await;
         Vault::open(dir).await
@@ -298,6 +331,54 @@ impl Vault {
             *out.entry(record.entry.chat_uid).or_default() += 1;
         }
         out
+    }
+
+    /// Every archive record as (ChatUID, source, operation, source detail).
+    fn all_records(&self) -> Vec<(String, Source, Operation, String)> {
+        read_records(&self.dir.path().join("archive"), 0)
+            .expect("read archive")
+            .map(|r| {
+                let e = r.expect("record").entry;
+                (e.chat_uid, e.source, e.operation, e.source_detail)
+            })
+            .collect()
+    }
+
+    /// Sends a document the way the webhook does once it has read the request.
+    async fn send_like_the_webhook(&self, doc: &Value) -> OutcomeKind {
+        let bytes = serde_json::to_vec(doc).expect("serialise");
+        let prepared = prepare(
+            &self.registry,
+            &[Piece {
+                location: String::new(),
+                bytes: &bytes,
+            }],
+            "webhook test",
+        );
+        let outcomes = self
+            .pipeline
+            .submit(Source::Webhook, prepared)
+            .await
+            .expect("webhook submit");
+        outcomes[0].status
+    }
+
+    /// Live chats among `uids` (true) and deleted ones (false).
+    async fn live(&self, uids: &[String]) -> HashMap<String, bool> {
+        let uids: Vec<&str> = uids.iter().map(String::as_str).collect();
+        self.catalog
+            .lookup(&uids)
+            .await
+            .expect("lookup")
+            .into_iter()
+            .map(|(uid, state)| (uid, !state.deleted))
+            .collect()
+    }
+
+    /// The chats the columnar store holds as current, after a flush.
+    async fn stored_chats(&self) -> HashMap<String, Vec<i64>> {
+        self.store.flush().await.expect("flush the store");
+        self.store.current_versions().expect("current versions")
     }
 
     async fn checkpoint(&self, config: &CosmosConfig) -> Option<i64> {
@@ -409,8 +490,16 @@ async fn backfill_of_ten_thousand_documents() {
         .await
         .expect("backfill");
     assert_eq!(summary.documents, 10_000, "{summary:?}");
-    assert_eq!(summary.count(OutcomeKind::Accepted), 10_000, "{summary:?}");
-    assert!(summary.rejections.is_empty(), "{:?}", summary.rejections);
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Accepted),
+        10_000,
+        "{summary:?}"
+    );
+    assert!(
+        summary.outcomes.rejections.is_empty(),
+        "{:?}",
+        summary.outcomes.rejections
+    );
     let reported = reported.into_inner().expect("progress");
     assert!(reported.windows(2).all(|w| w[0] < w[1]), "{reported:?}");
     assert_eq!(reported.last(), Some(&10_000));
@@ -424,7 +513,11 @@ async fn backfill_of_ten_thousand_documents() {
 
     // A second backfill reads everything again and stores nothing new.
     let again = source.backfill(&|_| {}).await.expect("second backfill");
-    assert_eq!(again.count(OutcomeKind::Unchanged), 10_000, "{again:?}");
+    assert_eq!(
+        again.outcomes.count(OutcomeKind::Unchanged),
+        10_000,
+        "{again:?}"
+    );
     assert_each_once(&vault.records(), 10_000);
 }
 
@@ -618,23 +711,33 @@ async fn invalid_documents_are_rejected_with_reasons_and_do_not_stop_the_source(
         .backfill(&|_| {})
         .await
         .expect("backfill");
-    assert_eq!(summary.count(OutcomeKind::Accepted), 20, "{summary:?}");
-    assert_eq!(summary.count(OutcomeKind::Rejected), 2, "{summary:?}");
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Accepted),
+        20,
+        "{summary:?}"
+    );
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Rejected),
+        2,
+        "{summary:?}"
+    );
     assert!(
         summary
+            .outcomes
             .rejections
             .iter()
             .any(|r| r.starts_with("id=not-a-chat ") && r.contains("ChatHeader")),
         "{:?}",
-        summary.rejections
+        summary.outcomes.rejections
     );
     assert!(
         summary
+            .outcomes
             .rejections
             .iter()
             .any(|r| r.starts_with("id=bad-uid ") && r.contains("ChatUID")),
         "{:?}",
-        summary.rejections
+        summary.outcomes.rejections
     );
 
     // The running source steps over invalid documents and keeps going.
@@ -737,7 +840,11 @@ async fn throttling_and_outages_are_retried() {
         .backfill(&|_| {})
         .await
         .expect("backfill despite 429s");
-    assert_eq!(summary.count(OutcomeKind::Accepted), 300, "{summary:?}");
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Accepted),
+        300,
+        "{summary:?}"
+    );
 
     upsert_all(
         &container,
@@ -897,5 +1004,263 @@ async fn ca_file_child() {
         .backfill(&|_| {})
         .await
         .expect("backfill over TLS verified against the CA file");
-    assert_eq!(summary.count(OutcomeKind::Accepted), 3, "{summary:?}");
+    assert_eq!(
+        summary.outcomes.count(OutcomeKind::Accepted),
+        3,
+        "{summary:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Documents deleted from the container
+
+/// A configuration that reconciles often, so a test sees several reconciles.
+fn mirroring(emulator: &Emulator, container: &str) -> CosmosConfig {
+    let mut config = emulator.config(container);
+    config.mirror_deletes = true;
+    config.reconcile_interval = Duration::from_millis(300);
+    config
+}
+
+fn uids(docs: &[Value]) -> Vec<String> {
+    docs.iter()
+        .map(|d| d["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// A source mirroring deletes from the container "chats" into `vault`, once it has stored
+/// the container's `n` chats and reconciled them once.
+async fn mirroring_and_reconciled(emulator: &Emulator, vault: &Vault, n: u64) -> Running {
+    let running = Running::start(vault.source(mirroring(emulator, "chats")));
+    vault.wait_for_chats(n, Duration::from_secs(30)).await;
+    let first = format!("deletes mirrored: last reconcile listed {n} chats");
+    running
+        .wait_for_status("a first reconcile", |ready, m| ready && m.contains(&first))
+        .await;
+    running
+}
+
+/// A container "chats" holding chats `0..n` of generator `seed`, and those chats.
+async fn container_with_chats(
+    emulator: &Emulator,
+    seed: u64,
+    n: u64,
+) -> (ContainerClient, Vec<Value>) {
+    let admin = admin_client(emulator).await;
+    let container = create_container(&admin, "chats").await;
+    let generator = Generator::new(seed);
+    let docs: Vec<Value> = (0..n).map(|i| chat(&generator, i)).collect();
+    upsert_all(&container, docs.clone()).await;
+    (container, docs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_deletes_are_not_mirrored_by_default() {
+    let emulator = Emulator::start();
+    let (container, docs) = container_with_chats(&emulator, 101, 20).await;
+    let all = uids(&docs);
+
+    let vault = Vault::new().await;
+    let mut config = emulator.config("chats");
+    // Only `mirror_deletes` turns mirroring on; a short interval alone does nothing.
+    config.reconcile_interval = Duration::from_millis(300);
+    assert!(!config.mirror_deletes, "off by default");
+    let running = Running::start(vault.source(config));
+    vault.wait_for_chats(20, Duration::from_secs(30)).await;
+    delete_all(&container, &all[..5]).await;
+    // Many polls and reconcile intervals later the chats are all still there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    running
+        .wait_for_status("ready", |ready, m| ready && m.contains("up to date"))
+        .await;
+    assert!(
+        running
+            .statuses
+            .lock()
+            .expect("statuses")
+            .iter()
+            .all(|(_, m)| !m.contains("deletes mirrored")),
+        "no reconcile ran"
+    );
+    running.stop().await;
+    assert_eq!(vault.live_chats().await, 20);
+    assert!(vault.live(&all).await.values().all(|live| *live));
+    assert_eq!(vault.stored_chats().await.len(), 20);
+    assert!(vault
+        .all_records()
+        .iter()
+        .all(|(_, _, op, _)| *op == Operation::Upsert));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_deletes_follow_the_container_but_spare_chats_sent_since_by_others() {
+    let emulator = Emulator::start();
+    let (container, docs) = container_with_chats(&emulator, 102, 30).await;
+    let all = uids(&docs);
+
+    let vault = Vault::new().await;
+    let running = mirroring_and_reconciled(&emulator, &vault, 30).await;
+
+    // Chat 5 is re-sent, changed, through the webhook: its latest version is the
+    // webhook's now. Chat 6 is re-sent unchanged: nothing is stored, so its latest
+    // version is still the one from Cosmos DB.
+    let mut changed = docs[5].clone();
+    changed["ChatHeader"]["WrapUpValue"] = json!("corrected by an agent");
+    assert_eq!(
+        vault.send_like_the_webhook(&changed).await,
+        OutcomeKind::Updated
+    );
+    assert_eq!(
+        vault.send_like_the_webhook(&docs[6]).await,
+        OutcomeKind::Unchanged
+    );
+    let gone: Vec<String> = all[..7].to_vec();
+    delete_all(&container, &gone).await;
+
+    let mirrored: Vec<String> = gone.iter().filter(|u| **u != all[5]).cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = vault.live(&mirrored).await;
+        if live.values().all(|l| !*l) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deletes not mirrored: {live:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running
+        .wait_for_status("the deletes counted", |ready, m| {
+            ready && m.contains("(6 since start)")
+        })
+        .await;
+    // Further reconciles find nothing more to delete.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    running.stop().await;
+
+    // The catalog: six deleted, the webhook's chat and the 23 untouched ones live.
+    assert_eq!(vault.live_chats().await, 24);
+    let live = vault.live(&all).await;
+    assert!(live[&all[5]], "the webhook's version is not deleted");
+    assert!(all[7..].iter().all(|u| live[u]));
+    let state = vault
+        .catalog
+        .chat(&all[5])
+        .await
+        .expect("lookup")
+        .expect("chat 5");
+    assert_eq!((state.version, state.deleted), (2, false));
+    // A delete naming a version that is no longer current is dropped: what spares a chat
+    // that changed while the container was being listed.
+    let stale = vault
+        .pipeline
+        .submit(
+            Source::Cosmos,
+            vec![Prepared::Delete {
+                chat_uid: all[5].clone(),
+                detail: "a reconcile that saw version 1".into(),
+                if_version: Some(1),
+            }],
+        )
+        .await
+        .expect("submit");
+    assert_eq!(stale[0].status, OutcomeKind::Unchanged);
+    assert!(vault.live(&all[5..6]).await[&all[5]]);
+
+    // The store: the deleted chats are no longer current.
+    let stored = vault.stored_chats().await;
+    assert_eq!(stored.len(), 24, "{stored:?}");
+    assert!(mirrored.iter().all(|u| !stored.contains_key(u)));
+    assert!(stored.contains_key(&all[5]));
+
+    // The archive: one delete record per mirrored chat, from the Cosmos source, saying
+    // why; the chats' documents are still there.
+    let records = vault.all_records();
+    let deletes: Vec<_> = records
+        .iter()
+        .filter(|(_, _, op, _)| *op == Operation::Delete)
+        .collect();
+    assert_eq!(deletes.len(), 6, "{deletes:?}");
+    for (uid, source, _, detail) in &deletes {
+        assert!(mirrored.contains(uid), "{uid}");
+        assert_eq!(*source, Source::Cosmos);
+        assert!(detail.contains("no longer in the container"), "{detail}");
+    }
+    for uid in &mirrored {
+        assert!(records
+            .iter()
+            .any(|(u, _, op, _)| u == uid && *op == Operation::Upsert));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_listing_deletes_nothing() {
+    let emulator = Emulator::start();
+    // More chats than one listing page (100 in these tests), so the listing pages.
+    let (container, docs) = container_with_chats(&emulator, 103, 150).await;
+    let all = uids(&docs);
+
+    let vault = Vault::new().await;
+    let running = mirroring_and_reconciled(&emulator, &vault, 150).await;
+
+    // The listing's first page is served, every page after it fails: a reconcile that
+    // used what it had would delete the 50 chats on the pages it never saw.
+    emulator
+        .inject_faults_matching(503, 100_000, "c.ChatHeader.ChatUID >", 1)
+        .await;
+    delete_all(&container, &all[..10]).await;
+    running
+        .wait_for_status("a failed reconcile", |ready, m| {
+            ready && m.contains("the last reconcile failed and deleted nothing")
+        })
+        .await;
+    // Reconciles keep failing for a while; the source keeps polling meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(vault.live_chats().await, 150);
+    assert!(vault
+        .all_records()
+        .iter()
+        .all(|(_, _, op, _)| *op == Operation::Upsert));
+
+    // Once the container answers again the next reconcile mirrors the ten deletes.
+    emulator.clear_faults().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while vault.live_chats().await != 140 {
+        assert!(
+            Instant::now() < deadline,
+            "{} live chats",
+            vault.live_chats().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+    let live = vault.live(&all).await;
+    assert!(all[..10].iter().all(|u| !live[u]));
+    assert!(all[10..].iter().all(|u| live[u]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_from_another_container_stop_the_mirror() {
+    let emulator = Emulator::start();
+    let (container, docs) = container_with_chats(&emulator, 104, 10).await;
+    let all = uids(&docs);
+    let vault = Vault::new().await;
+    // This archive once read another container too: its chats cannot be told apart from
+    // this container's, so a document missing here proves nothing.
+    vault
+        .catalog
+        .set_checkpoint("cosmos:chatserver/older", "1", 1)
+        .await
+        .expect("checkpoint");
+    let running = Running::start(vault.source(mirroring(&emulator, "chats")));
+    vault.wait_for_chats(10, Duration::from_secs(30)).await;
+    delete_all(&container, &all[..3]).await;
+    running
+        .wait_for_status("the refusal", |ready, m| {
+            ready
+                && m.contains("the last reconcile failed and deleted nothing")
+                && m.contains("cosmos:chatserver/older")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    running.stop().await;
+    assert_eq!(vault.live_chats().await, 10);
 }

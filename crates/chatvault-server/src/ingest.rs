@@ -151,6 +151,7 @@ pub async fn delete_chat(
     let item = Prepared::Delete {
         chat_uid: chat_uid.to_ascii_lowercase(),
         detail: format!("webhook delete {peer}"),
+        if_version: None,
     };
     let mut outcomes = state
         .pipeline

@@ -72,6 +72,7 @@ impl Harness {
                     deleted: doc.is_none(),
                     content_hash: hash,
                     received_at_us: 0,
+                    source: "webhook".into(),
                 }],
                 &[],
             )

@@ -100,16 +100,10 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     }
 
     let mut cosmos_task = None;
-    if let Some(cosmos) = config.cosmos()? {
+    if let Some(source) = runtime.cosmos_source(&config)? {
         let health = state.health.clone();
-        let label = format!("{}/{}", cosmos.database, cosmos.container);
+        let label = format!("{}/{}", source.config().database, source.config().container);
         health.set("cosmos", false, format!("connecting to {label}"));
-        let source = chatvault_ingest::CosmosSource::new(
-            cosmos,
-            runtime.pipeline.clone(),
-            runtime.registry.clone(),
-            runtime.catalog.clone(),
-        )?;
         let stop = stop_tx.subscribe();
         let status = health.clone();
         cosmos_task = Some(tokio::spawn(async move {
@@ -286,7 +280,7 @@ pub async fn import(config: Config, paths: Vec<PathBuf>, json: bool) -> anyhow::
     .await?;
     progress.bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-    let total: u64 = summary.counts.values().sum();
+    let total = summary.outcomes.total();
     if json {
         println!(
             "{}",
@@ -300,26 +294,12 @@ pub async fn import(config: Config, paths: Vec<PathBuf>, json: bool) -> anyhow::
             summary.files,
             total as f64 / elapsed.max(0.001)
         );
-        for kind in [
-            OutcomeKind::Accepted,
-            OutcomeKind::Updated,
-            OutcomeKind::Unchanged,
-            OutcomeKind::Rejected,
-        ] {
-            println!("  {:<10} {}", kind.as_str(), summary.count(kind));
-        }
-        for reason in summary.unreadable.iter().chain(&summary.rejections) {
+        for reason in &summary.unreadable {
             println!("  ! {reason}");
         }
-        let shown = summary.rejections.len() as u64;
-        if summary.count(OutcomeKind::Rejected) > shown {
-            println!(
-                "  … and {} more rejections",
-                summary.count(OutcomeKind::Rejected) - shown
-            );
-        }
+        print_outcomes(&summary.outcomes);
     }
-    let clean = summary.count(OutcomeKind::Rejected) == 0 && summary.unreadable.is_empty();
+    let clean = summary.outcomes.count(OutcomeKind::Rejected) == 0 && summary.unreadable.is_empty();
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
@@ -673,17 +653,33 @@ pub async fn rebuild(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The outcome counts and the first rejection reasons of an import or a backfill.
+fn print_outcomes(outcomes: &chatvault_ingest::OutcomeTally) {
+    for kind in [
+        OutcomeKind::Accepted,
+        OutcomeKind::Updated,
+        OutcomeKind::Unchanged,
+        OutcomeKind::Rejected,
+    ] {
+        println!("  {:<10} {}", kind.as_str(), outcomes.count(kind));
+    }
+    for reason in &outcomes.rejections {
+        println!("  ! {reason}");
+    }
+    let shown = outcomes.rejections.len() as u64;
+    let rejected = outcomes.count(OutcomeKind::Rejected);
+    if rejected > shown {
+        println!("  … and {} more rejections", rejected - shown);
+    }
+}
+
+const NO_COSMOS: &str = "no Cosmos DB source is configured: set CHATVAULT_COSMOS_ENDPOINT, _KEY (or _KEY_FILE), _DATABASE and _CONTAINER";
+
 pub async fn import_cosmos(config: Config, json: bool) -> anyhow::Result<ExitCode> {
-    let Some(cosmos) = config.cosmos()? else {
-        bail!("no Cosmos DB source is configured: set CHATVAULT_COSMOS_ENDPOINT, _KEY (or _KEY_FILE), _DATABASE and _CONTAINER");
-    };
+    // Checked before the runtime opens (and locks the data directory).
+    config.cosmos()?.context(NO_COSMOS)?;
     let runtime = Runtime::open(&config).await?;
-    let source = chatvault_ingest::CosmosSource::new(
-        cosmos,
-        runtime.pipeline.clone(),
-        runtime.registry.clone(),
-        runtime.catalog.clone(),
-    )?;
+    let source = runtime.cosmos_source(&config)?.context(NO_COSMOS)?;
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} documents ({per_sec})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -694,27 +690,12 @@ pub async fn import_cosmos(config: Config, json: bool) -> anyhow::Result<ExitCod
     runtime.store.flush().await?;
     bar.finish_and_clear();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "documents": summary.documents, "counts": summary.counts,
-                "rejections": summary.rejections, "checkpoint": summary.checkpoint,
-            }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!("Read {} documents from Cosmos DB", summary.documents);
-        for (kind, n) in &summary.counts {
-            println!("  {:<10} {n}", kind.as_str());
-        }
-        for reason in &summary.rejections {
-            println!("  ! {reason}");
-        }
+        print_outcomes(&summary.outcomes);
     }
-    let rejected = summary
-        .counts
-        .get(&OutcomeKind::Rejected)
-        .copied()
-        .unwrap_or_default();
+    let rejected = summary.outcomes.count(OutcomeKind::Rejected);
     Ok(if rejected == 0 {
         ExitCode::SUCCESS
     } else {

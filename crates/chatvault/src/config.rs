@@ -142,6 +142,11 @@ pub struct CosmosSection {
     pub ca_file: Option<PathBuf>,
     pub poll_secs: Option<u64>,
     pub overlap_secs: Option<u64>,
+    /// Delete from the archive the chats whose documents were deleted from the container
+    /// (off: the archive outlives the chat server's retention).
+    pub mirror_deletes: bool,
+    /// Seconds between reconciles of the container with the archive (mirror_deletes).
+    pub reconcile_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,6 +295,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "cosmos.accept_invalid_certs",
     ),
     ("CHATVAULT_COSMOS_CA_FILE", "cosmos.ca_file"),
+    ("CHATVAULT_COSMOS_MIRROR_DELETES", "cosmos.mirror_deletes"),
+    ("CHATVAULT_COSMOS_RECONCILE_SECS", "cosmos.reconcile_secs"),
     (
         "CHATVAULT_REPORT_TIME_LIMIT_SECS",
         "reports.time_limit_secs",
@@ -336,6 +343,13 @@ impl Config {
                 .parse::<T>()
                 .map_err(|e| anyhow::anyhow!("{value:?} is not a valid number: {e}"))
         }
+        fn flag(value: &str) -> anyhow::Result<bool> {
+            match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                other => bail!("{other:?} is not true or false"),
+            }
+        }
         match key {
             "data_dir" => self.data_dir = PathBuf::from(value),
             "listen" => self.listen = value.to_owned(),
@@ -357,15 +371,10 @@ impl Config {
             "cosmos.key_file" => self.cosmos.key_file = Some(PathBuf::from(value)),
             "cosmos.database" => self.cosmos.database = value.to_owned(),
             "cosmos.container" => self.cosmos.container = value.to_owned(),
-            "cosmos.accept_invalid_certs" => {
-                self.cosmos.accept_invalid_certs = match value.trim().to_ascii_lowercase().as_str()
-                {
-                    "1" | "true" | "yes" | "on" => true,
-                    "0" | "false" | "no" | "off" => false,
-                    other => bail!("{other:?} is not true or false"),
-                }
-            }
+            "cosmos.accept_invalid_certs" => self.cosmos.accept_invalid_certs = flag(value)?,
             "cosmos.ca_file" => self.cosmos.ca_file = Some(PathBuf::from(value)),
+            "cosmos.mirror_deletes" => self.cosmos.mirror_deletes = flag(value)?,
+            "cosmos.reconcile_secs" => self.cosmos.reconcile_secs = Some(num(value)?),
             "reports.time_limit_secs" => self.reports.time_limit_secs = num(value)?,
             "retention.run_every_secs" => self.retention.run_every_secs = num(value)?,
             other => bail!("unknown setting {other}"),
@@ -452,7 +461,7 @@ mod tests {
                 "7"
             } else if key.ends_with("format") {
                 "json"
-            } else if key.ends_with("certs") {
+            } else if key.ends_with("certs") || key.ends_with("deletes") {
                 "true"
             } else {
                 "x"
@@ -502,6 +511,10 @@ impl Config {
         }
         if let Some(secs) = self.cosmos.overlap_secs {
             config.overlap_secs = secs;
+        }
+        config.mirror_deletes = self.cosmos.mirror_deletes;
+        if let Some(secs) = self.cosmos.reconcile_secs {
+            config.reconcile_interval = std::time::Duration::from_secs(secs.max(1));
         }
         Ok(Some(config))
     }

@@ -127,4 +127,21 @@ impl Runtime {
             _lock: lock,
         })
     }
+
+    /// The Cosmos DB source over this runtime, when one is configured (serve runs it,
+    /// `import --from-cosmos` backfills with it).
+    pub fn cosmos_source(
+        &self,
+        config: &Config,
+    ) -> anyhow::Result<Option<chatvault_ingest::CosmosSource>> {
+        let Some(cosmos) = config.cosmos()? else {
+            return Ok(None);
+        };
+        Ok(Some(chatvault_ingest::CosmosSource::new(
+            cosmos,
+            self.pipeline.clone(),
+            self.registry.clone(),
+            self.catalog.clone(),
+        )?))
+    }
 }
