@@ -200,7 +200,11 @@ pub fn spawn_periodic_digests(
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
+        // A digest reads the whole archive: a restart must not redo it (competing with
+        // the queries a restarted service answers) when the last one is recent.
+        let first = tokio::time::Instant::now() + every.saturating_sub(newest_digest_age(&out_dir));
+        let mut ticks = tokio::time::interval_at(first, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             let actor = AuditEvent {
@@ -219,6 +223,20 @@ pub fn spawn_periodic_digests(
             }
         }
     })
+}
+
+/// How long ago the newest digest in `dir` was written; forever when there is none.
+fn newest_digest_age(dir: &Path) -> std::time::Duration {
+    let newest = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("digest-"))
+        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .max();
+    newest
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or(std::time::Duration::MAX)
 }
 
 /// What checking a digest against the data found.
@@ -354,6 +372,19 @@ pub fn write_digest(dir: &Path, digest: &SignedDigest) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_digest_decides_when_the_next_is_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(newest_digest_age(dir.path()), std::time::Duration::MAX);
+        assert_eq!(
+            newest_digest_age(&dir.path().join("missing")),
+            std::time::Duration::MAX
+        );
+        std::fs::write(dir.path().join("digest-1.json"), b"{}").expect("write");
+        std::fs::write(dir.path().join("notes.txt"), b"").expect("write");
+        assert!(newest_digest_age(dir.path()) < std::time::Duration::from_secs(60));
+    }
 
     fn body() -> DigestBody {
         DigestBody {
