@@ -105,17 +105,32 @@ pub fn export<W: Write>(
     let mut rows = 0u64;
     match format {
         ExportFormat::Csv { bom } => {
-            for (i, frame) in pages.enumerate() {
-                let mut frame = for_csv(frame?, tz)?;
-                rows += frame.height() as u64;
-                CsvWriter::new(&mut out)
-                    .include_bom(bom && i == 0)
-                    .include_header(i == 0)
-                    .with_line_terminator("\r\n".into())
-                    .with_quote_style(QuoteStyle::Necessary)
-                    .finish(&mut frame)?;
-                progress(rows);
-            }
+            // The next page is read (and made CSV-friendly) while this one is written:
+            // reading and writing each keep a core busy about half of the time.
+            std::thread::scope(|scope| -> Result<()> {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Result<DataFrame>>(1);
+                scope.spawn(move || {
+                    for page in pages {
+                        let page = page.and_then(|frame| for_csv(frame, tz));
+                        let failed = page.is_err();
+                        if tx.send(page).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+                for (i, frame) in rx.into_iter().enumerate() {
+                    let mut frame = frame?;
+                    rows += frame.height() as u64;
+                    CsvWriter::new(&mut out)
+                        .include_bom(bom && i == 0)
+                        .include_header(i == 0)
+                        .with_line_terminator("\r\n".into())
+                        .with_quote_style(QuoteStyle::Necessary)
+                        .finish(&mut frame)?;
+                    progress(rows);
+                }
+                Ok(())
+            })?;
         }
         ExportFormat::Parquet => {
             // The first page (there always is one, if empty) fixes the file's schema.
