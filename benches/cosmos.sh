@@ -30,9 +30,6 @@ set -euo pipefail
 
 DOCS=${BENCH_COSMOS_DOCS:-20000}
 LATENCY_DOCS=${BENCH_COSMOS_LATENCY_DOCS:-20}
-SEED=${BENCH_SEED:-1}
-WORK=${CHATVAULT_BENCH_DIR:-/tmp/chatvault-bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/chatvault/target}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 BENCH_NAME=cosmos-bench
