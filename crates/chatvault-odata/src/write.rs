@@ -118,13 +118,18 @@ pub struct PageWriter {
 
 impl PageWriter {
     pub fn new(
-        page: Page,
+        mut page: Page,
         format: Format,
         base: String,
         context: String,
         next_link: Option<String>,
         single: bool,
     ) -> Result<PageWriter> {
+        // The column writers read each column's one Arrow array.
+        page.frame.rechunk_mut();
+        for expansion in &mut page.expansions {
+            expansion.frame.rechunk_mut();
+        }
         let indexes = page
             .expansions
             .iter()
