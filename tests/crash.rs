@@ -76,6 +76,11 @@ async fn client_loop(
                 k += 1;
             }
         }
+        // A re-send drawn before anything was acknowledged adds nothing; an empty array
+        // is (rightly) refused, so there is nothing to send this time.
+        if batch.is_empty() {
+            continue;
+        }
         let response = http
             .post(format!("{base}/api/v1/chats"))
             .bearer_auth(&key)
