@@ -155,6 +155,40 @@ pub fn export<W: Write>(
     Ok(rows)
 }
 
+/// [`export`], gzip-compressed when `gzip` (the writer receives the finished stream).
+#[allow(clippy::too_many_arguments)]
+pub fn export_maybe_gzip<W: Write>(
+    engine: &Engine,
+    set: &'static EntitySet,
+    options: &QueryOptions,
+    access: &Access,
+    format: ExportFormat,
+    now: NaiveDateTime,
+    out: W,
+    gzip: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64> {
+    if !gzip {
+        return export(engine, set, options, access, format, now, out, progress);
+    }
+    let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let rows = export(
+        engine,
+        set,
+        options,
+        access,
+        format,
+        now,
+        &mut encoder,
+        progress,
+    )?;
+    encoder
+        .finish()
+        .and_then(|mut out| out.flush())
+        .map_err(|e| QueryError::Invalid(format!("writing the export: {e}")))?;
+    Ok(rows)
+}
+
 /// The selection page by page (keyset paging, as the feed does), each page reduced to
 /// its output columns.
 struct Pages<'a> {

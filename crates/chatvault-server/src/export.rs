@@ -7,7 +7,7 @@ use axum::extract::{ConnectInfo, OriginalUri, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chatvault_catalog::Scope;
-use chatvault_odata::export::{export as run_export, ExportFormat};
+use chatvault_odata::export::{export_maybe_gzip, ExportFormat};
 use chatvault_odata::{model, Access, QueryError, QueryOptions};
 use futures::StreamExt as _;
 
@@ -142,38 +142,17 @@ pub async fn export(
             tx: tx.clone(),
         };
         let engine = service.engine();
-        let result = if gzip {
-            let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::fast());
-            run_export(
-                engine,
-                set,
-                &options,
-                &access,
-                format,
-                now,
-                &mut encoder,
-                &mut |_| {},
-            )
-            .and_then(|rows| {
-                encoder
-                    .finish()
-                    .and_then(|mut sink| sink.flush())
-                    .map(|()| rows)
-                    .map_err(|e| QueryError::Invalid(format!("writing the export: {e}")))
-            })
-        } else {
-            let mut sink = sink;
-            run_export(
-                engine,
-                set,
-                &options,
-                &access,
-                format,
-                now,
-                &mut sink,
-                &mut |_| {},
-            )
-        };
+        let result = export_maybe_gzip(
+            engine,
+            set,
+            &options,
+            &access,
+            format,
+            now,
+            sink,
+            gzip,
+            &mut |_| {},
+        );
         match result {
             Ok(rows) => tracing::info!(entity_set = set.name, rows, "export finished"),
             Err(e) => {

@@ -590,33 +590,17 @@ pub async fn export(
         let now = chrono::Utc::now().naive_utc();
         let access = chatvault_odata::Access::default();
         let mut progress = |n: u64| bar.set_position(n);
-        let rows = if gzip {
-            let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::fast());
-            let rows = chatvault_odata::export::export(
-                &engine,
-                set,
-                &options,
-                &access,
-                format,
-                now,
-                &mut encoder,
-                &mut progress,
-            )?;
-            encoder.finish()?.flush()?;
-            rows
-        } else {
-            let mut sink = sink;
-            chatvault_odata::export::export(
-                &engine,
-                set,
-                &options,
-                &access,
-                format,
-                now,
-                &mut sink,
-                &mut progress,
-            )?
-        };
+        let rows = chatvault_odata::export::export_maybe_gzip(
+            &engine,
+            set,
+            &options,
+            &access,
+            format,
+            now,
+            sink,
+            gzip,
+            &mut progress,
+        )?;
         Ok(rows)
     })?;
     bar.finish_and_clear();
