@@ -6,7 +6,7 @@
 # Measures:
 #   (a) backfill: `chatvault import --from-cosmos` of BENCH_COSMOS_DOCS chats written to
 #       the emulator beforehand (documents/s, with /usr/bin/time -v for peak RSS);
-#   (b) freshness: with `chatvault serve` running with the default polling (every 5 s),
+#   (b) freshness: with `chatvault serve` running with the default polling (every second),
 #       BENCH_COSMOS_LATENCY_DOCS chats are written to the emulator one at a time, at
 #       varied points of the poll cycle, and each is timed from the end of its write
 #       until `/odata/Chats?$filter=ChatUID eq '…'` returns it (median, max); once on that

@@ -135,7 +135,7 @@ impl CosmosConfig {
             container: container.into(),
             accept_invalid_certs: false,
             ca_file: None,
-            poll_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
             overlap_secs: 60,
             page_size: 1000,
             max_backoff: Duration::from_secs(60),

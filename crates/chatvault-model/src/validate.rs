@@ -224,7 +224,10 @@ impl SchemaRegistry {
                 violations,
             });
         }
-        let document: ChatDocument = serde_path_to_error::deserialize(value).map_err(|e| {
+        // Tracking the path costs on every value; it is only needed to explain a failure.
+        let document = ChatDocument::from_value(value)
+            .or_else(|_| serde_path_to_error::deserialize::<_, ChatDocument>(value));
+        let document = document.map_err(|e| {
             let pointer = path_to_pointer(e.path());
             let reason = e.inner().to_string();
             Rejection {

@@ -297,6 +297,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CHATVAULT_COSMOS_CA_FILE", "cosmos.ca_file"),
     ("CHATVAULT_COSMOS_MIRROR_DELETES", "cosmos.mirror_deletes"),
     ("CHATVAULT_COSMOS_RECONCILE_SECS", "cosmos.reconcile_secs"),
+    ("CHATVAULT_COSMOS_POLL_SECS", "cosmos.poll_secs"),
     (
         "CHATVAULT_REPORT_TIME_LIMIT_SECS",
         "reports.time_limit_secs",
@@ -375,6 +376,7 @@ impl Config {
             "cosmos.ca_file" => self.cosmos.ca_file = Some(PathBuf::from(value)),
             "cosmos.mirror_deletes" => self.cosmos.mirror_deletes = flag(value)?,
             "cosmos.reconcile_secs" => self.cosmos.reconcile_secs = Some(num(value)?),
+            "cosmos.poll_secs" => self.cosmos.poll_secs = Some(num(value)?),
             "reports.time_limit_secs" => self.reports.time_limit_secs = num(value)?,
             "retention.run_every_secs" => self.retention.run_every_secs = num(value)?,
             other => bail!("unknown setting {other}"),
