@@ -13,8 +13,8 @@ mod store;
 
 pub use frame::{empty_frame, table_schema};
 pub use store::{
-    day_summary_of, table, CompactReport, FlushReport, Partition, ScanFilter, Store, StoreConfig,
-    StoreUpdate,
+    day_summary_of, table, Background, CompactReport, FlushReport, Partition, ScanFilter, Store,
+    StoreConfig, StoreUpdate,
 };
 
 #[derive(Debug, thiserror::Error)]

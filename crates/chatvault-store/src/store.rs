@@ -735,13 +735,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Flushes and compacts in the background until the returned handle is dropped.
-    pub fn spawn_background(&self) -> tokio::task::JoinHandle<()> {
+    /// Flushes and compacts in the background until [`Background::stop`]. Stopping waits
+    /// for a flush or compaction under way: cancelling one between its catalog commit and
+    /// the in-memory update would make the next flush write the same rows again.
+    pub fn spawn_background(&self) -> Background {
         let store = self.clone();
-        tokio::spawn(async move {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let handle = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => return,
+                }
                 if store.flush_due() {
                     if let Err(e) = store.flush().await {
                         tracing::error!(error = %e, "store flush failed; will retry");
@@ -752,7 +758,25 @@ impl Store {
                     }
                 }
             }
-        })
+        });
+        Background { stop, handle }
+    }
+}
+
+/// The store's background flusher; see [`Store::spawn_background`].
+#[must_use = "the flusher runs until stopped"]
+pub struct Background {
+    stop: tokio::sync::watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Lets a flush or compaction under way finish, then ends the task.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.handle.await {
+            tracing::error!(error = %e, "store background task ended abnormally");
+        }
     }
 }
 

@@ -200,7 +200,7 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     for task in [folder_task, cosmos_task].into_iter().flatten() {
         let _ = task.await;
     }
-    background.abort();
+    background.stop().await;
     digests.abort();
     if let Some(retention) = retention {
         retention.abort();
@@ -278,13 +278,19 @@ pub async fn import(config: Config, paths: Vec<PathBuf>, json: bool) -> anyhow::
         rejected: AtomicU64::new(0),
     };
     let started = std::time::Instant::now();
+    // The columnar tables are written as the import goes (memory stays bounded), and the
+    // import is done only when they hold everything it accepted.
+    let background = runtime.store.spawn_background();
     let summary = import_paths(
         &paths,
         &runtime.pipeline,
         runtime.registry.clone(),
         &progress,
     )
-    .await?;
+    .await;
+    background.stop().await;
+    let summary = summary?;
+    runtime.store.flush().await?;
     progress.bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
     let total = summary.outcomes.total();
@@ -677,7 +683,7 @@ pub async fn import_cosmos(config: Config, json: bool) -> anyhow::Result<ExitCod
     );
     let background = runtime.store.spawn_background();
     let summary = source.backfill(&|n| bar.set_position(n)).await?;
-    background.abort();
+    background.stop().await;
     runtime.store.flush().await?;
     bar.finish_and_clear();
     if json {
