@@ -132,6 +132,8 @@ impl Archive {
             next_seq,
             stats: stats.clone(),
             poisoned: None,
+            records: Vec::new(),
+            block: Vec::new(),
         };
         std::thread::Builder::new()
             .name("archive-writer".into())
@@ -256,6 +258,10 @@ struct Writer {
     next_seq: u64,
     stats: Arc<ArchiveStats>,
     poisoned: Option<String>,
+    /// Encoding buffers kept between commits: a batch is megabytes, and fresh buffers
+    /// of that size are fresh pages the kernel zeroes on every commit.
+    records: Vec<u8>,
+    block: Vec<u8>,
 }
 
 impl Writer {
@@ -327,29 +333,25 @@ impl Writer {
             self.rotate()?;
         }
         let first_seq = self.next_seq;
-        let mut data = Vec::with_capacity(
-            batch
-                .iter()
-                .flat_map(|(entries, _)| entries)
-                .map(|e| e.document.len() + 128)
-                .sum(),
-        );
+        let data = &mut self.records;
+        data.clear();
         for (i, entry) in batch.iter().flat_map(|(entries, _)| entries).enumerate() {
-            entry.encode(first_seq + i as u64, &mut data);
+            entry.encode(first_seq + i as u64, data);
         }
-        let mut block = Vec::with_capacity(data.len() + 32);
-        encode_block(count, &data, &self.segment.header.sync, &mut block);
+        let block = &mut self.block;
+        block.clear();
+        encode_block(count, data, &self.segment.header.sync, block);
         let path = &self.segment.path;
         self.segment
             .file
-            .write_all(&block)
+            .write_all(block)
             .map_err(ArchiveError::io(path))?;
         self.segment
             .file
             .sync_data()
             .map_err(ArchiveError::io(path))?;
-        self.segment.hasher.update(&block);
-        self.segment.len += block.len() as u64;
+        self.segment.hasher.update(&self.block);
+        self.segment.len += self.block.len() as u64;
         self.next_seq += count as u64;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -357,7 +359,7 @@ impl Writer {
             .fetch_add(count as u64, Ordering::Relaxed);
         self.stats
             .bytes
-            .fetch_add(block.len() as u64, Ordering::Relaxed);
+            .fetch_add(self.block.len() as u64, Ordering::Relaxed);
         self.stats.next_seq.store(self.next_seq, Ordering::Relaxed);
         let segment = self.segment.header.number;
         Ok((first_seq..self.next_seq)
