@@ -494,9 +494,9 @@ impl Store {
         Ok(Some(report))
     }
 
-    /// Merges each partition's files into one and drops superseded and deleted rows.
-    /// With `full` every partition is rewritten and all hide entries are retired;
-    /// otherwise only partitions with many files are.
+    /// With `full`, merges each partition's files into one, drops superseded and deleted
+    /// rows and retires all hide entries; otherwise merges, in each partition, the files
+    /// of any size tier that has filled up (see `size_tiers_to_merge`).
     pub async fn compact(&self, full: bool) -> Result<CompactReport> {
         let _guard = self.write_lock.lock().await;
         let (snapshot, hide) = {
@@ -516,10 +516,18 @@ impl Store {
                 .push(f.clone());
         }
         let min_files = self.config.compact_min_files.max(2);
-        let chosen: Vec<((String, i64, String), Vec<StoreFile>)> = groups
-            .into_iter()
-            .filter(|(_, files)| full || files.len() >= min_files)
-            .collect();
+        let chosen: Vec<((String, i64, String), Vec<StoreFile>)> = if full {
+            groups.into_iter().collect()
+        } else {
+            groups
+                .into_iter()
+                .flat_map(|(partition, files)| {
+                    size_tiers_to_merge(files, min_files)
+                        .into_iter()
+                        .map(move |tier| (partition.clone(), tier))
+                })
+                .collect()
+        };
         let mut report = CompactReport {
             deletes_applied: if full {
                 hide.as_ref().map_or(0, DataFrame::height)
@@ -545,7 +553,7 @@ impl Store {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_nanos())
                     .unwrap_or_default();
-                for ((table, site, month), files) in &chosen {
+                for (n, ((table, site, month), files)) in chosen.iter().enumerate() {
                     report.partitions += 1;
                     report.files_before += files.len();
                     let paths: Vec<PlRefPath> = files
@@ -567,7 +575,8 @@ impl Store {
                         .remove_files
                         .extend(files.iter().map(|f| f.path.clone()));
                     if df.height() > 0 {
-                        let rel = partition_path(table, *site, month, &format!("compact-{stamp}"));
+                        let rel =
+                            partition_path(table, *site, month, &format!("compact-{stamp}-{n}"));
                         let bytes = write_parquet(&dir, &rel, &mut df, row_group)?;
                         change.add_files.push(StoreFile {
                             path: rel,
@@ -778,6 +787,31 @@ impl Background {
             tracing::error!(error = %e, "store background task ended abnormally");
         }
     }
+}
+
+/// Files of one partition below this size are all of the smallest tier.
+const TIER_BASE_BYTES: i64 = 1 << 20;
+
+/// Size-tiered compaction: files fall into tiers a factor of `min_files` apart in size,
+/// and a tier with `min_files` files is merged into one file of the next tier. Each row
+/// is rewritten about log(partition size) times, not once per compaction (merging a
+/// partition's large file with every few new small ones made a long import quadratic),
+/// and a partition keeps at most `min_files - 1` files per tier.
+fn size_tiers_to_merge(files: Vec<StoreFile>, min_files: usize) -> Vec<Vec<StoreFile>> {
+    let factor = min_files.max(2) as f64;
+    let mut tiers: BTreeMap<u32, Vec<StoreFile>> = BTreeMap::new();
+    for file in files {
+        let tier = if file.bytes < TIER_BASE_BYTES {
+            0
+        } else {
+            1 + ((file.bytes as f64 / TIER_BASE_BYTES as f64).ln() / factor.ln()) as u32
+        };
+        tiers.entry(tier).or_default().push(file);
+    }
+    tiers
+        .into_values()
+        .filter(|tier| tier.len() >= min_files)
+        .collect()
 }
 
 fn buffer_frames(buffered: &[&Buffered]) -> Result<[DataFrame; 5]> {
@@ -1069,4 +1103,90 @@ fn table_index(table: &str) -> Result<usize> {
 
 pub fn table(name: &str) -> Option<&'static TableDef> {
     TABLES.iter().find(|t| t.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, bytes: i64) -> StoreFile {
+        StoreFile {
+            path: name.to_owned(),
+            table: "Chats".into(),
+            site_key: 1,
+            month: "2024-08".into(),
+            rows: 1,
+            bytes,
+        }
+    }
+
+    fn merged(files: Vec<StoreFile>, min_files: usize) -> Vec<Vec<String>> {
+        size_tiers_to_merge(files, min_files)
+            .into_iter()
+            .map(|tier| tier.into_iter().map(|f| f.path).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_tier_is_merged_only_once_it_is_full() {
+        let small = |i: usize| file(&format!("s{i}"), 100_000);
+        assert!(merged((0..3).map(small).collect(), 4).is_empty());
+        assert_eq!(
+            merged((0..4).map(small).collect(), 4),
+            vec![vec!["s0", "s1", "s2", "s3"]]
+        );
+    }
+
+    #[test]
+    fn a_large_file_is_not_rewritten_with_each_batch_of_small_ones() {
+        let mut files: Vec<StoreFile> = (0..4).map(|i| file(&format!("s{i}"), 100_000)).collect();
+        files.push(file("big", 40 << 20));
+        assert_eq!(merged(files, 4), vec![vec!["s0", "s1", "s2", "s3"]]);
+    }
+
+    #[test]
+    fn every_full_tier_is_merged_separately() {
+        let mut files: Vec<StoreFile> = (0..4).map(|i| file(&format!("s{i}"), 1_000)).collect();
+        files.extend((0..4).map(|i| file(&format!("m{i}"), 2 << 20)));
+        files.push(file("l", 9 << 20));
+        assert_eq!(
+            merged(files, 4),
+            vec![vec!["s0", "s1", "s2", "s3"], vec!["m0", "m1", "m2", "m3"]]
+        );
+    }
+
+    /// Files flushed one by one and compacted after each flush: every file is rewritten
+    /// a logarithmic number of times, and the partition never holds many files.
+    #[test]
+    fn repeated_flushes_rewrite_each_byte_a_logarithmic_number_of_times() {
+        let flush = 300_000i64;
+        let mut files: Vec<StoreFile> = Vec::new();
+        let mut rewritten = 0i64;
+        for i in 0..1000 {
+            files.push(file(&format!("f{i}"), flush));
+            loop {
+                let tiers = size_tiers_to_merge(files.clone(), 8);
+                if tiers.is_empty() {
+                    break;
+                }
+                for tier in tiers {
+                    let names: HashSet<String> = tier.iter().map(|f| f.path.clone()).collect();
+                    let bytes: i64 = tier.iter().map(|f| f.bytes).sum();
+                    rewritten += bytes;
+                    files.retain(|f| !names.contains(&f.path));
+                    files.push(file(&format!("c{i}-{}", files.len()), bytes));
+                }
+            }
+            assert!(
+                files.len() < 8 * 5,
+                "{} files after {i} flushes",
+                files.len()
+            );
+        }
+        let written = 1000 * flush;
+        assert!(
+            rewritten <= 4 * written,
+            "rewrote {rewritten} bytes for {written} flushed"
+        );
+    }
 }
