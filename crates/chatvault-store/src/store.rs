@@ -455,11 +455,10 @@ impl Store {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         );
-        let (change, report) = tokio::task::spawn_blocking(move || {
+        let (change, report) = joined(tokio::task::spawn_blocking(move || {
             write_flush(&dir, &entries, max_seq, &tag, row_group)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        }))
+        .await?;
         self.catalog.commit_store_change(&change, now_us()).await?;
         let new_hide = load_hide(
             &self.config.dir,
@@ -546,8 +545,8 @@ impl Store {
         } else {
             None
         };
-        let (change, report) =
-            tokio::task::spawn_blocking(move || -> Result<(StoreChange, CompactReport)> {
+        let (change, report) = joined(tokio::task::spawn_blocking(
+            move || -> Result<(StoreChange, CompactReport)> {
                 let mut change = StoreChange::default();
                 let stamp = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
@@ -593,9 +592,9 @@ impl Store {
                     change.remove_deletes = snapshot.deletes.clone();
                 }
                 Ok((change, report))
-            })
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+            },
+        ))
+        .await?;
         self.catalog.commit_store_change(&change, now_us()).await?;
         {
             let mut state = self.state.write().map_err(|_| poisoned())?;
@@ -714,14 +713,25 @@ impl Store {
             },
         );
         let mut n = 0u64;
+        // A flush writes Parquet on another thread while the next records are flattened;
+        // the one before it must have finished first, so at most two flushes' worth of
+        // chats are in memory.
+        let mut flushing: Option<tokio::task::JoinHandle<Result<Option<FlushReport>>>> = None;
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
             n += chunk.len() as u64;
             self.apply(chunk)?;
             progress(n);
             if self.buffered_chats() >= self.config.flush_chats {
-                self.flush().await?;
+                if let Some(previous) = flushing.take() {
+                    joined(previous).await?;
+                }
+                let store = self.clone();
+                flushing = Some(tokio::spawn(async move { store.flush().await }));
             }
+        }
+        if let Some(previous) = flushing.take() {
+            joined(previous).await?;
         }
         self.flush().await?;
         Ok(n)
@@ -787,6 +797,10 @@ impl Background {
             tracing::error!(error = %e, "store background task ended abnormally");
         }
     }
+}
+
+async fn joined<T>(task: tokio::task::JoinHandle<Result<T>>) -> Result<T> {
+    task.await.map_err(|e| StoreError::Task(e.to_string()))?
 }
 
 /// Files of one partition below this size are all of the smallest tier.
