@@ -292,12 +292,15 @@ mod tests {
     #[test]
     fn columns_match_their_table_definitions() {
         let flat = flatten(&sample("answered-with-surveys.json"), 1);
+        fn refs<T>(rows: &[T]) -> Vec<&T> {
+            rows.iter().collect()
+        }
         let checks: [(usize, Vec<ColumnData>); 5] = [
-            (1, ChatRow::columns(std::slice::from_ref(&flat.chat))),
-            (flat.lines.len(), LineRow::columns(&flat.lines)),
-            (flat.surveys.len(), SurveyRow::columns(&flat.surveys)),
-            (flat.pages.len(), PageRow::columns(&flat.pages)),
-            (flat.tags.len(), TagRow::columns(&flat.tags)),
+            (1, ChatRow::columns(&[&flat.chat])),
+            (flat.lines.len(), LineRow::columns(&refs(&flat.lines))),
+            (flat.surveys.len(), SurveyRow::columns(&refs(&flat.surveys))),
+            (flat.pages.len(), PageRow::columns(&refs(&flat.pages))),
+            (flat.tags.len(), TagRow::columns(&refs(&flat.tags))),
         ];
         for (table, (rows, columns)) in TABLES.iter().zip(checks) {
             assert_eq!(columns.len(), table.columns.len(), "{}", table.name);
