@@ -4,7 +4,7 @@
 #               against DuckDB answering the same question on the same Parquet files;
 #   groupby     $apply=groupby((SiteKey),aggregate($count as Chats)) against GROUP BY;
 #   stream      every row of Chats through @odata.nextLink (rows/s and server memory);
-#   export      the whole Chats table as CSV over HTTP against DuckDB's COPY ... TO csv.
+#   export      the whole Chats table as CSV over HTTP (saved by curl) against DuckDB's COPY ... TO csv.
 #
 # Environment: BENCH_CHATS (default 1000000), BENCH_SEED (1), CHATVAULT_BENCH_DIR
 # (default /tmp/chatvault-bench), CARGO_TARGET_DIR (default ~/.cache/chatvault/target).
