@@ -414,6 +414,15 @@ fn import(data_dir: &Path, paths: &[&str]) {
 
 /// Segment number → whether its bytes mention the visitor (any case of "okafor").
 fn mentions_okafor(data_dir: &Path) -> Vec<(String, bool)> {
+    segments_mentioning(data_dir, b"okafor")
+}
+
+/// The erased visitor's own address, which generated chats never hold (their visitors
+/// may be called Okafor too).
+const OKAFOR_EMAIL: &[u8] = b"d.okafor@example.org";
+
+/// Segment number → whether its bytes hold `marker` (lowercase) in any case.
+fn segments_mentioning(data_dir: &Path, marker: &[u8]) -> Vec<(String, bool)> {
     let mut out: Vec<(String, bool)> = std::fs::read_dir(data_dir.join("archive"))
         .expect("archive")
         .filter_map(Result::ok)
@@ -422,7 +431,7 @@ fn mentions_okafor(data_dir: &Path) -> Vec<(String, bool)> {
             let bytes = std::fs::read(e.path())
                 .expect("segment")
                 .to_ascii_lowercase();
-            let found = bytes.windows(6).any(|w| w == b"okafor");
+            let found = bytes.windows(marker.len()).any(|w| w == marker);
             (e.file_name().to_string_lossy().into_owned(), found)
         })
         .collect();
@@ -629,7 +638,12 @@ async fn a_kill_during_erasure_leaves_each_segment_old_or_new_and_verify_passes(
             ],
         );
     }
-    let originals: Vec<(String, Vec<u8>)> = mentions_okafor(&prepared)
+    let before = segments_mentioning(&prepared, OKAFOR_EMAIL);
+    assert!(
+        before.iter().all(|(_, found)| *found),
+        "every segment should hold the visitor's address before the erasure: {before:?}"
+    );
+    let originals: Vec<(String, Vec<u8>)> = before
         .into_iter()
         .map(|(name, _)| {
             let bytes = std::fs::read(prepared.join("archive").join(&name)).expect("read");
@@ -662,7 +676,10 @@ async fn a_kill_during_erasure_leaves_each_segment_old_or_new_and_verify_passes(
         );
         for (name, original) in &originals {
             let now = std::fs::read(data.join("archive").join(name)).expect("segment");
-            let rewritten = !now.to_ascii_lowercase().windows(6).any(|w| w == b"okafor");
+            let rewritten = !now
+                .to_ascii_lowercase()
+                .windows(OKAFOR_EMAIL.len())
+                .any(|w| w == OKAFOR_EMAIL);
             assert!(
                 now == *original || rewritten,
                 "round {round}: {name} is neither the old file nor a clean rewrite"
@@ -672,7 +689,9 @@ async fn a_kill_during_erasure_leaves_each_segment_old_or_new_and_verify_passes(
         let report = verify_json(&data);
         let journal = data.join("erasure.journal");
         assert!(!journal.exists(), "round {round}: journal left behind");
-        let erased = mentions_okafor(&data).iter().all(|(_, f)| !f);
+        let erased = segments_mentioning(&data, OKAFOR_EMAIL)
+            .iter()
+            .all(|(_, f)| !f);
         let untouched = originals.iter().all(|(name, original)| {
             std::fs::read(data.join("archive").join(name)).is_ok_and(|b| b == *original)
         });
