@@ -79,7 +79,7 @@ pub async fn list_audit(
     headers: HeaderMap,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    auth::require(&state, &headers, Scope::Admin).await?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let entries = state
         .catalog
@@ -167,7 +167,7 @@ pub async fn place_hold(
     headers: HeaderMap,
     Json(body): Json<HoldRequest>,
 ) -> Result<(StatusCode, Json<LegalHold>), ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let key = auth::require(&state, &headers, Scope::Admin).await?;
     let (scope, reason) = body.scope()?;
     let hold = state
         .catalog
@@ -205,7 +205,7 @@ pub async fn list_holds(
     headers: HeaderMap,
     Query(query): Query<HoldListQuery>,
 ) -> Result<Json<Vec<LegalHold>>, ApiError> {
-    auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    auth::require(&state, &headers, Scope::Admin).await?;
     let holds = state
         .catalog
         .list_holds(query.all)
@@ -229,7 +229,7 @@ pub async fn release_hold(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<LegalHold>, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let key = auth::require(&state, &headers, Scope::Admin).await?;
     let released = state
         .catalog
         .release_hold(&id, &actor(&key))
@@ -315,7 +315,7 @@ pub async fn erase(
     headers: HeaderMap,
     Json(body): Json<ErasureRequest>,
 ) -> Result<Json<Removed>, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let key = auth::require(&state, &headers, Scope::Admin).await?;
     let person = body.person()?;
     let Some(stores) = state.compliance.clone() else {
         return Err(ApiError::new(

@@ -113,7 +113,7 @@ pub async fn export(
             format!("no entity set named '{set_name}'"),
         )
     })?;
-    let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
+    let key = auth::require(&state, &headers, Scope::Read).await?;
     let options = QueryOptions::parse(&query).map_err(query_error)?;
     // Which options shaped the export, not their values: a filter may name a person.
     let shaped_by: Vec<String> = form_urlencoded::parse(query.as_bytes())

@@ -124,7 +124,7 @@ pub async fn stats(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    crate::auth::require(&state.catalog, &headers, Scope::Read).await?;
+    crate::auth::require(&state, &headers, Scope::Read).await?;
     let unavailable = |e: chatvault_catalog::CatalogError| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -50,7 +50,7 @@ pub async fn post_chats(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    auth::require(&state.catalog, &headers, Scope::Ingest).await?;
+    auth::require(&state, &headers, Scope::Ingest).await?;
     let _slot = state
         .ingest_slots
         .clone()
@@ -140,7 +140,7 @@ pub async fn delete_chat(
     headers: HeaderMap,
     Path(chat_uid): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Ingest).await?;
+    let key = auth::require(&state, &headers, Scope::Ingest).await?;
     if chat_uid.len() != 24 || !chat_uid.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -66,6 +66,7 @@ pub struct AppState {
     /// The data directory's stores, for erasure requests; 503 without them.
     pub compliance: Option<chatvault_compliance::Stores>,
     ingest_slots: Arc<Semaphore>,
+    keys: Arc<auth::KeyCache>,
 }
 
 impl AppState {
@@ -78,6 +79,7 @@ impl AppState {
     ) -> AppState {
         AppState {
             ingest_slots: Arc::new(Semaphore::new(config.max_concurrent_ingest.max(1))),
+            keys: Arc::default(),
             catalog,
             pipeline,
             registry,

@@ -92,7 +92,7 @@ fn visible(key: &ApiKey, report: &ReportDefinition) -> bool {
         (status = 403, description = "The key lacks the read scope", body = crate::openapi::ErrorBody),
     ))]
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
+    let key = auth::require(&state, &headers, Scope::Read).await?;
     let reports = service(&state)?
         .library
         .list()
@@ -114,7 +114,7 @@ pub async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
+    let key = auth::require(&state, &headers, Scope::Read).await?;
     let report = service(&state)?
         .library
         .get(&id)
@@ -148,7 +148,7 @@ pub async fn run(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Read).await?;
+    let key = auth::require(&state, &headers, Scope::Read).await?;
     let service = service(&state)?;
     let body: RunBody = json_body(&body)?;
     let report = service.library.get(&id).await.map_err(reports_error)?;
@@ -204,7 +204,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let key = auth::require(&state, &headers, Scope::Admin).await?;
     let report: ReportDefinition = json_body(&body)?;
     let saved = service(&state)?
         .library
@@ -241,7 +241,7 @@ pub async fn replace(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let key = auth::require(&state, &headers, Scope::Admin).await?;
     let report: ReportDefinition = json_body(&body)?;
     let saved = service(&state)?
         .library
@@ -274,7 +274,7 @@ pub async fn remove(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = auth::require(&state.catalog, &headers, Scope::Admin).await?;
+    let key = auth::require(&state, &headers, Scope::Admin).await?;
     service(&state)?
         .library
         .delete(&id)
