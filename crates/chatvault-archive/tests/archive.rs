@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 fn entry(i: u64, doc_len: usize) -> Entry {
     Entry {
         received_at_us: 1_700_000_000_000_000 + i as i64,
-        source: if i % 2 == 0 {
+        source: if i.is_multiple_of(2) {
             Source::Webhook
         } else {
             Source::Folder

@@ -139,7 +139,7 @@ pub fn export<W: Write>(
                 return Ok(0);
             };
             let first = first?;
-            let mut writer = ParquetWriter::new(&mut out).batched(&first.schema())?;
+            let mut writer = ParquetWriter::new(&mut out).batched(first.schema())?;
             for frame in std::iter::once(Ok(first)).chain(pages) {
                 let mut frame = frame?;
                 frame.rechunk_mut();

@@ -120,7 +120,7 @@ fn identifier(option: &str, text: &str) -> Result<String> {
 
 fn parse_select(text: &str) -> Result<Option<Vec<String>>> {
     let items: Vec<&str> = text.split(',').map(str::trim).collect();
-    if items.iter().any(|i| *i == "*") {
+    if items.contains(&"*") {
         return Ok(None);
     }
     items

@@ -551,7 +551,7 @@ impl Engine {
             }
             let frame = sort_rows(rows, keys)
                 .slice(skip as i64, (want - got) as u32)
-                .select(read.to_vec())
+                .select(read)
                 .collect()?;
             skip = 0;
             if frame.height() == 0 {
@@ -563,7 +563,7 @@ impl Engine {
         }
         let mut iter = frames.into_iter();
         let Some(mut all) = iter.next() else {
-            let empty = plan.all()?.slice(0, 0).select(read.to_vec()).collect()?;
+            let empty = plan.all()?.slice(0, 0).select(read).collect()?;
             return Ok((empty, ends));
         };
         for f in iter {
@@ -848,7 +848,10 @@ impl Engine {
     }
 }
 
-fn aggregations(env: &Env, aggregates: &[Aggregate]) -> Result<(Vec<P>, Vec<(String, Ty)>)> {
+/// Each aggregate's expression, and its output column with its type.
+type Aggregations = (Vec<P>, Vec<(String, Ty)>);
+
+fn aggregations(env: &Env, aggregates: &[Aggregate]) -> Result<Aggregations> {
     let mut exprs = Vec::new();
     let mut produced = Vec::new();
     for a in aggregates {

@@ -103,7 +103,7 @@ async fn answer(
     check_version(headers)?;
     // $metadata and the service document describe the model, not data: still keyed, so
     // that an unauthenticated probe learns nothing, but any scope may read them.
-    let key = auth::require(&state, headers, Scope::Read).await?;
+    let key = auth::require(state, headers, Scope::Read).await?;
     let query = uri.query().unwrap_or("").to_owned();
     let accept = header(headers, "accept").map(str::to_owned);
     let prefer = header(headers, "prefer").map(str::to_owned);

@@ -535,7 +535,7 @@ impl Store {
             },
             ..CompactReport::default()
         };
-        if chosen.is_empty() && !(full && !snapshot.deletes.is_empty()) {
+        if chosen.is_empty() && (!full || snapshot.deletes.is_empty()) {
             return Ok(report);
         }
         let dir = self.config.dir.clone();

@@ -411,6 +411,53 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The site time zone that stored wall-clock timestamps are read in.
+    pub fn site_tz(&self) -> anyhow::Result<chrono_tz::Tz> {
+        self.site_timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            anyhow::anyhow!(
+                "site_timezone '{}' is not an IANA time zone name (such as UTC or Europe/London)",
+                self.site_timezone
+            )
+        })
+    }
+
+    /// The Cosmos DB source's settings, when an endpoint is configured. The key comes
+    /// from `cosmos.key` (or CHATVAULT_COSMOS_KEY) or the key file; it is never printed.
+    pub fn cosmos(&self) -> anyhow::Result<Option<chatvault_ingest::CosmosConfig>> {
+        let Some(endpoint) = &self.cosmos.endpoint else {
+            return Ok(None);
+        };
+        let key = match (&self.cosmos.key, &self.cosmos.key_file) {
+            (Some(key), _) => key.clone(),
+            (None, Some(file)) => chatvault_ingest::CosmosConfig::read_key_file(file)?,
+            (None, None) => bail!("the Cosmos DB source needs a key: set CHATVAULT_COSMOS_KEY or CHATVAULT_COSMOS_KEY_FILE"),
+        };
+        if self.cosmos.database.is_empty() || self.cosmos.container.is_empty() {
+            bail!("the Cosmos DB source needs CHATVAULT_COSMOS_DATABASE and CHATVAULT_COSMOS_CONTAINER");
+        }
+        let mut config = chatvault_ingest::CosmosConfig::new(
+            endpoint,
+            key,
+            &self.cosmos.database,
+            &self.cosmos.container,
+        );
+        config.accept_invalid_certs = self.cosmos.accept_invalid_certs;
+        config.ca_file = self.cosmos.ca_file.clone();
+        if let Some(secs) = self.cosmos.poll_secs {
+            config.poll_interval = std::time::Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = self.cosmos.overlap_secs {
+            config.overlap_secs = secs;
+        }
+        config.mirror_deletes = self.cosmos.mirror_deletes;
+        if let Some(secs) = self.cosmos.reconcile_secs {
+            config.reconcile_interval = std::time::Duration::from_secs(secs.max(1));
+        }
+        Ok(Some(config))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,52 +519,5 @@ mod tests {
                 .set(key, sample)
                 .unwrap_or_else(|e| panic!("{var}: {e}"));
         }
-    }
-}
-
-impl Config {
-    /// The site time zone that stored wall-clock timestamps are read in.
-    pub fn site_tz(&self) -> anyhow::Result<chrono_tz::Tz> {
-        self.site_timezone.parse::<chrono_tz::Tz>().map_err(|_| {
-            anyhow::anyhow!(
-                "site_timezone '{}' is not an IANA time zone name (such as UTC or Europe/London)",
-                self.site_timezone
-            )
-        })
-    }
-
-    /// The Cosmos DB source's settings, when an endpoint is configured. The key comes
-    /// from `cosmos.key` (or CHATVAULT_COSMOS_KEY) or the key file; it is never printed.
-    pub fn cosmos(&self) -> anyhow::Result<Option<chatvault_ingest::CosmosConfig>> {
-        let Some(endpoint) = &self.cosmos.endpoint else {
-            return Ok(None);
-        };
-        let key = match (&self.cosmos.key, &self.cosmos.key_file) {
-            (Some(key), _) => key.clone(),
-            (None, Some(file)) => chatvault_ingest::CosmosConfig::read_key_file(file)?,
-            (None, None) => bail!("the Cosmos DB source needs a key: set CHATVAULT_COSMOS_KEY or CHATVAULT_COSMOS_KEY_FILE"),
-        };
-        if self.cosmos.database.is_empty() || self.cosmos.container.is_empty() {
-            bail!("the Cosmos DB source needs CHATVAULT_COSMOS_DATABASE and CHATVAULT_COSMOS_CONTAINER");
-        }
-        let mut config = chatvault_ingest::CosmosConfig::new(
-            endpoint,
-            key,
-            &self.cosmos.database,
-            &self.cosmos.container,
-        );
-        config.accept_invalid_certs = self.cosmos.accept_invalid_certs;
-        config.ca_file = self.cosmos.ca_file.clone();
-        if let Some(secs) = self.cosmos.poll_secs {
-            config.poll_interval = std::time::Duration::from_secs(secs.max(1));
-        }
-        if let Some(secs) = self.cosmos.overlap_secs {
-            config.overlap_secs = secs;
-        }
-        config.mirror_deletes = self.cosmos.mirror_deletes;
-        if let Some(secs) = self.cosmos.reconcile_secs {
-            config.reconcile_interval = std::time::Duration::from_secs(secs.max(1));
-        }
-        Ok(Some(config))
     }
 }
