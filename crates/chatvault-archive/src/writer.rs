@@ -341,6 +341,7 @@ impl Writer {
         let block = &mut self.block;
         block.clear();
         encode_block(count, data, &self.segment.header.sync, block);
+        let written = block.len() as u64;
         let path = &self.segment.path;
         self.segment
             .file
@@ -350,16 +351,14 @@ impl Writer {
             .file
             .sync_data()
             .map_err(ArchiveError::io(path))?;
-        self.segment.hasher.update(&self.block);
-        self.segment.len += self.block.len() as u64;
+        self.segment.hasher.update(block);
+        self.segment.len += written;
         self.next_seq += count as u64;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .records
             .fetch_add(count as u64, Ordering::Relaxed);
-        self.stats
-            .bytes
-            .fetch_add(self.block.len() as u64, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(written, Ordering::Relaxed);
         self.stats.next_seq.store(self.next_seq, Ordering::Relaxed);
         let segment = self.segment.header.number;
         Ok((first_seq..self.next_seq)

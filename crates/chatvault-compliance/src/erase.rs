@@ -456,8 +456,8 @@ async fn complete(stores: &Stores, journal: Journal) -> Result<ErasureReceipt> {
         stores.catalog.set_content_hashes(&newest).await?;
     }
     // The store holds flattened copies of the documents: rebuilding it from the rewritten
-    // archive drops or masks them physically (superseded files go to its trash, purged
-    // later).
+    // archive drops or masks them physically (the replaced files are removed once no
+    // reader can still be using them).
     if !chats.is_empty() || !journal.anonymise.is_empty() {
         stores.store.rebuild(&stores.archive_dir, &|_| {}).await?;
     }

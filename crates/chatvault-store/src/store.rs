@@ -6,7 +6,7 @@ use chatvault_model::{
 use polars::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -817,15 +817,15 @@ fn on_every_core<T: Sync, R: Send>(
     if threads <= 1 {
         return items.iter().map(&work).collect();
     }
-    let next = AtomicU64::new(0);
-    let failed = std::sync::atomic::AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
     let mut done: Vec<(usize, Result<R>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut out = Vec::new();
                     while !failed.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(item) = items.get(i) else { break };
                         let result = work(item);
                         failed.fetch_or(result.is_err(), Ordering::Relaxed);
@@ -930,13 +930,13 @@ fn partition_path(table: &str, site: i64, month: &str, name: &str) -> String {
     format!("{table}/SiteKey={site}/Month={month}/{name}.parquet")
 }
 
-/// Writes under a temporary name, syncs, renames: a registered file is always whole.
 /// Flushes write small files that a compaction soon merges: Snappy, whose encoder costs
 /// nothing to set up (a zstd context per column chunk was a tenth of a rebuild). Merged
 /// files, which stay, are zstd: about a third smaller.
 const FLUSH_COMPRESSION: ParquetCompression = ParquetCompression::Snappy;
 const MERGED_COMPRESSION: ParquetCompression = ParquetCompression::Zstd(None);
 
+/// Writes under a temporary name, syncs, renames: a registered file is always whole.
 fn write_parquet(
     dir: &Path,
     rel: &str,

@@ -53,22 +53,16 @@ impl Runtime {
     /// For a one-off command: nothing else reads the store while it runs, so files a
     /// compaction replaces are removed at once.
     pub async fn open(config: &Config) -> anyhow::Result<Runtime> {
-        Runtime::open_with_grace(config, std::time::Duration::ZERO).await
+        Runtime::open_with(config, false).await
     }
 
-    /// For `serve`, whose readers may still be scanning files a compaction replaces.
+    /// For `serve`, whose readers may still be scanning files a compaction replaces:
+    /// those stay for the store's grace period.
     pub async fn open_serving(config: &Config) -> anyhow::Result<Runtime> {
-        Runtime::open_with_grace(
-            config,
-            StoreConfig::new(config.store_dir()).retired_file_grace,
-        )
-        .await
+        Runtime::open_with(config, true).await
     }
 
-    async fn open_with_grace(
-        config: &Config,
-        retired_file_grace: std::time::Duration,
-    ) -> anyhow::Result<Runtime> {
+    async fn open_with(config: &Config, serving: bool) -> anyhow::Result<Runtime> {
         let lock = lock_data_dir(config)?;
         let catalog = Catalog::connect(&config.catalog_url()).await?;
         let archive_config = ArchiveConfig {
@@ -81,10 +75,10 @@ impl Runtime {
         if replayed > 0 {
             tracing::info!(records = replayed, "catalog caught up with the archive");
         }
-        let store_config = StoreConfig {
-            retired_file_grace,
-            ..StoreConfig::new(config.store_dir())
-        };
+        let mut store_config = StoreConfig::new(config.store_dir());
+        if !serving {
+            store_config.retired_file_grace = std::time::Duration::ZERO;
+        }
         let store = Store::open(store_config, catalog.clone()).await?;
         let recovered = store.recover(&config.archive_dir(), &|_| {}).await?;
         if recovered > 0 {
