@@ -454,6 +454,20 @@ fn segments_mentioning(data_dir: &Path, marker: &[u8]) -> Vec<(String, bool)> {
     out
 }
 
+/// Two versions of Daniel Okafor's first chat in two segments, his second chat in a
+/// third, and someone else's chat beside it.
+fn import_okafor_chats(data: &Path) {
+    import(data, &[&sample("answered-with-surveys.json")]);
+    import(data, &[&fixture("okafor-update.json")]);
+    import(
+        data,
+        &[
+            &fixture("okafor-second-chat.json"),
+            &sample("bot-then-transfer.json"),
+        ],
+    );
+}
+
 fn verify_json(data_dir: &Path) -> Value {
     let (code, out, err) = run(&["verify", "--json"], data_dir);
     assert_eq!(code, 0, "{out}{err}");
@@ -464,17 +478,7 @@ fn verify_json(data_dir: &Path) -> Value {
 async fn erasure_reaches_archive_catalog_and_store_and_spares_held_chats() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path();
-    // Two versions of the person's first chat in two segments, their second chat in a
-    // third, and someone else's chat.
-    import(data, &[&sample("answered-with-surveys.json")]);
-    import(data, &[&fixture("okafor-update.json")]);
-    import(
-        data,
-        &[
-            &fixture("okafor-second-chat.json"),
-            &sample("bot-then-transfer.json"),
-        ],
-    );
+    import_okafor_chats(data);
     let before = mentions_okafor(data);
     assert_eq!(before.iter().filter(|(_, f)| *f).count(), 3, "{before:?}");
 
@@ -1009,15 +1013,7 @@ async fn odata_status(server: &Server, key: &str, path: &str) -> u16 {
 async fn erasure_over_the_admin_api_while_documents_keep_arriving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path();
-    import(data, &[&sample("answered-with-surveys.json")]);
-    import(data, &[&fixture("okafor-update.json")]);
-    import(
-        data,
-        &[
-            &fixture("okafor-second-chat.json"),
-            &sample("bot-then-transfer.json"),
-        ],
-    );
+    import_okafor_chats(data);
     let server = Server::start(data, &[]);
     let admin = server.first_key.clone().expect("admin key");
     let reader = create_key(data, "read", None);

@@ -1,4 +1,6 @@
-use chatvault_archive::{read_records, verify, Archive, ArchiveConfig, Entry, Operation, Source};
+use chatvault_archive::{
+    read_records, verify, Archive, ArchiveConfig, Entry, Operation, Position, Source,
+};
 use chatvault_model::ContentHash;
 use proptest::prelude::*;
 use std::io::Write;
@@ -61,26 +63,31 @@ async fn appended_records_read_back_in_order_with_their_sequence_numbers() {
     assert_eq!(from_seven, vec![7, 8, 9, 10]);
 }
 
+/// `n` single-record appends of `size`-byte documents, all in flight at once; the
+/// positions of all of them.
+async fn append_concurrently(archive: &Archive, n: u64, size: usize) -> Vec<Position> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let archive = archive.clone();
+            tokio::spawn(async move { archive.append(vec![entry(i, size)]).await })
+        })
+        .collect();
+    let mut positions = Vec::new();
+    for t in tasks {
+        positions.extend(t.await.expect("join").expect("append"));
+    }
+    positions
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_share_fsyncs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (archive, _) = Archive::open(ArchiveConfig::new(dir.path())).expect("open");
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let archive = archive.clone();
-            tokio::spawn(async move { archive.append(vec![entry(i, 2000)]).await })
-        })
+    let mut seqs: Vec<u64> = append_concurrently(&archive, 200, 2000)
+        .await
+        .iter()
+        .map(|p| p.seq)
         .collect();
-    let mut seqs = Vec::new();
-    for t in tasks {
-        seqs.extend(
-            t.await
-                .expect("join")
-                .expect("append")
-                .iter()
-                .map(|p| p.seq),
-        );
-    }
     seqs.sort();
     assert_eq!(
         seqs,
@@ -127,16 +134,7 @@ async fn a_roll_closes_every_earlier_append_and_keeps_the_chain() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (archive, _) = Archive::open(ArchiveConfig::new(dir.path())).expect("open");
     // Appends queued before the roll are committed before it, whatever the batching.
-    let before: Vec<_> = (0..50)
-        .map(|i| {
-            let archive = archive.clone();
-            tokio::spawn(async move { archive.append(vec![entry(i, 300)]).await })
-        })
-        .collect();
-    let mut positions = Vec::new();
-    for t in before {
-        positions.extend(t.await.expect("join").expect("append"));
-    }
+    let positions = append_concurrently(&archive, 50, 300).await;
     let open = archive.roll().await.expect("roll");
     assert!(
         positions.iter().all(|p| p.segment < open),

@@ -318,13 +318,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// What the digit-by-digit writer must produce, said with chrono's formatter.
-    fn reference(tz: Tz, local: NaiveDateTime) -> String {
+    /// The instant with the zone's offset, as chrono reads it.
+    fn with_offset(tz: Tz, local: NaiveDateTime) -> DateTime<chrono::FixedOffset> {
         let offset = tz
             .offset_from_local_datetime(&local)
             .earliest()
             .map(|o| o.fix())
             .unwrap_or_else(|| tz.offset_from_utc_datetime(&local).fix());
+        DateTime::<chrono::FixedOffset>::from_naive_utc_and_offset(local, offset)
+    }
+
+    /// What the digit-by-digit writer must produce, said with chrono's formatter.
+    fn reference(tz: Tz, local: NaiveDateTime) -> String {
+        let t = with_offset(tz, local);
         let fraction = if local.and_utc().timestamp_subsec_micros() == 0 {
             "%S"
         } else {
@@ -333,10 +339,9 @@ mod tests {
         let base = local
             .format(&format!("%Y-%m-%dT%H:%M:{fraction}"))
             .to_string();
-        if offset.local_minus_utc() == 0 {
+        if t.offset().local_minus_utc() == 0 {
             format!("{base}Z")
         } else {
-            let t = DateTime::<chrono::FixedOffset>::from_naive_utc_and_offset(local, offset);
             format!("{base}{}", t.format("%:z"))
         }
     }
@@ -356,12 +361,7 @@ mod tests {
             prop_assert_eq!(datetime_text(zone, local), reference(zone, local));
             let mut export = Vec::new();
             write_datetime(&mut export, zone, local, TimeStyle::Export);
-            let offset = zone
-                .offset_from_local_datetime(&local)
-                .earliest()
-                .map(|o| o.fix())
-                .unwrap_or_else(|| zone.offset_from_utc_datetime(&local).fix());
-            let t = DateTime::<chrono::FixedOffset>::from_naive_utc_and_offset(local, offset);
+            let t = with_offset(zone, local);
             prop_assert_eq!(
                 String::from_utf8(export).expect("ascii"),
                 format!("{}{}", local.format("%Y-%m-%dT%H:%M:%S%.6f"), t.format("%:z"))
