@@ -3,7 +3,7 @@
 
 use chatvault_archive::{Archive, Entry, Operation, Source};
 use chatvault_catalog::{AppliedChange, Catalog, IngestStat};
-use chatvault_model::{ChatDocument, ContentHash, Rejection, SchemaRegistry, ValidatedDocument};
+use chatvault_model::{flatten, ContentHash, FlatChat, Rejection, SchemaRegistry};
 use chatvault_store::{Store, StoreUpdate};
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -39,7 +39,11 @@ pub enum Prepared {
         location: String,
         detail: String,
         bytes: Vec<u8>,
-        document: Box<ValidatedDocument>,
+        schema_version: u32,
+        content_hash: ContentHash,
+        /// The document's rows, flattened where it was validated (on the source's
+        /// threads, in parallel) rather than in the single writer.
+        flat: Box<FlatChat>,
     },
     Delete {
         chat_uid: String,
@@ -83,16 +87,18 @@ pub fn prepare_one(
     detail: &str,
 ) -> Prepared {
     match registry.validate(bytes) {
-        Ok(mut document) => Prepared::Valid {
+        Ok(document) => Prepared::Valid {
             location: location.to_owned(),
             detail: if location.is_empty() {
                 detail.to_owned()
             } else {
                 format!("{detail} {location}")
             },
+            flat: Box::new(flatten(&document.document, 0)),
+            schema_version: document.schema_version,
+            content_hash: document.content_hash,
             // A redacted document is archived as redacted: the original never reaches disk.
-            bytes: document.redacted.take().unwrap_or_else(|| bytes.to_vec()),
-            document: Box::new(document),
+            bytes: document.redacted.unwrap_or_else(|| bytes.to_vec()),
         },
         Err(rejection) => Prepared::Rejected {
             location: location.to_owned(),
@@ -202,14 +208,14 @@ impl Pipeline {
             .max(1);
         let (tx, rx) = mpsc::channel(4096);
         let failure = Arc::new(Mutex::new(None));
-        let worker = Worker {
+        Worker::start(
             archive,
             catalog,
             store,
-            max_batch: config.max_batch_documents.max(1),
-            failure: failure.clone(),
-        };
-        tokio::spawn(worker.run(rx));
+            config.max_batch_documents.max(1),
+            failure.clone(),
+            rx,
+        );
         Pipeline {
             tx,
             permits: Arc::new(Semaphore::new(capacity_kib as usize)),
@@ -343,9 +349,13 @@ impl Pending {
 struct Worker {
     archive: Archive,
     catalog: Catalog,
-    store: Store,
     max_batch: usize,
     failure: Arc<Mutex<Option<String>>>,
+    /// What batches already durable in the archive but not yet in the catalog decided,
+    /// by ChatUID with the seq that decided it: the next batch is decided (and its
+    /// archive write started) while the indexer records the previous one.
+    unindexed: Arc<Mutex<HashMap<String, (u64, Known)>>>,
+    indexer: mpsc::Sender<ToIndex>,
 }
 
 /// What the pipeline believes about a chat while deciding a batch.
@@ -357,7 +367,70 @@ struct Known {
     site_key: i64,
 }
 
+/// A batch durable in the archive, for the indexer to record in the catalog and store.
+struct Archived {
+    started: Instant,
+    submissions: Vec<Submission>,
+    outcomes: Vec<Vec<Outcome>>,
+    applied: Vec<AppliedChange>,
+    stats: BTreeMap<(Source, OutcomeKind), (i64, i64)>,
+    updates: Vec<StoreUpdate>,
+}
+
+enum ToIndex {
+    Batch(Archived),
+    /// Answered once every batch sent before it is indexed.
+    Barrier(oneshot::Sender<()>),
+}
+
+fn failure_of(failure: &Mutex<Option<String>>) -> Option<String> {
+    failure.lock().ok().and_then(|f| f.clone())
+}
+
+/// Stops the pipeline: every later submission is refused with `reason`.
+fn stop(failure: &Mutex<Option<String>>, reason: &str) {
+    tracing::error!(%reason, "ingest pipeline stopped; restart to replay the archive");
+    if let Ok(mut f) = failure.lock() {
+        *f = Some(reason.to_owned());
+    }
+}
+
+fn fail_all(submissions: Vec<Submission>, reason: &str) {
+    for s in submissions {
+        let _ = s.reply.send(Err(SubmitError::Failed(reason.to_owned())));
+    }
+}
+
 impl Worker {
+    fn start(
+        archive: Archive,
+        catalog: Catalog,
+        store: Store,
+        max_batch: usize,
+        failure: Arc<Mutex<Option<String>>>,
+        rx: mpsc::Receiver<Message>,
+    ) {
+        let unindexed = Arc::new(Mutex::new(HashMap::new()));
+        // One batch being indexed while the next is archived; more would only queue.
+        let (indexer, to_index) = mpsc::channel(1);
+        let indexer_task = Indexer {
+            catalog: catalog.clone(),
+            store,
+            failure: failure.clone(),
+            unindexed: unindexed.clone(),
+        };
+        tokio::spawn(indexer_task.run(to_index));
+        let worker = Worker {
+            archive,
+            catalog,
+            max_batch,
+            failure,
+            unindexed,
+            indexer,
+        };
+        tokio::spawn(worker.run(rx));
+    }
+
     async fn run(self, mut rx: mpsc::Receiver<Message>) {
         let mut held: Option<Message> = None;
         while let Some(message) = match held.take() {
@@ -387,42 +460,37 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let failed = self.failure.lock().ok().and_then(|f| f.clone());
-            if let Some(reason) = failed {
-                for s in batch {
-                    let _ = s.reply.send(Err(SubmitError::Failed(reason.clone())));
-                }
+            if let Some(reason) = failure_of(&self.failure) {
+                fail_all(batch, &reason);
                 continue;
             }
-            let started = Instant::now();
-            let replies: Vec<_> = batch
-                .iter_mut()
-                .map(|s| (s.source, std::mem::take(&mut s.items)))
-                .collect();
-            let result = self.commit(replies).await;
-            metrics::histogram!("chatvault_ingest_batch_seconds")
-                .record(started.elapsed().as_secs_f64());
-            match result {
-                Ok(outcomes) => {
-                    for (s, o) in batch.into_iter().zip(outcomes) {
-                        let _ = s.reply.send(Ok(o));
+            match self.archive_batch(batch).await {
+                Ok(archived) => {
+                    if let Err(mpsc::error::SendError(ToIndex::Batch(archived))) =
+                        self.indexer.send(ToIndex::Batch(archived)).await
+                    {
+                        fail_all(archived.submissions, "the ingest indexer has stopped");
                     }
                 }
-                Err(reason) => {
-                    tracing::error!(%reason, "ingest pipeline stopped; restart to replay the archive");
-                    if let Ok(mut f) = self.failure.lock() {
-                        *f = Some(reason.clone());
-                    }
-                    for s in batch {
-                        let _ = s.reply.send(Err(SubmitError::Failed(reason.clone())));
-                    }
+                Err((batch, reason)) => {
+                    stop(&self.failure, &reason);
+                    fail_all(batch, &reason);
                 }
             }
         }
     }
 
+    /// Waits until the indexer has recorded every batch archived so far.
+    async fn indexed(&self) {
+        let (done, indexed) = oneshot::channel();
+        if self.indexer.send(ToIndex::Barrier(done)).await.is_ok() {
+            let _ = indexed.await;
+        }
+    }
+
     async fn run_exclusive(&self, job: ExclusiveJob) {
-        let refused = match self.failure.lock().ok().and_then(|f| f.clone()) {
+        self.indexed().await;
+        let refused = match failure_of(&self.failure) {
             Some(reason) => Some(reason),
             None => self
                 .archive
@@ -434,16 +502,23 @@ impl Worker {
         job(refused).await;
     }
 
-    async fn commit(
+    /// Decides every document's fate and makes the batch durable in the archive. On
+    /// failure the submissions come back to be answered.
+    async fn archive_batch(
         &self,
-        submissions: Vec<(Source, Vec<Prepared>)>,
-    ) -> Result<Vec<Vec<Outcome>>, String> {
+        mut batch: Vec<Submission>,
+    ) -> Result<Archived, (Vec<Submission>, String)> {
+        let started = Instant::now();
+        let submissions: Vec<(Source, Vec<Prepared>)> = batch
+            .iter_mut()
+            .map(|s| (s.source, std::mem::take(&mut s.items)))
+            .collect();
         let uids: Vec<&str> = {
             let mut uids: Vec<&str> = submissions
                 .iter()
                 .flat_map(|(_, items)| items)
                 .filter_map(|item| match item {
-                    Prepared::Valid { document, .. } => Some(document.chat_uid.as_str()),
+                    Prepared::Valid { flat, .. } => Some(flat.chat.chat_uid.as_str()),
                     Prepared::Delete { chat_uid, .. } => Some(chat_uid.as_str()),
                     Prepared::Rejected { .. } => None,
                 })
@@ -452,22 +527,31 @@ impl Worker {
             uids.dedup();
             uids
         };
-        let mut known: HashMap<String, Known> = self
-            .catalog
-            .lookup(&uids)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|(uid, s)| {
-                let k = Known {
-                    hash: s.content_hash,
-                    deleted: s.deleted,
-                    version: s.version,
-                    site_key: s.site_key,
-                };
-                (uid, k)
-            })
-            .collect();
+        // Taken before the catalog is asked: a batch the indexer finishes in between is
+        // then either still here or already in the catalog, never in neither.
+        let unindexed: Vec<(String, Known)> = match self.unindexed.lock() {
+            Ok(u) => uids
+                .iter()
+                .filter_map(|uid| u.get(*uid).map(|(_, k)| ((*uid).to_owned(), *k)))
+                .collect(),
+            Err(_) => return Err((batch, "ingest state lock poisoned".into())),
+        };
+        let mut known: HashMap<String, Known> = match self.catalog.lookup(&uids).await {
+            Ok(found) => found
+                .into_iter()
+                .map(|(uid, s)| {
+                    let k = Known {
+                        hash: s.content_hash,
+                        deleted: s.deleted,
+                        version: s.version,
+                        site_key: s.site_key,
+                    };
+                    (uid, k)
+                })
+                .collect(),
+            Err(e) => return Err((batch, e.to_string())),
+        };
+        known.extend(unindexed);
 
         let received_at_us = now_us();
         let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(submissions.len());
@@ -475,21 +559,21 @@ impl Worker {
         // (submission, item) each entry answers, so sequence numbers can be filled in.
         let mut slots: Vec<(usize, usize)> = Vec::new();
         // What the columnar store must mirror once the batch is durable, per entry.
-        let mut mirrored: Vec<Option<Arc<ChatDocument>>> = Vec::new();
+        let mut mirrored: Vec<Option<Box<FlatChat>>> = Vec::new();
         let mut stats: BTreeMap<(Source, OutcomeKind), (i64, i64)> = BTreeMap::new();
 
         for (si, (source, items)) in submissions.into_iter().enumerate() {
             let mut answers = Vec::with_capacity(items.len());
             for item in items {
                 let bytes_len = item.bytes_len() as i64;
-                let (outcome, entry, document) = decide(item, source, received_at_us, &mut known);
+                let (outcome, entry, flat) = decide(item, source, received_at_us, &mut known);
                 let stat = stats.entry((source, outcome.status)).or_default();
                 stat.0 += 1;
                 stat.1 += bytes_len;
                 if let Some(entry) = entry {
                     slots.push((si, answers.len()));
                     entries.push(entry);
-                    mirrored.push(document);
+                    mirrored.push(flat);
                 }
                 answers.push(outcome);
             }
@@ -508,11 +592,10 @@ impl Worker {
                 )
             })
             .collect();
-        let positions = self
-            .archive
-            .append(entries)
-            .await
-            .map_err(|e| e.to_string())?;
+        let positions = match self.archive.append(entries).await {
+            Ok(positions) => positions,
+            Err(e) => return Err((batch, e.to_string())),
+        };
         let applied: Vec<AppliedChange> = changes
             .into_iter()
             .zip(&positions)
@@ -529,6 +612,94 @@ impl Worker {
                 },
             )
             .collect();
+        if let Ok(mut u) = self.unindexed.lock() {
+            for change in &applied {
+                if let Some(k) = known.get(&change.chat_uid) {
+                    u.insert(change.chat_uid.clone(), (change.seq, *k));
+                }
+            }
+        }
+        let mut updates = Vec::with_capacity(applied.len());
+        for (((si, ii), pos), (change, flat)) in slots
+            .into_iter()
+            .zip(positions)
+            .zip(applied.iter().zip(mirrored))
+        {
+            let outcome = &mut outcomes[si][ii];
+            outcome.seq = Some(pos.seq);
+            updates.push(match flat {
+                Some(flat) => StoreUpdate::Upsert {
+                    seq: pos.seq,
+                    flat,
+                    supersedes: outcome.status == OutcomeKind::Updated,
+                },
+                None => StoreUpdate::Delete {
+                    seq: pos.seq,
+                    chat_uid: change.chat_uid.clone(),
+                },
+            });
+        }
+        Ok(Archived {
+            started,
+            submissions: batch,
+            outcomes,
+            applied,
+            stats,
+            updates,
+        })
+    }
+}
+
+/// The second stage of the writer: records archived batches in the catalog and the
+/// store, in archive order, then answers their senders.
+struct Indexer {
+    catalog: Catalog,
+    store: Store,
+    failure: Arc<Mutex<Option<String>>>,
+    unindexed: Arc<Mutex<HashMap<String, (u64, Known)>>>,
+}
+
+impl Indexer {
+    async fn run(self, mut rx: mpsc::Receiver<ToIndex>) {
+        while let Some(message) = rx.recv().await {
+            let batch = match message {
+                ToIndex::Barrier(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+                ToIndex::Batch(batch) => batch,
+            };
+            if let Some(reason) = failure_of(&self.failure) {
+                fail_all(batch.submissions, &reason);
+                continue;
+            }
+            let Archived {
+                started,
+                submissions,
+                outcomes,
+                applied,
+                stats,
+                updates,
+            } = batch;
+            if let Err(reason) = self.index(&applied, &stats, updates).await {
+                stop(&self.failure, &reason);
+                fail_all(submissions, &reason);
+                continue;
+            }
+            metrics::histogram!("chatvault_ingest_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+            for (s, o) in submissions.into_iter().zip(outcomes) {
+                let _ = s.reply.send(Ok(o));
+            }
+        }
+    }
+
+    async fn index(
+        &self,
+        applied: &[AppliedChange],
+        stats: &BTreeMap<(Source, OutcomeKind), (i64, i64)>,
+        updates: Vec<StoreUpdate>,
+    ) -> Result<(), String> {
         let stat_rows: Vec<IngestStat> = stats
             .iter()
             .map(|((source, kind), (documents, bytes))| IngestStat {
@@ -538,26 +709,11 @@ impl Worker {
                 bytes: *bytes,
             })
             .collect();
-        self.apply_with_retry(&applied, &stat_rows).await?;
-        let mut updates = Vec::with_capacity(applied.len());
-        for (((si, ii), pos), (change, document)) in slots
-            .into_iter()
-            .zip(positions)
-            .zip(applied.into_iter().zip(mirrored))
-        {
-            let outcome = &mut outcomes[si][ii];
-            outcome.seq = Some(pos.seq);
-            updates.push(match document {
-                Some(document) => StoreUpdate::Upsert {
-                    seq: pos.seq,
-                    document,
-                    supersedes: outcome.status == OutcomeKind::Updated,
-                },
-                None => StoreUpdate::Delete {
-                    seq: pos.seq,
-                    chat_uid: change.chat_uid,
-                },
-            });
+        self.apply_with_retry(applied, &stat_rows).await?;
+        if let Some(last) = applied.last() {
+            if let Ok(mut u) = self.unindexed.lock() {
+                u.retain(|_, (seq, _)| *seq > last.seq);
+            }
         }
         // The archive and catalog are the record; the store is rebuilt from them after
         // any failure, so a failure here is logged, not reported to the sender.
@@ -566,9 +722,9 @@ impl Worker {
         }
         for ((source, kind), (documents, _)) in stats {
             metrics::counter!("chatvault_ingest_documents_total", "source" => source.as_str(), "outcome" => kind.as_str())
-                .increment(documents as u64);
+                .increment(*documents as u64);
         }
-        Ok(outcomes)
+        Ok(())
     }
 
     /// The batch is already durable in the archive; a transient catalog error must not
@@ -605,7 +761,7 @@ fn decide(
     source: Source,
     received_at_us: i64,
     known: &mut HashMap<String, Known>,
-) -> (Outcome, Option<Entry>, Option<Arc<ChatDocument>>) {
+) -> (Outcome, Option<Entry>, Option<Box<FlatChat>>) {
     match item {
         Prepared::Rejected {
             location,
@@ -627,19 +783,23 @@ fn decide(
             location,
             detail,
             bytes,
-            document,
+            schema_version,
+            content_hash,
+            flat,
         } => {
-            let previous = known.get(&document.chat_uid).copied();
+            let chat_uid = &flat.chat.chat_uid;
+            let site_key = i64::from(flat.chat.site_key);
+            let previous = known.get(chat_uid).copied();
             let outcome = |status, version| Outcome {
                 location,
                 status,
-                chat_uid: Some(document.chat_uid.clone()),
+                chat_uid: Some(chat_uid.clone()),
                 version: Some(version),
                 seq: None,
                 error: None,
             };
             match previous {
-                Some(p) if !p.deleted && p.hash == document.content_hash => {
+                Some(p) if !p.deleted && p.hash == content_hash => {
                     (outcome(OutcomeKind::Unchanged, p.version), None, None)
                 }
                 _ => {
@@ -650,27 +810,27 @@ fn decide(
                         OutcomeKind::Accepted
                     };
                     known.insert(
-                        document.chat_uid.clone(),
+                        chat_uid.clone(),
                         Known {
-                            hash: document.content_hash,
+                            hash: content_hash,
                             deleted: false,
                             version,
-                            site_key: i64::from(document.site_key),
+                            site_key,
                         },
                     );
                     let entry = Entry {
                         received_at_us,
                         source,
                         source_detail: detail,
-                        chat_uid: document.chat_uid.clone(),
-                        site_key: i64::from(document.site_key),
+                        chat_uid: chat_uid.clone(),
+                        site_key,
                         operation: Operation::Upsert,
-                        schema_version: document.schema_version as i32,
-                        content_hash: document.content_hash,
+                        schema_version: schema_version as i32,
+                        content_hash,
                         document: bytes,
                     };
                     let outcome = outcome(status, version);
-                    (outcome, Some(entry), Some(Arc::new(document.document)))
+                    (outcome, Some(entry), Some(flat))
                 }
             }
         }

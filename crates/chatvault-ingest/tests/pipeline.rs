@@ -1,28 +1,31 @@
-//! The pipeline's exclusive work: ordered after what was queued before it, with the
-//! archive rolled, and with nothing committed while it runs.
+//! The pipeline's ordering: exclusive work runs after what was queued before it, with
+//! the archive rolled and nothing committed while it runs; a batch is decided against
+//! the batches before it even while those are still being indexed.
 
 use chatvault_archive::{read_records, Archive, ArchiveConfig, Source};
 use chatvault_catalog::Catalog;
 use chatvault_ingest::{prepare_one, OutcomeKind, Pipeline, PipelineConfig};
-use chatvault_model::SchemaRegistry;
+use chatvault_model::{content_hash, SchemaRegistry};
 use chatvault_store::{Store, StoreConfig};
 use std::time::Duration;
+
+async fn start(dir: &std::path::Path, config: PipelineConfig) -> (Pipeline, Catalog) {
+    let catalog = Catalog::connect(&format!("sqlite://{}", dir.join("catalog.db").display()))
+        .await
+        .expect("catalog");
+    let (archive, _) = Archive::open(ArchiveConfig::new(dir.join("archive"))).expect("archive");
+    let store = Store::open(StoreConfig::new(dir.join("store")), catalog.clone())
+        .await
+        .expect("store");
+    let pipeline = Pipeline::start(archive, catalog.clone(), store, config);
+    (pipeline, catalog)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusive_work_runs_between_batches_on_closed_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = Catalog::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("catalog.db").display()
-    ))
-    .await
-    .expect("catalog");
     let archive_dir = dir.path().join("archive");
-    let (archive, _) = Archive::open(ArchiveConfig::new(&archive_dir)).expect("archive");
-    let store = Store::open(StoreConfig::new(dir.path().join("store")), catalog.clone())
-        .await
-        .expect("store");
-    let pipeline = Pipeline::start(archive, catalog, store, PipelineConfig::default());
+    let (pipeline, _) = start(dir.path(), PipelineConfig::default()).await;
     let registry = SchemaRegistry::new(1 << 20).expect("schemas");
     let gen = chatvault_gen::Generator::new(21);
     let submit = |i: u64| {
@@ -80,4 +83,87 @@ async fn exclusive_work_runs_between_batches_on_closed_segments() {
         let outcome = pending.wait().await.expect("outcome");
         assert_eq!(outcome[0].status, OutcomeKind::Accepted);
     }
+}
+
+/// One document per batch, queued without waiting: each batch is decided while the one
+/// before it may still be on its way into the catalog, and must see it all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_to_back_batches_see_each_others_decisions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = PipelineConfig {
+        max_batch_documents: 1,
+        ..PipelineConfig::default()
+    };
+    let (pipeline, catalog) = start(dir.path(), config).await;
+    let registry = SchemaRegistry::new(1 << 20).expect("schemas");
+    let gen = chatvault_gen::Generator::new(5);
+    let first = gen.chat(0);
+    let mut second = first.clone();
+    let rating = if first["ChatHeader"]["Rating"] == 1 {
+        2
+    } else {
+        1
+    };
+    second["ChatHeader"]["Rating"] = serde_json::json!(rating);
+    assert_ne!(content_hash(&first), content_hash(&second));
+    let uid = gen.chat_uid(0);
+    let upsert = |doc: &serde_json::Value| {
+        let bytes = serde_json::to_vec(doc).expect("json");
+        prepare_one(&registry, "", &bytes, "test")
+    };
+    let delete = || chatvault_ingest::Prepared::Delete {
+        chat_uid: uid.clone(),
+        detail: "test".into(),
+        if_version: None,
+    };
+    let mut queued = Vec::new();
+    for _round in 0..20 {
+        for item in [
+            upsert(&first),
+            upsert(&second),
+            upsert(&second),
+            delete(),
+            delete(),
+        ] {
+            queued.push(
+                pipeline
+                    .enqueue(Source::Import, vec![item])
+                    .await
+                    .expect("enqueue"),
+            );
+        }
+    }
+    let mut statuses = Vec::new();
+    for pending in queued {
+        let outcome = pending.wait().await.expect("outcome");
+        statuses.push((outcome[0].status, outcome[0].version));
+    }
+    let mut expected = Vec::new();
+    for round in 0..20i64 {
+        let v = round * 3;
+        expected.extend([
+            (
+                if round == 0 {
+                    OutcomeKind::Accepted
+                } else {
+                    OutcomeKind::Updated
+                },
+                Some(v + 1),
+            ),
+            (OutcomeKind::Updated, Some(v + 2)),
+            (OutcomeKind::Unchanged, Some(v + 2)),
+            (OutcomeKind::Deleted, Some(v + 3)),
+            (OutcomeKind::Unchanged, Some(v + 3)),
+        ]);
+    }
+    assert_eq!(statuses, expected);
+    let found = catalog.lookup(&[uid.as_str()]).await.expect("lookup");
+    let state = &found[&uid];
+    assert_eq!((state.version, state.deleted), (60, true));
+    assert_eq!(
+        read_records(&dir.path().join("archive"), 0)
+            .expect("read")
+            .count(),
+        60
+    );
 }

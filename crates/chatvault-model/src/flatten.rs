@@ -13,6 +13,26 @@ pub struct FlatChat {
     pub tags: Vec<TagRow>,
 }
 
+impl FlatChat {
+    /// Names the version these rows belong to once the archive has numbered it: sources
+    /// flatten in parallel before the single writer knows the sequence number.
+    pub fn set_archive_seq(&mut self, archive_seq: i64) {
+        self.chat.archive_seq = archive_seq;
+        self.lines
+            .iter_mut()
+            .for_each(|r| r.archive_seq = archive_seq);
+        self.surveys
+            .iter_mut()
+            .for_each(|r| r.archive_seq = archive_seq);
+        self.pages
+            .iter_mut()
+            .for_each(|r| r.archive_seq = archive_seq);
+        self.tags
+            .iter_mut()
+            .for_each(|r| r.archive_seq = archive_seq);
+    }
+}
+
 /// Flattens a validated document; `archive_seq` identifies the version.
 pub fn flatten(doc: &ChatDocument, archive_seq: i64) -> FlatChat {
     let h = &doc.chat_header;
@@ -287,6 +307,16 @@ mod tests {
                 .chat
                 .translated
         );
+    }
+
+    #[test]
+    fn numbering_later_equals_flattening_with_the_number() {
+        let doc = sample("answered-with-surveys.json");
+        let mut late = flatten(&doc, 0);
+        late.set_archive_seq(77);
+        let early = flatten(&doc, 77);
+        assert!(!early.lines.is_empty() && !early.surveys.is_empty() && !early.pages.is_empty());
+        assert_eq!(late, early);
     }
 
     #[test]

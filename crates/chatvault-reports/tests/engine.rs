@@ -4,13 +4,12 @@
 
 use chatvault_catalog::Catalog;
 use chatvault_gen::Generator;
-use chatvault_model::ChatDocument;
+use chatvault_model::{flatten, ChatDocument};
 use chatvault_reports::{
     builtin_reports, Engine, EngineConfig, Library, ReportDefinition, ReportsError, RunRequest,
 };
 use chatvault_store::{Store, StoreConfig, StoreUpdate};
 use chrono::NaiveDate;
-use std::sync::Arc;
 use std::time::Duration;
 
 const CHATS: u64 = 1_500;
@@ -50,7 +49,7 @@ async fn fixture() -> Fixture {
             .enumerate()
             .map(|(i, d)| StoreUpdate::Upsert {
                 seq: (offset + i) as u64,
-                document: Arc::new(ChatDocument::from_value(d).expect("model")),
+                flat: Box::new(flatten(&ChatDocument::from_value(d).expect("model"), 0)),
                 supersedes: false,
             })
             .collect();

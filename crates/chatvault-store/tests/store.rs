@@ -2,13 +2,12 @@
 
 use chatvault_archive::{Archive, ArchiveConfig, Entry, Operation, Source};
 use chatvault_catalog::{AppliedChange, Catalog};
-use chatvault_model::{content_hash, ChatDocument, ContentHash};
+use chatvault_model::{content_hash, flatten, ChatDocument, ContentHash};
 use chatvault_store::{ScanFilter, Store, StoreConfig, StoreUpdate};
 use polars::prelude::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Archive, catalog and store wired the way the ingest pipeline wires them.
 struct Harness {
@@ -81,7 +80,7 @@ impl Harness {
         let update = match doc {
             Some(d) => StoreUpdate::Upsert {
                 seq: pos.seq,
-                document: Arc::new(ChatDocument::from_value(d).expect("model")),
+                flat: Box::new(flatten(&ChatDocument::from_value(d).expect("model"), 0)),
                 supersedes: existed,
             },
             None => StoreUpdate::Delete {
