@@ -24,6 +24,11 @@ pub struct StoreConfig {
     pub flush_chats: usize,
     /// …or the oldest buffered change is this old.
     pub flush_age: Duration,
+    /// A replay (recovery, rebuild) flushes every this many chats instead: every flush
+    /// writes a file per table and partition, and with chats spread over many partitions
+    /// small flushes make many small files, which the filesystem is slow to create and a
+    /// compaction must merge again. Costs memory: two flushes' worth of chats are held.
+    pub replay_flush_chats: usize,
     pub row_group_rows: usize,
     /// Compact a partition once it has this many files.
     pub compact_min_files: usize,
@@ -40,6 +45,7 @@ impl StoreConfig {
             dir: dir.into(),
             flush_chats: 20_000,
             flush_age: Duration::from_secs(10),
+            replay_flush_chats: 100_000,
             row_group_rows: 128 * 1024,
             compact_min_files: 8,
             compact_max_deletes: 50_000,
@@ -663,8 +669,21 @@ impl Store {
             old
         };
         let rebuilt = async {
+            let started = Instant::now();
             let n = self.replay(archive_dir, 0, true, progress).await?;
-            self.compact(true).await?;
+            tracing::info!(
+                records = n,
+                seconds = started.elapsed().as_secs_f64(),
+                "rebuild: archive replayed; merging each partition into one file"
+            );
+            let started = Instant::now();
+            let report = self.compact(true).await?;
+            tracing::info!(
+                files_before = report.files_before,
+                files_after = report.files_after,
+                seconds = started.elapsed().as_secs_f64(),
+                "rebuild: partitions merged"
+            );
             Ok(n)
         }
         .await;
@@ -714,7 +733,7 @@ impl Store {
             .await?;
             self.apply(updates)?;
             progress(n);
-            if self.buffered_chats() >= self.config.flush_chats {
+            if self.buffered_chats() >= self.config.replay_flush_chats {
                 if let Some(previous) = flushing.take() {
                     joined(previous).await?;
                 }

@@ -130,6 +130,8 @@ impl Harness {
 fn store_config(dir: &Path) -> StoreConfig {
     StoreConfig {
         compact_min_files: 3,
+        // Replays (restarts, rebuilds) flush partway too.
+        replay_flush_chats: 5,
         ..StoreConfig::new(dir.join("store"))
     }
 }
