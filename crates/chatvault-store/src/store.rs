@@ -722,9 +722,11 @@ impl Store {
         // the one before it must have finished first, so at most two flushes' worth of
         // chats are in memory.
         let mut flushing: Option<tokio::task::JoinHandle<Result<Option<FlushReport>>>> = None;
+        let mut unflushed = 0usize;
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
-            n += chunk.len() as u64;
+            let chunk_len = chunk.len();
+            n += chunk_len as u64;
             // Parsing and flattening are most of a replay's work: spread them over the
             // cores while the archive reader decodes the next chunk.
             let updates = joined(tokio::task::spawn_blocking(move || {
@@ -733,7 +735,11 @@ impl Store {
             .await?;
             self.apply(updates)?;
             progress(n);
-            if self.buffered_chats() >= self.config.replay_flush_chats {
+            // Counted here, not as the buffer's size: the buffer still holds what the
+            // flush under way is writing, and would start the next one far too soon.
+            unflushed += chunk_len;
+            if unflushed >= self.config.replay_flush_chats {
+                unflushed = 0;
                 if let Some(previous) = flushing.take() {
                     joined(previous).await?;
                 }
