@@ -42,6 +42,27 @@ pub struct IngestStat {
 
 /// SQLite's default limit on bound parameters is far above this; it keeps statements short.
 const LOOKUP_CHUNK: usize = 500;
+/// Chat versions recorded per statement (8 parameters each): one statement per version
+/// made a batch of 2,000 documents 2,000 round trips to the database.
+const APPLY_CHUNK: usize = 500;
+
+/// `changes` in rounds that each touch a chat at most once (PostgreSQL refuses an upsert
+/// that changes one row twice), a chat's changes in successive rounds in their order.
+fn apply_rounds(changes: &[AppliedChange]) -> Vec<Vec<&AppliedChange>> {
+    let mut rounds: Vec<Vec<&AppliedChange>> = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(changes.len());
+    for change in changes {
+        let round = seen
+            .entry(change.chat_uid.as_str())
+            .and_modify(|r| *r += 1)
+            .or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(change);
+    }
+    rounds
+}
 
 const STATE_COLUMNS: &str =
     "chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted";
@@ -109,27 +130,52 @@ impl Catalog {
             .begin()
             .await
             .map_err(query_err("starting an apply"))?;
-        for c in changes {
-            sqlx::query(
-                "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us, source) \
-                 VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $7, $8) \
-                 ON CONFLICT (chat_uid) DO UPDATE SET \
-                   site_key = excluded.site_key, version = chats.version + 1, content_hash = excluded.content_hash, \
-                   archive_seq = excluded.archive_seq, archive_segment = excluded.archive_segment, \
-                   deleted = excluded.deleted, updated_us = excluded.updated_us, source = excluded.source \
-                 WHERE chats.archive_seq < excluded.archive_seq",
-            )
-            .bind(&c.chat_uid)
-            .bind(c.site_key)
-            .bind(c.content_hash.to_hex())
-            .bind(c.seq as i64)
-            .bind(c.segment as i64)
-            .bind(i64::from(c.deleted))
-            .bind(c.received_at_us)
-            .bind(&c.source)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("recording a chat version"))?;
+        for round in apply_rounds(changes) {
+            for chunk in round.chunks(APPLY_CHUNK) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let p = |n: usize| format!("${}", i * 8 + n);
+                        format!(
+                            "({}, {}, 1, {}, {}, {}, {}, {}, {}, {})",
+                            p(1),
+                            p(2),
+                            p(3),
+                            p(4),
+                            p(5),
+                            p(6),
+                            p(7),
+                            p(7),
+                            p(8)
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us, source) \
+                     VALUES {} \
+                     ON CONFLICT (chat_uid) DO UPDATE SET \
+                       site_key = excluded.site_key, version = chats.version + 1, content_hash = excluded.content_hash, \
+                       archive_seq = excluded.archive_seq, archive_segment = excluded.archive_segment, \
+                       deleted = excluded.deleted, updated_us = excluded.updated_us, source = excluded.source \
+                     WHERE chats.archive_seq < excluded.archive_seq",
+                    rows.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for c in chunk {
+                    query = query
+                        .bind(&c.chat_uid)
+                        .bind(c.site_key)
+                        .bind(c.content_hash.to_hex())
+                        .bind(c.seq as i64)
+                        .bind(c.segment as i64)
+                        .bind(i64::from(c.deleted))
+                        .bind(c.received_at_us)
+                        .bind(&c.source);
+                }
+                query
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(query_err("recording chat versions"))?;
+            }
         }
         if let Some(max) = changes.iter().map(|c| c.seq).max() {
             sqlx::query(

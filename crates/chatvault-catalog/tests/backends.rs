@@ -124,6 +124,31 @@ async fn versions_deletes_and_replay(catalog: Catalog) {
     let stats = catalog.ingest_stats().await.expect("stats");
     assert_eq!(stats[0].documents, 2);
     assert_eq!(stats[0].bytes, 100);
+
+    // One batch that changes a chat three times, among more chats than one statement holds.
+    let mut batch: Vec<AppliedChange> = (0..1200)
+        .map(|i| change(10 + i, &format!("bulk{i:04}"), 4, false))
+        .collect();
+    batch.insert(600, change(1210, "c", 5, false));
+    batch.push(change(1211, "c", 6, false));
+    batch.push(change(1212, "c", 0, true));
+    catalog.apply(&batch, &[]).await.expect("bulk apply");
+    let after = catalog
+        .lookup(&["c", "bulk0000", "bulk1199"])
+        .await
+        .expect("lookup");
+    assert_eq!(
+        (
+            after["c"].version,
+            after["c"].deleted,
+            after["c"].archive_seq
+        ),
+        (3, true, 1212)
+    );
+    assert_eq!(after["bulk1199"].version, 1);
+    assert_eq!(after["bulk1199"].archive_seq, 1209);
+    assert_eq!(catalog.next_seq().await.expect("watermark"), 1213);
+    assert_eq!(catalog.chat_counts().await.expect("counts"), (1201, 2));
 }
 
 async fn checkpoints_and_keys(catalog: Catalog) {
