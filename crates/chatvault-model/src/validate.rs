@@ -1,5 +1,5 @@
 use jsonschema::Validator;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::document::ChatDocument;
@@ -149,21 +149,32 @@ impl SchemaRegistry {
             ))
         })?;
         if !self.redaction.apply(&mut value) {
-            return self.validate_value(&value);
+            return self.validate_parsed(value, || serde_json::from_slice(bytes).ok());
         }
         let redacted = serde_json::to_vec(&value)
             .map_err(|e| Rejection::whole(format!("document cannot be redacted: {e}")))?;
+        let validated = self.validate_parsed(value, || serde_json::from_slice(&redacted).ok())?;
         Ok(ValidatedDocument {
             redacted: Some(redacted),
-            ..self.validate_value(&value)?
+            ..validated
         })
     }
 
     pub fn validate_value(&self, value: &Value) -> Result<ValidatedDocument, Rejection> {
-        let Value::Object(map) = value else {
+        self.validate_parsed(value.clone(), || Some(value.clone()))
+    }
+
+    /// Checks a parsed document and moves it into the model: its strings are moved, not
+    /// copied. `again` gives the document once more, only to explain a model error.
+    fn validate_parsed(
+        &self,
+        value: Value,
+        again: impl FnOnce() -> Option<Value>,
+    ) -> Result<ValidatedDocument, Rejection> {
+        let Value::Object(map) = &value else {
             return Err(Rejection::whole(format!(
                 "document must be a JSON object, found {}",
-                json_type(value)
+                json_type(&value)
             )));
         };
         let chat_uid = value
@@ -194,10 +205,10 @@ impl SchemaRegistry {
         };
         // Nearly every document is valid: the boolean check is much cheaper than
         // collecting errors, which is only worth doing for the rare invalid one.
-        if !validator.is_valid(value) {
+        if !validator.is_valid(&value) {
             let mut violations = Vec::new();
             let mut total = 0usize;
-            for error in validator.iter_errors(value) {
+            for error in validator.iter_errors(&value) {
                 total += 1;
                 if violations.len() < MAX_VIOLATIONS {
                     violations.push(violation_of(&error));
@@ -224,12 +235,16 @@ impl SchemaRegistry {
                 violations,
             });
         }
+        let content_hash = content_hash(&value);
         // Tracking the path costs on every value; it is only needed to explain a failure.
-        let document = ChatDocument::from_value(value)
-            .or_else(|_| serde_path_to_error::deserialize::<_, ChatDocument>(value));
-        let document = document.map_err(|e| {
-            let pointer = path_to_pointer(e.path());
-            let reason = e.inner().to_string();
+        let document = ChatDocument::deserialize(value).map_err(|plain| {
+            match again().map(|v| serde_path_to_error::deserialize::<_, ChatDocument>(&v)) {
+                Some(Err(e)) => (path_to_pointer(e.path()), e.into_inner()),
+                _ => (String::new(), plain),
+            }
+        });
+        let document = document.map_err(|(pointer, e)| {
+            let reason = e.to_string();
             Rejection {
                 reason: format!("document has an invalid value at {pointer}: {reason}"),
                 chat_uid: chat_uid.clone(),
@@ -244,7 +259,7 @@ impl SchemaRegistry {
             chat_uid: document.chat_header.chat_uid.to_ascii_lowercase(),
             site_key: document.chat_header.site_key,
             schema_version: version,
-            content_hash: content_hash(value),
+            content_hash,
             document,
             redacted: None,
         })
@@ -397,6 +412,24 @@ mod tests {
             .expect_err("deep")
             .reason
             .contains("recursion"));
+    }
+
+    #[test]
+    fn a_value_the_schema_admits_but_the_model_cannot_read_is_located() {
+        let mut doc = minimal();
+        doc["ChatHeader"]["Started"] = json!("2024-13-45T10:00:00");
+        let bytes = serde_json::to_vec(&doc).expect("json");
+        for err in [
+            registry().validate(&bytes).expect_err("must reject"),
+            registry().validate_value(&doc).expect_err("must reject"),
+        ] {
+            assert_eq!(err.violations[0].pointer, "/ChatHeader/Started", "{err:?}");
+            assert!(
+                err.reason.contains("invalid value at /ChatHeader/Started"),
+                "{}",
+                err.reason
+            );
+        }
     }
 
     #[test]
