@@ -42,7 +42,7 @@ pub struct IngestStat {
 
 /// SQLite's default limit on bound parameters is far above this; it keeps statements short.
 const LOOKUP_CHUNK: usize = 500;
-/// Chat versions recorded per statement (8 parameters each): one statement per version
+/// Chat versions recorded per statement (9 parameters each): one statement per version
 /// made a batch of 2,000 documents 2,000 round trips to the database.
 const APPLY_CHUNK: usize = 500;
 
@@ -96,7 +96,7 @@ impl Catalog {
     pub async fn lookup(&self, uids: &[&str]) -> Result<HashMap<String, ChatState>> {
         let mut out = HashMap::with_capacity(uids.len());
         for chunk in uids.chunks(LOOKUP_CHUNK) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let placeholders = self.placeholders(chunk.len());
             let sql = format!(
                 "SELECT {STATE_COLUMNS} FROM chats WHERE chat_uid IN ({})",
                 placeholders.join(",")
@@ -132,20 +132,13 @@ impl Catalog {
             .map_err(query_err("starting an apply"))?;
         for round in apply_rounds(changes) {
             for chunk in round.chunks(APPLY_CHUNK) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|i| {
-                        let p = |n: usize| format!("${}", i * 8 + n);
+                let placeholders = self.placeholders(chunk.len() * 9);
+                let rows: Vec<String> = placeholders
+                    .chunks(9)
+                    .map(|p| {
                         format!(
                             "({}, {}, 1, {}, {}, {}, {}, {}, {}, {})",
-                            p(1),
-                            p(2),
-                            p(3),
-                            p(4),
-                            p(5),
-                            p(6),
-                            p(7),
-                            p(7),
-                            p(8)
+                            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
                         )
                     })
                     .collect();
@@ -168,6 +161,7 @@ impl Catalog {
                         .bind(c.seq as i64)
                         .bind(c.segment as i64)
                         .bind(i64::from(c.deleted))
+                        .bind(c.received_at_us)
                         .bind(c.received_at_us)
                         .bind(&c.source);
                 }

@@ -163,7 +163,7 @@ impl Catalog {
     pub async fn mark_erased(&self, chat_uids: &[String]) -> Result<u64> {
         let mut changed = 0;
         for chunk in chat_uids.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let placeholders = self.placeholders(chunk.len());
             let sql = format!(
                 "UPDATE chats SET deleted = 1 WHERE deleted = 0 AND chat_uid IN ({})",
                 placeholders.join(",")

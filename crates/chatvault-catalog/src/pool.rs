@@ -75,6 +75,16 @@ impl Catalog {
         self.backend
     }
 
+    /// `count` parameter placeholders, bound in order. SQLite gets anonymous `?`: for
+    /// numbered ones the driver looks each number up by name, a linear search in SQLite,
+    /// which made a statement with thousands of parameters quadratic.
+    pub(crate) fn placeholders(&self, count: usize) -> Vec<String> {
+        match self.backend {
+            Backend::Sqlite => vec!["?".to_owned(); count],
+            Backend::Postgres => (1..=count).map(|i| format!("${i}")).collect(),
+        }
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
