@@ -387,6 +387,10 @@ fn failure_of(failure: &Mutex<Option<String>>) -> Option<String> {
     failure.lock().ok().and_then(|f| f.clone())
 }
 
+/// The store's buffer may hold this many flushes' worth of chats before ingest waits
+/// for a flush.
+const BUFFERED_FLUSHES_AT_MOST: usize = 3;
+
 /// Stops the pipeline: every later submission is refused with `reason`.
 fn stop(failure: &Mutex<Option<String>>, reason: &str) {
     tracing::error!(%reason, "ingest pipeline stopped; restart to replay the archive");
@@ -719,6 +723,14 @@ impl Indexer {
         // any failure, so a failure here is logged, not reported to the sender.
         if let Err(e) = self.store.apply(updates) {
             tracing::error!(error = %e, "columnar store could not mirror a batch; it will catch up on restart");
+        }
+        // The background flusher has fallen behind: write the buffer before taking more,
+        // so that a fast source slows down rather than memory growing without bound.
+        if self.store.buffered_chats() >= self.store.config().flush_chats * BUFFERED_FLUSHES_AT_MOST
+        {
+            if let Err(e) = self.store.flush().await {
+                tracing::error!(error = %e, "columnar store flush failed; will retry");
+            }
         }
         for ((source, kind), (documents, _)) in stats {
             metrics::counter!("chatvault_ingest_documents_total", "source" => source.as_str(), "outcome" => kind.as_str())

@@ -10,15 +10,22 @@ use chatvault_store::{Store, StoreConfig};
 use std::time::Duration;
 
 async fn start(dir: &std::path::Path, config: PipelineConfig) -> (Pipeline, Catalog) {
+    let (pipeline, catalog, _) = start_with(dir, config, StoreConfig::new(dir.join("store"))).await;
+    (pipeline, catalog)
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    config: PipelineConfig,
+    store: StoreConfig,
+) -> (Pipeline, Catalog, Store) {
     let catalog = Catalog::connect(&format!("sqlite://{}", dir.join("catalog.db").display()))
         .await
         .expect("catalog");
     let (archive, _) = Archive::open(ArchiveConfig::new(dir.join("archive"))).expect("archive");
-    let store = Store::open(StoreConfig::new(dir.join("store")), catalog.clone())
-        .await
-        .expect("store");
-    let pipeline = Pipeline::start(archive, catalog.clone(), store, config);
-    (pipeline, catalog)
+    let store = Store::open(store, catalog.clone()).await.expect("store");
+    let pipeline = Pipeline::start(archive, catalog.clone(), store.clone(), config);
+    (pipeline, catalog, store)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,4 +173,35 @@ async fn back_to_back_batches_see_each_others_decisions() {
             .count(),
         60
     );
+}
+
+/// With no flusher keeping up (here: none at all), ingest writes the store's buffer
+/// itself once it holds three flushes' worth, rather than letting it grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_buffer_that_is_not_flushed_holds_ingest_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_config = StoreConfig {
+        flush_chats: 10,
+        ..StoreConfig::new(dir.path().join("store"))
+    };
+    let (pipeline, _, store) =
+        start_with(dir.path(), PipelineConfig::default(), store_config).await;
+    let registry = SchemaRegistry::new(1 << 20).expect("schemas");
+    let gen = chatvault_gen::Generator::new(8);
+    let mut most = 0;
+    for batch in 0..20u64 {
+        let items = (batch * 5..batch * 5 + 5)
+            .map(|i| {
+                let bytes = serde_json::to_vec(&gen.chat(i)).expect("json");
+                prepare_one(&registry, "", &bytes, "test")
+            })
+            .collect();
+        pipeline
+            .submit(Source::Import, items)
+            .await
+            .expect("submit");
+        most = most.max(store.buffered_chats());
+    }
+    assert!(store.file_count() > 0, "nothing was flushed");
+    assert!(most < 30, "the buffer grew to {most} chats");
 }
