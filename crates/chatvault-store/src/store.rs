@@ -441,6 +441,10 @@ impl Store {
 
     /// Writes the buffer to Parquet and registers the files in one catalog transaction.
     pub async fn flush(&self) -> Result<Option<FlushReport>> {
+        self.flush_files(FileOrder::Sorted).await
+    }
+
+    async fn flush_files(&self, order: FileOrder) -> Result<Option<FlushReport>> {
         let _guard = self.write_lock.lock().await;
         let entries: Vec<(String, Buffered)> = {
             let state = self.state.read().map_err(|_| poisoned())?;
@@ -464,7 +468,7 @@ impl Store {
                 .unwrap_or_default()
         );
         let (change, report) = joined(tokio::task::spawn_blocking(move || {
-            write_flush(&dir, &entries, max_seq, &tag, row_group)
+            write_flush(&dir, &entries, max_seq, &tag, row_group, order)
         }))
         .await?;
         self.catalog.commit_store_change(&change, now_us()).await?;
@@ -723,6 +727,13 @@ impl Store {
         // chats are in memory.
         let mut flushing: Option<tokio::task::JoinHandle<Result<Option<FlushReport>>>> = None;
         let mut unflushed = 0usize;
+        // A rebuild merges and sorts every partition at the end: sorting its flushes too
+        // would be work thrown away.
+        let order = if exact {
+            FileOrder::AsBuffered
+        } else {
+            FileOrder::Sorted
+        };
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
             let chunk_len = chunk.len();
@@ -744,13 +755,13 @@ impl Store {
                     joined(previous).await?;
                 }
                 let store = self.clone();
-                flushing = Some(tokio::spawn(async move { store.flush().await }));
+                flushing = Some(tokio::spawn(async move { store.flush_files(order).await }));
             }
         }
         if let Some(previous) = flushing.take() {
             joined(previous).await?;
         }
-        self.flush().await?;
+        self.flush_files(order).await?;
         Ok(n)
     }
 
@@ -1041,12 +1052,20 @@ fn make_durable<'a>(dir: &Path, rels: impl IntoIterator<Item = &'a str>) -> Resu
     results.into_iter().collect()
 }
 
+/// Whether a flush sorts each file by its table's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileOrder {
+    Sorted,
+    AsBuffered,
+}
+
 fn write_flush(
     dir: &Path,
     entries: &[(String, Buffered)],
     max_seq: u64,
     tag: &str,
     row_group: usize,
+    order: FileOrder,
 ) -> Result<(StoreChange, FlushReport)> {
     let mut change = StoreChange {
         flushed_seq: Some(max_seq + 1),
@@ -1074,8 +1093,10 @@ fn write_flush(
             if df.height() == 0 {
                 continue;
             }
-            let sort_keys: Vec<&str> = table.keys.to_vec();
-            df = df.sort(sort_keys, SortMultipleOptions::default())?;
+            if order == FileOrder::Sorted {
+                let sort_keys: Vec<&str> = table.keys.to_vec();
+                df = df.sort(sort_keys, SortMultipleOptions::default())?;
+            }
             let rel = partition_path(table.name, i64::from(*site), month, &format!("part-{tag}"));
             let bytes = write_parquet(dir, &rel, &mut df, row_group, FLUSH_COMPRESSION)?;
             files.push(StoreFile {
