@@ -23,6 +23,7 @@ pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
     pub archive: ArchiveSection,
+    pub store: StoreSection,
     pub folder: FolderSection,
     pub cosmos: CosmosSection,
     pub retention: RetentionSection,
@@ -198,6 +199,19 @@ pub struct ArchiveSection {
     pub segment_max_bytes: u64,
 }
 
+/// When the columnar store writes its buffer to Parquet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Flush once this many chats are buffered…
+    pub flush_chats: usize,
+    /// …or the oldest buffered change is this many seconds old.
+    pub flush_age_secs: u64,
+    /// Flush size of a replay (recovery, `rebuild`): larger means fewer, bigger files
+    /// and a faster rebuild, and more memory (two flushes' worth are held).
+    pub replay_flush_chats: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FolderSection {
@@ -220,6 +234,7 @@ impl Default for Config {
             log: LogConfig::default(),
             ingest: IngestConfig::default(),
             archive: ArchiveSection::default(),
+            store: StoreSection::default(),
             folder: FolderSection::default(),
             cosmos: CosmosSection::default(),
             retention: RetentionSection::default(),
@@ -260,6 +275,17 @@ impl Default for ArchiveSection {
     }
 }
 
+impl Default for StoreSection {
+    fn default() -> Self {
+        let store = chatvault_store::StoreConfig::new(PathBuf::new());
+        StoreSection {
+            flush_chats: store.flush_chats,
+            flush_age_secs: store.flush_age.as_secs(),
+            replay_flush_chats: store.replay_flush_chats,
+        }
+    }
+}
+
 impl Default for FolderSection {
     fn default() -> Self {
         FolderSection {
@@ -285,6 +311,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CHATVAULT_MAX_BODY_BYTES", "ingest.max_body_bytes"),
     ("CHATVAULT_WEBHOOK_SECRET", "ingest.webhook_secret"),
     ("CHATVAULT_FOLDER_PATH", "folder.path"),
+    (
+        "CHATVAULT_STORE_REPLAY_FLUSH_CHATS",
+        "store.replay_flush_chats",
+    ),
     ("CHATVAULT_COSMOS_ENDPOINT", "cosmos.endpoint"),
     ("CHATVAULT_COSMOS_KEY", "cosmos.key"),
     ("CHATVAULT_COSMOS_KEY_FILE", "cosmos.key_file"),
@@ -367,6 +397,7 @@ impl Config {
             "ingest.max_body_bytes" => self.ingest.max_body_bytes = num(value)?,
             "ingest.webhook_secret" => self.ingest.webhook_secret = Some(value.to_owned()),
             "folder.path" => self.folder.path = Some(PathBuf::from(value)),
+            "store.replay_flush_chats" => self.store.replay_flush_chats = num(value)?,
             "cosmos.endpoint" => self.cosmos.endpoint = Some(value.to_owned()),
             "cosmos.key" => self.cosmos.key = Some(value.to_owned()),
             "cosmos.key_file" => self.cosmos.key_file = Some(PathBuf::from(value)),
@@ -469,12 +500,13 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(
             &file,
-            "listen = \"0.0.0.0:9000\"\npage_size = 100\n[folder]\npath = \"/in\"\n",
+            "listen = \"0.0.0.0:9000\"\npage_size = 100\n[folder]\npath = \"/in\"\n[store]\nflush_chats = 500\n",
         )
         .expect("write");
         let env: HashMap<&str, &str> = [
             ("CHATVAULT_PAGE_SIZE", "250"),
             ("CHATVAULT_DATA_DIR", "/data"),
+            ("CHATVAULT_STORE_REPLAY_FLUSH_CHATS", "7000"),
         ]
         .into();
         let config =
@@ -483,6 +515,14 @@ mod tests {
         assert_eq!(config.page_size, 250);
         assert_eq!(config.folder.path, Some(PathBuf::from("/in")));
         assert_eq!(config.catalog_url(), "sqlite:///data/catalog.db");
+        assert_eq!(
+            (
+                config.store.flush_chats,
+                config.store.flush_age_secs,
+                config.store.replay_flush_chats
+            ),
+            (500, 10, 7000)
+        );
     }
 
     #[test]
@@ -506,7 +546,11 @@ mod tests {
     fn every_env_var_names_a_real_setting() {
         let mut config = Config::default();
         for (var, key) in ENV_VARS {
-            let sample = if key.contains("bytes") || key.contains("size") || key.ends_with("secs") {
+            let sample = if key.contains("bytes")
+                || key.contains("size")
+                || key.ends_with("secs")
+                || key.ends_with("chats")
+            {
                 "7"
             } else if key.ends_with("format") {
                 "json"

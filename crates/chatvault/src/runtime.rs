@@ -75,7 +75,12 @@ impl Runtime {
         if replayed > 0 {
             tracing::info!(records = replayed, "catalog caught up with the archive");
         }
-        let mut store_config = StoreConfig::new(config.store_dir());
+        let mut store_config = StoreConfig {
+            flush_chats: config.store.flush_chats.max(1),
+            flush_age: std::time::Duration::from_secs(config.store.flush_age_secs),
+            replay_flush_chats: config.store.replay_flush_chats.max(1),
+            ..StoreConfig::new(config.store_dir())
+        };
         if !serving {
             store_config.retired_file_grace = std::time::Duration::ZERO;
         }
