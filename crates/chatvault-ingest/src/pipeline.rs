@@ -94,7 +94,7 @@ pub fn prepare_one(
             } else {
                 format!("{detail} {location}")
             },
-            flat: Box::new(flatten(&document.document, 0)),
+            flat: Box::new(flatten(document.document, 0)),
             schema_version: document.schema_version,
             content_hash: document.content_hash,
             // A redacted document is archived as redacted: the original never reaches disk.

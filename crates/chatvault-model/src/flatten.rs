@@ -33,17 +33,24 @@ impl FlatChat {
     }
 }
 
-/// Flattens a validated document; `archive_seq` identifies the version.
-pub fn flatten(doc: &ChatDocument, archive_seq: i64) -> FlatChat {
-    let h = &doc.chat_header;
+/// Flattens a validated document; `archive_seq` identifies the version. The document's
+/// strings move into the rows rather than being copied.
+pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
+    let ChatDocument {
+        chat_header: h,
+        pre_chat_survey,
+        post_chat_survey,
+        lines,
+        visit_detail: mut visit,
+        ..
+    } = doc;
     let uid = h.chat_uid.to_ascii_lowercase();
     let site_key = h.site_key;
     let operators: Vec<String> = h.operators().into_iter().map(str::to_owned).collect();
     let (mut visitor, mut operator, mut system) = (0, 0, 0);
     let mut first_response = None;
-    let lines: Vec<LineRow> = doc
-        .lines
-        .iter()
+    let lines: Vec<LineRow> = lines
+        .into_iter()
         .enumerate()
         .map(|(i, line)| {
             let role = line.role();
@@ -74,7 +81,7 @@ pub fn flatten(doc: &ChatDocument, archive_seq: i64) -> FlatChat {
                 operator_index: line.operator_index,
                 role: role.as_str().to_owned(),
                 operator_name,
-                message: line.message.clone(),
+                message: line.message,
             }
         })
         .collect();
@@ -82,9 +89,9 @@ pub fn flatten(doc: &ChatDocument, archive_seq: i64) -> FlatChat {
         (Some(start), Some(reply)) => i32::try_from((reply - start).num_seconds().max(0)).ok(),
         _ => None,
     };
-    let survey = |kind: &str, answers: &[SurveyAnswer]| -> Vec<SurveyRow> {
+    let survey = |kind: &str, answers: Vec<SurveyAnswer>| -> Vec<SurveyRow> {
         answers
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, a)| SurveyRow {
                 chat_uid: uid.clone(),
@@ -92,19 +99,19 @@ pub fn flatten(doc: &ChatDocument, archive_seq: i64) -> FlatChat {
                 archive_seq,
                 survey: kind.to_owned(),
                 seq: i as i32,
-                name: a.name.clone(),
-                value: a.value.clone(),
+                name: a.name,
+                value: a.value,
             })
             .collect()
     };
-    let mut surveys = survey("pre", &doc.pre_chat_survey);
-    surveys.extend(survey("post", &doc.post_chat_survey));
-    let visit = doc.visit_detail.as_ref();
-    let geo = visit.and_then(|v| v.geo_ip.as_ref());
+    let mut surveys = survey("pre", pre_chat_survey);
+    surveys.extend(survey("post", post_chat_survey));
+    let mut geo = visit.as_mut().and_then(|v| v.geo_ip.take());
     let pages = visit
+        .as_mut()
         .map(|v| {
-            v.pages
-                .iter()
+            std::mem::take(&mut v.pages)
+                .into_iter()
                 .enumerate()
                 .map(|(i, p)| PageRow {
                     chat_uid: uid.clone(),
@@ -112,7 +119,7 @@ pub fn flatten(doc: &ChatDocument, archive_seq: i64) -> FlatChat {
                     archive_seq,
                     seq: i as i32,
                     dated: p.dated,
-                    name: p.name.clone(),
+                    name: p.name,
                 })
                 .collect()
         })
@@ -133,10 +140,27 @@ pub fn flatten(doc: &ChatDocument, archive_seq: i64) -> FlatChat {
             tag: tag.clone(),
         })
         .collect();
-    let text =
-        |f: fn(&crate::VisitDetail) -> &String| visit.map(|v| f(v).clone()).unwrap_or_default();
-    let geo_text = |f: fn(&crate::GeoIp) -> &String| geo.map(|g| f(g).clone()).unwrap_or_default();
-    let country_name = geo_text(|g| &g.country_name);
+    let total_visits = visit.as_ref().map_or(0, |v| v.total_visits);
+    let session_started = visit.as_ref().and_then(|v| v.session_started);
+    let chatting_translate = visit.as_ref().is_some_and(|v| v.chatting_translate);
+    let page_views = visit.as_ref().map_or(0, |v| v.page_views);
+    let first_visit = visit.as_ref().and_then(|v| v.first_visit);
+    let (latitude, longitude, radius) = geo
+        .as_ref()
+        .map_or((None, None, None), |g| (g.latitude, g.longitude, g.radius));
+    let operators_named = operators.len();
+    let mut text = |f: fn(&mut crate::VisitDetail) -> &mut String| {
+        visit
+            .as_mut()
+            .map(|v| std::mem::take(f(v)))
+            .unwrap_or_default()
+    };
+    let mut geo_text = |f: fn(&mut crate::GeoIp) -> &mut String| {
+        geo.as_mut()
+            .map(|g| std::mem::take(f(g)))
+            .unwrap_or_default()
+    };
+    let country_name = geo_text(|g| &mut g.country_name);
     let visitor_country = if country_name.is_empty() {
         h.location
             .split(" - ")
@@ -155,80 +179,80 @@ pub fn flatten(doc: &ChatDocument, archive_seq: i64) -> FlatChat {
         finished: h.finished,
         waited_seconds: h.waited_seconds,
         duration_seconds: h.duration_seconds,
-        taken_by_users: h.taken_by_users.clone(),
-        taken_by_dept: h.taken_by_dept.clone(),
+        taken_by_users: h.taken_by_users,
+        taken_by_dept: h.taken_by_dept,
         taken_by_bot: h.taken_by_bot,
-        requested_dept: h.requested_dept.clone(),
-        skill_names: h.skill_names.clone(),
-        channel: h.channel.clone(),
+        requested_dept: h.requested_dept,
+        skill_names: h.skill_names,
+        channel: h.channel,
         state: h.state,
-        lang: h.lang.clone(),
+        lang: h.lang,
         translation: h.translation,
         rating: h.rating,
         sentiment_score: h.sentiment_score,
-        wrap_up_value: h.wrap_up_value.clone(),
+        wrap_up_value: h.wrap_up_value,
         tags: distinct_tags,
-        summary: h.summary.clone(),
+        summary: h.summary,
         missed: h.missed,
-        missed_message: h.missed_message.clone(),
+        missed_message: h.missed_message,
         missed_seen: h.missed_seen,
-        missed_seen_by_user_name: h.missed_seen_by_user_name.clone(),
+        missed_seen_by_user_name: h.missed_seen_by_user_name,
         missed_seen_on: h.missed_seen_on,
         missed_callback: h.missed_callback,
         missed_callback_on: h.missed_callback_on,
-        name: h.name.clone(),
-        email: h.email.clone(),
-        phone: h.phone.clone(),
-        ip: h.ip.clone(),
-        dns: h.dns.clone(),
-        location: h.location.clone(),
-        tracking_id: h.tracking_id.clone(),
+        name: h.name,
+        email: h.email,
+        phone: h.phone,
+        ip: h.ip,
+        dns: h.dns,
+        location: h.location,
+        tracking_id: h.tracking_id,
         visit_no: h.visit_no,
-        transcript_url: h.transcript_url.clone(),
-        site_name: text(|v| &v.site_name),
-        total_visits: visit.map_or(0, |v| v.total_visits),
-        browser: text(|v| &v.browser),
-        os: text(|v| &v.os),
-        referrer: text(|v| &v.referrer),
-        session_started: visit.and_then(|v| v.session_started),
-        chatting_language: text(|v| &v.chatting_language),
-        chatting_translate: visit.is_some_and(|v| v.chatting_translate),
-        page_views: visit.map_or(0, |v| v.page_views),
-        first_page: text(|v| &v.first_page),
-        first_visit: visit.and_then(|v| v.first_visit),
-        contact_name: text(|v| &v.contact_name),
-        contact_email: text(|v| &v.contact_email),
-        contact_company: text(|v| &v.contact_company),
-        contact_telephone: text(|v| &v.contact_telephone),
-        contact_notes: text(|v| &v.contact_notes),
-        contact_street: text(|v| &v.contact_street),
-        contact_city: text(|v| &v.contact_city),
-        contact_post_code: text(|v| &v.contact_post_code),
-        contact_country: text(|v| &v.contact_country),
-        contact_web_address: text(|v| &v.contact_web_address),
-        contact_organization: text(|v| &v.contact_organization),
-        crm_id: text(|v| &v.crm_id),
+        transcript_url: h.transcript_url,
+        site_name: text(|v| &mut v.site_name),
+        total_visits,
+        browser: text(|v| &mut v.browser),
+        os: text(|v| &mut v.os),
+        referrer: text(|v| &mut v.referrer),
+        session_started,
+        chatting_language: text(|v| &mut v.chatting_language),
+        chatting_translate,
+        page_views,
+        first_page: text(|v| &mut v.first_page),
+        first_visit,
+        contact_name: text(|v| &mut v.contact_name),
+        contact_email: text(|v| &mut v.contact_email),
+        contact_company: text(|v| &mut v.contact_company),
+        contact_telephone: text(|v| &mut v.contact_telephone),
+        contact_notes: text(|v| &mut v.contact_notes),
+        contact_street: text(|v| &mut v.contact_street),
+        contact_city: text(|v| &mut v.contact_city),
+        contact_post_code: text(|v| &mut v.contact_post_code),
+        contact_country: text(|v| &mut v.contact_country),
+        contact_web_address: text(|v| &mut v.contact_web_address),
+        contact_organization: text(|v| &mut v.contact_organization),
+        crm_id: text(|v| &mut v.crm_id),
         country_name,
-        country_iso: geo_text(|g| &g.country_iso),
-        city: geo_text(|g| &g.city),
-        post_code: geo_text(|g| &g.post_code),
-        metro_code: geo_text(|g| &g.metro_code),
-        latitude: geo.and_then(|g| g.latitude),
-        longitude: geo.and_then(|g| g.longitude),
-        radius: geo.and_then(|g| g.radius),
-        isp: geo_text(|g| &g.isp),
-        organization: geo_text(|g| &g.organization),
+        country_iso: geo_text(|g| &mut g.country_iso),
+        city: geo_text(|g| &mut g.city),
+        post_code: geo_text(|g| &mut g.post_code),
+        metro_code: geo_text(|g| &mut g.metro_code),
+        latitude,
+        longitude,
+        radius,
+        isp: geo_text(|g| &mut g.isp),
+        organization: geo_text(|g| &mut g.organization),
         line_count: lines.len() as i32,
         visitor_lines: visitor,
         operator_lines: operator,
         system_lines: system,
         first_response_seconds,
-        operator_count: operators.len() as i32,
+        operator_count: operators_named as i32,
         operator_names: operators,
         visitor_country,
         answered_by_bot: h.taken_by_bot && !h.missed,
-        transferred: h.operators().len() > 1,
-        translated: h.translation || visit.is_some_and(|v| v.chatting_translate),
+        transferred: operators_named > 1,
+        translated: h.translation || chatting_translate,
         missed_followed_up: h.missed && (h.missed_seen || h.missed_callback),
     };
     FlatChat {
@@ -258,7 +282,7 @@ mod tests {
 
     #[test]
     fn answered_chat_has_derived_figures() {
-        let flat = flatten(&sample("answered-with-surveys.json"), 42);
+        let flat = flatten(sample("answered-with-surveys.json"), 42);
         let c = &flat.chat;
         assert_eq!(
             (
@@ -294,34 +318,30 @@ mod tests {
 
     #[test]
     fn bot_transfer_and_missed_follow_up_are_derived() {
-        let bot = flatten(&sample("bot-then-transfer.json"), 1).chat;
+        let bot = flatten(sample("bot-then-transfer.json"), 1).chat;
         assert!(bot.answered_by_bot && bot.transferred);
         assert_eq!(bot.operator_names, vec!["HelpBot", "Marcus Reyes"]);
-        let before = flatten(&sample("missed-before-follow-up.json"), 2).chat;
-        let after = flatten(&sample("missed-followed-up.json"), 3).chat;
+        let before = flatten(sample("missed-before-follow-up.json"), 2).chat;
+        let after = flatten(sample("missed-followed-up.json"), 3).chat;
         assert!(before.missed && !before.missed_followed_up && before.missed_seen_on.is_none());
         assert!(after.missed_followed_up && after.missed_seen_on.is_some());
         assert_eq!(before.first_response_seconds, None);
-        assert!(
-            flatten(&sample("translated-german.json"), 4)
-                .chat
-                .translated
-        );
+        assert!(flatten(sample("translated-german.json"), 4).chat.translated);
     }
 
     #[test]
     fn numbering_later_equals_flattening_with_the_number() {
         let doc = sample("answered-with-surveys.json");
-        let mut late = flatten(&doc, 0);
+        let mut late = flatten(doc.clone(), 0);
         late.set_archive_seq(77);
-        let early = flatten(&doc, 77);
+        let early = flatten(doc, 77);
         assert!(!early.lines.is_empty() && !early.surveys.is_empty() && !early.pages.is_empty());
         assert_eq!(late, early);
     }
 
     #[test]
     fn columns_match_their_table_definitions() {
-        let flat = flatten(&sample("answered-with-surveys.json"), 1);
+        let flat = flatten(sample("answered-with-surveys.json"), 1);
         fn refs<T>(rows: &[T]) -> Vec<&T> {
             rows.iter().collect()
         }

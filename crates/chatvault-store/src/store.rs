@@ -843,7 +843,7 @@ fn update_of(r: &Record, supersedes: bool) -> Result<StoreUpdate> {
             })?;
             Ok(StoreUpdate::Upsert {
                 seq: r.seq,
-                flat: Box::new(flatten(&document, r.seq as i64)),
+                flat: Box::new(flatten(document, r.seq as i64)),
                 supersedes,
             })
         }
