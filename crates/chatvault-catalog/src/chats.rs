@@ -42,9 +42,11 @@ pub struct IngestStat {
 
 /// SQLite's default limit on bound parameters is far above this; it keeps statements short.
 const LOOKUP_CHUNK: usize = 500;
-/// Chat versions recorded per statement (9 parameters each): one statement per version
-/// made a batch of 2,000 documents 2,000 round trips to the database.
+/// Chat versions recorded per statement: one statement per version made a batch of
+/// 2,000 documents 2,000 round trips to the database.
 const APPLY_CHUNK: usize = 500;
+/// Parameters bound for each chat version recorded.
+const VERSION_PARAMETERS: usize = 9;
 
 /// `changes` in rounds that each touch a chat at most once (PostgreSQL refuses an upsert
 /// that changes one row twice), a chat's changes in successive rounds in their order.
@@ -132,9 +134,9 @@ impl Catalog {
             .map_err(query_err("starting an apply"))?;
         for round in apply_rounds(changes) {
             for chunk in round.chunks(APPLY_CHUNK) {
-                let placeholders = self.placeholders(chunk.len() * 9);
+                let placeholders = self.placeholders(chunk.len() * VERSION_PARAMETERS);
                 let rows: Vec<String> = placeholders
-                    .chunks(9)
+                    .chunks(VERSION_PARAMETERS)
                     .map(|p| {
                         format!(
                             "({}, {}, 1, {}, {}, {}, {}, {}, {}, {})",

@@ -226,7 +226,7 @@ impl Pipeline {
 
     /// Why the pipeline stopped accepting documents, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().ok().and_then(|f| f.clone())
+        failure_of(&self.failure)
     }
 
     fn cost(&self, items: &[Prepared]) -> u32 {

@@ -856,9 +856,18 @@ fn on_every_core<T: Sync, R: Send>(
     items: &[T],
     work: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(items.len());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    on_threads(cores, items, work)
+}
+
+/// `work` on every item from up to `threads` threads taking the next item in turn;
+/// results in the items' order, the first error wins.
+fn on_threads<T: Sync, R: Send>(
+    threads: usize,
+    items: &[T],
+    work: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let threads = threads.min(items.len());
     if threads <= 1 {
         return items.iter().map(&work).collect();
     }
@@ -981,7 +990,6 @@ fn partition_path(table: &str, site: i64, month: &str, name: &str) -> String {
 const FLUSH_COMPRESSION: ParquetCompression = ParquetCompression::Snappy;
 const MERGED_COMPRESSION: ParquetCompression = ParquetCompression::Zstd(None);
 
-/// Writes under a temporary name, syncs, renames: a registered file is always whole.
 /// Writes `df` to `rel`'s temporary name; [`make_durable`] then syncs it and moves it
 /// into place, many files at once.
 fn write_parquet(
@@ -1024,32 +1032,14 @@ const PARALLEL_FSYNCS: usize = 32;
 /// most of its time.
 fn make_durable<'a>(dir: &Path, rels: impl IntoIterator<Item = &'a str>) -> Result<()> {
     let paths: Vec<PathBuf> = rels.into_iter().map(|rel| dir.join(rel)).collect();
-    let next = AtomicUsize::new(0);
-    let threads = PARALLEL_FSYNCS.min(paths.len());
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    while let Some(path) = paths.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        let tmp = temporary_path(path);
-                        std::fs::File::open(&tmp)
-                            .and_then(|f| f.sync_all())
-                            .map_err(io(&tmp))?;
-                        std::fs::rename(&tmp, path).map_err(io(path))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(StoreError::Task("an fsync thread panicked".into())))
-            })
-            .collect()
-    });
-    results.into_iter().collect()
+    on_threads(PARALLEL_FSYNCS, &paths, |path| {
+        let tmp = temporary_path(path);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })?;
+    Ok(())
 }
 
 /// Whether a flush sorts each file by its table's key.
