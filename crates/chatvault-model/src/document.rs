@@ -1,106 +1,63 @@
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::time::{serde_local, LocalTimestamp};
+use crate::time::LocalTimestamp;
 
 /// Properties Cosmos DB adds to every stored document; metadata, not chat data.
 pub const COSMOS_SYSTEM_PROPERTIES: &[&str] =
     &["id", "_rid", "_self", "_etag", "_attachments", "_ts"];
 
-/// Unknown fields are kept in `extra` so that re-serialising never drops what a newer
-/// producer sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ChatDocument {
-    pub chat_header: ChatHeader,
-    #[serde(default, deserialize_with = "or_default")]
-    pub pre_chat_survey: Vec<SurveyAnswer>,
-    #[serde(default, deserialize_with = "or_default")]
-    pub post_chat_survey: Vec<SurveyAnswer>,
-    pub lines: Vec<Line>,
-    #[serde(default, deserialize_with = "or_default")]
-    pub visit_detail: Option<VisitDetail>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+document_object! {
+    /// One completed chat as the chat server sends it.
+    pub struct ChatDocument {
+        chat_header: ChatHeader = "ChatHeader" by Plain required,
+        pre_chat_survey: Vec<SurveyAnswer> = "PreChatSurvey" by OrDefault,
+        post_chat_survey: Vec<SurveyAnswer> = "PostChatSurvey" by OrDefault,
+        lines: Vec<Line> = "Lines" by Plain required,
+        visit_detail: Option<VisitDetail> = "VisitDetail" by OrDefault,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ChatHeader {
-    #[serde(rename = "ChatUID", deserialize_with = "trimmed")]
-    pub chat_uid: String,
-    pub site_key: i32,
-    #[serde(rename = "IP", default, deserialize_with = "trimmed")]
-    pub ip: String,
-    #[serde(rename = "DNS", default, deserialize_with = "trimmed")]
-    pub dns: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub location: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub tracking_id: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub visit_no: i32,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub taken_by_users: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub taken_by_dept: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub taken_by_bot: bool,
-    #[serde(with = "serde_local")]
-    pub started: LocalTimestamp,
-    #[serde(default, with = "serde_local")]
-    pub finished: LocalTimestamp,
-    #[serde(default, deserialize_with = "or_default")]
-    pub waited_seconds: i32,
-    #[serde(default, deserialize_with = "or_default")]
-    pub duration_seconds: i32,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub lang: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub translation: bool,
-    #[serde(default, deserialize_with = "or_default")]
-    pub rating: i32,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub name: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub email: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub phone: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub missed: bool,
-    /// Free text the visitor left: kept verbatim.
-    #[serde(default, deserialize_with = "or_default")]
-    pub missed_message: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub missed_seen: bool,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub missed_seen_by_user_name: String,
-    #[serde(default, with = "serde_local")]
-    pub missed_seen_on: LocalTimestamp,
-    #[serde(default, deserialize_with = "or_default")]
-    pub missed_callback: bool,
-    #[serde(default, with = "serde_local")]
-    pub missed_callback_on: LocalTimestamp,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub requested_dept: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub sentiment_score: i32,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub wrap_up_value: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub tags: Vec<String>,
-    #[serde(default, deserialize_with = "or_default")]
-    pub summary: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub channel: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub state: i32,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub skill_names: String,
-    #[serde(rename = "TranscriptURL", default, deserialize_with = "trimmed")]
-    pub transcript_url: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+document_object! {
+    pub struct ChatHeader {
+        chat_uid: String = "ChatUID" by Trimmed required,
+        site_key: i32 = "SiteKey" by Plain required,
+        ip: String = "IP" by Trimmed,
+        dns: String = "DNS" by Trimmed,
+        location: String = "Location" by Trimmed,
+        tracking_id: String = "TrackingId" by Trimmed,
+        visit_no: i32 = "VisitNo" by OrDefault,
+        taken_by_users: String = "TakenByUsers" by Trimmed,
+        taken_by_dept: String = "TakenByDept" by Trimmed,
+        taken_by_bot: bool = "TakenByBot" by OrDefault,
+        started: LocalTimestamp = "Started" by Local required,
+        finished: LocalTimestamp = "Finished" by Local,
+        waited_seconds: i32 = "WaitedSeconds" by OrDefault,
+        duration_seconds: i32 = "DurationSeconds" by OrDefault,
+        lang: String = "Lang" by Trimmed,
+        translation: bool = "Translation" by OrDefault,
+        rating: i32 = "Rating" by OrDefault,
+        name: String = "Name" by Trimmed,
+        email: String = "Email" by Trimmed,
+        phone: String = "Phone" by Trimmed,
+        missed: bool = "Missed" by OrDefault,
+        /// Free text the visitor left: kept verbatim.
+        missed_message: String = "MissedMessage" by OrDefault,
+        missed_seen: bool = "MissedSeen" by OrDefault,
+        missed_seen_by_user_name: String = "MissedSeenByUserName" by Trimmed,
+        missed_seen_on: LocalTimestamp = "MissedSeenOn" by Local,
+        missed_callback: bool = "MissedCallback" by OrDefault,
+        missed_callback_on: LocalTimestamp = "MissedCallbackOn" by Local,
+        requested_dept: String = "RequestedDept" by Trimmed,
+        sentiment_score: i32 = "SentimentScore" by OrDefault,
+        wrap_up_value: String = "WrapUpValue" by Trimmed,
+        tags: Vec<String> = "Tags" by OrDefault,
+        summary: String = "Summary" by OrDefault,
+        channel: String = "Channel" by Trimmed,
+        state: i32 = "State" by OrDefault,
+        skill_names: String = "SkillNames" by Trimmed,
+        transcript_url: String = "TranscriptURL" by Trimmed,
+    }
 }
 
 impl ChatHeader {
@@ -114,27 +71,20 @@ impl ChatHeader {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SurveyAnswer {
-    #[serde(deserialize_with = "trimmed")]
-    pub name: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub value: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+document_object! {
+    pub struct SurveyAnswer {
+        name: String = "Name" by Trimmed required,
+        value: String = "Value" by Trimmed,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Line {
-    #[serde(with = "serde_local")]
-    pub dated: LocalTimestamp,
-    pub operator_index: i32,
-    /// The text as typed: newlines, markdown and leading spaces are content.
-    pub message: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+document_object! {
+    pub struct Line {
+        dated: LocalTimestamp = "Dated" by Local required,
+        operator_index: i32 = "OperatorIndex" by Plain required,
+        /// The text as typed: newlines, markdown and leading spaces are content.
+        message: String = "Message" by Plain required,
+    }
 }
 
 /// Who wrote a chat line.
@@ -171,113 +121,63 @@ impl Line {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct VisitDetail {
-    #[serde(default, deserialize_with = "or_default")]
-    pub site_key: i32,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub site_name: String,
-    #[serde(rename = "IP", default, deserialize_with = "trimmed")]
-    pub ip: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub tracking_id: String,
-    #[serde(rename = "DNS", default, deserialize_with = "trimmed")]
-    pub dns: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub visit_no: i32,
-    #[serde(default, deserialize_with = "or_default")]
-    pub total_visits: i32,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub browser: String,
-    #[serde(rename = "OS", default, deserialize_with = "trimmed")]
-    pub os: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub referrer: String,
-    #[serde(default, with = "serde_local")]
-    pub session_started: LocalTimestamp,
-    #[serde(default, deserialize_with = "or_default")]
-    pub chatting: bool,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub chatting_language: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub chatting_translate: bool,
-    #[serde(default, deserialize_with = "or_default")]
-    pub page_views: i32,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub first_page: String,
-    #[serde(default, with = "serde_local")]
-    pub first_visit: LocalTimestamp,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_name: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_email: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_company: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_telephone: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub contact_notes: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_street: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_city: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_post_code: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_country: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_web_address: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub contact_organization: String,
-    #[serde(rename = "CRMId", default, deserialize_with = "trimmed")]
-    pub crm_id: String,
-    #[serde(default, deserialize_with = "or_default")]
-    pub pages: Vec<Page>,
-    #[serde(rename = "GeoIP", default, deserialize_with = "or_default")]
-    pub geo_ip: Option<GeoIp>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+document_object! {
+    pub struct VisitDetail {
+        site_key: i32 = "SiteKey" by OrDefault,
+        site_name: String = "SiteName" by Trimmed,
+        ip: String = "IP" by Trimmed,
+        tracking_id: String = "TrackingId" by Trimmed,
+        dns: String = "DNS" by Trimmed,
+        visit_no: i32 = "VisitNo" by OrDefault,
+        total_visits: i32 = "TotalVisits" by OrDefault,
+        browser: String = "Browser" by Trimmed,
+        os: String = "OS" by Trimmed,
+        referrer: String = "Referrer" by Trimmed,
+        session_started: LocalTimestamp = "SessionStarted" by Local,
+        chatting: bool = "Chatting" by OrDefault,
+        chatting_language: String = "ChattingLanguage" by Trimmed,
+        chatting_translate: bool = "ChattingTranslate" by OrDefault,
+        page_views: i32 = "PageViews" by OrDefault,
+        first_page: String = "FirstPage" by Trimmed,
+        first_visit: LocalTimestamp = "FirstVisit" by Local,
+        contact_name: String = "ContactName" by Trimmed,
+        contact_email: String = "ContactEmail" by Trimmed,
+        contact_company: String = "ContactCompany" by Trimmed,
+        contact_telephone: String = "ContactTelephone" by Trimmed,
+        contact_notes: String = "ContactNotes" by OrDefault,
+        contact_street: String = "ContactStreet" by Trimmed,
+        contact_city: String = "ContactCity" by Trimmed,
+        contact_post_code: String = "ContactPostCode" by Trimmed,
+        contact_country: String = "ContactCountry" by Trimmed,
+        contact_web_address: String = "ContactWebAddress" by Trimmed,
+        contact_organization: String = "ContactOrganization" by Trimmed,
+        crm_id: String = "CRMId" by Trimmed,
+        pages: Vec<Page> = "Pages" by OrDefault,
+        geo_ip: Option<GeoIp> = "GeoIP" by OrDefault,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Page {
-    #[serde(default, with = "serde_local")]
-    pub dated: LocalTimestamp,
-    #[serde(deserialize_with = "trimmed")]
-    pub name: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+document_object! {
+    pub struct Page {
+        dated: LocalTimestamp = "Dated" by Local,
+        name: String = "Name" by Trimmed required,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct GeoIp {
-    #[serde(rename = "IP", default, deserialize_with = "trimmed")]
-    pub ip: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub country_name: String,
-    #[serde(rename = "CountryISO", default, deserialize_with = "trimmed")]
-    pub country_iso: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub city: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub post_code: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub metro_code: String,
-    #[serde(default)]
-    pub latitude: Option<f64>,
-    #[serde(default)]
-    pub longitude: Option<f64>,
-    #[serde(default)]
-    pub radius: Option<f64>,
-    #[serde(rename = "ISP", default, deserialize_with = "trimmed")]
-    pub isp: String,
-    #[serde(default, deserialize_with = "trimmed")]
-    pub organization: String,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
+document_object! {
+    pub struct GeoIp {
+        ip: String = "IP" by Trimmed,
+        country_name: String = "CountryName" by Trimmed,
+        country_iso: String = "CountryISO" by Trimmed,
+        city: String = "City" by Trimmed,
+        post_code: String = "PostCode" by Trimmed,
+        metro_code: String = "MetroCode" by Trimmed,
+        latitude: Option<f64> = "Latitude" by Plain,
+        longitude: Option<f64> = "Longitude" by Plain,
+        radius: Option<f64> = "Radius" by Plain,
+        isp: String = "ISP" by Trimmed,
+        organization: String = "Organization" by Trimmed,
+    }
 }
 
 impl ChatDocument {
@@ -287,32 +187,12 @@ impl ChatDocument {
     }
 
     /// Reads archived document bytes straight into the model: building a `Value` first
-    /// and dropping it again was most of the time a store rebuild took. A document that
-    /// reads only as a `Value` (a repeated key, which JSON allows and the schema check
-    /// accepted: the last one wins) still goes that way.
+    /// and dropping it again was most of the time a store rebuild took. A repeated key,
+    /// which JSON allows and the schema check accepted, reads as in a `Value`: the last
+    /// one wins.
     pub fn from_json(bytes: &[u8]) -> Result<ChatDocument, serde_json::Error> {
         serde_json::from_slice(bytes)
-            .or_else(|_| ChatDocument::from_value(&serde_json::from_slice(bytes)?))
     }
-}
-
-/// The chat server writes `null` where it has nothing; the model uses the type's empty value.
-fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-/// Identifiers, names and codes arrive padded now and then; the padding is never meaningful.
-fn trimmed<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let text: Option<std::borrow::Cow<'de, str>> = Option::deserialize(d)?;
-    Ok(match text {
-        Some(text) if text.trim().len() == text.len() => text.into_owned(),
-        Some(text) => text.trim().to_owned(),
-        None => String::new(),
-    })
 }
 
 #[cfg(test)]
@@ -365,5 +245,46 @@ mod tests {
         let direct = ChatDocument::from_json(text).expect("reads");
         assert_eq!(direct, ChatDocument::from_value(&value).expect("reads"));
         assert_eq!(direct.chat_header.site_key, 5, "the last one wins");
+    }
+
+    #[test]
+    fn unknown_fields_at_every_level_survive_a_round_trip() {
+        let text = br#"{"ChatHeader": {"ChatUID": "a1", "SiteKey": 3, "Started": "2024-08-14T09:12:03.000",
+            "Future": [1, {"x": null}]}, "Lines": [{"Dated": "2024-08-14T09:12:04.000",
+            "OperatorIndex": 1, "Message": "hi", "Reaction": "+1"}], "Region": "eu"}"#;
+        let document = ChatDocument::from_json(text).expect("reads");
+        assert_eq!(document.extra.get("Region"), Some(&Value::from("eu")));
+        assert_eq!(
+            document.lines[0].extra.get("Reaction"),
+            Some(&Value::from("+1"))
+        );
+        let written = serde_json::to_value(&document).expect("writes");
+        assert_eq!(
+            ChatDocument::from_value(&written).expect("reads back"),
+            document
+        );
+        assert_eq!(
+            written["ChatHeader"]["Future"],
+            serde_json::json!([1, {"x": null}])
+        );
+    }
+
+    #[test]
+    fn a_missing_required_field_or_a_wrong_type_is_named() {
+        let missing = ChatDocument::from_json(
+            br#"{"ChatHeader": {"SiteKey": 3,
+            "Started": "2024-08-14T09:12:03"}, "Lines": []}"#,
+        )
+        .expect_err("no ChatUID");
+        assert!(
+            missing.to_string().contains("missing field `ChatUID`"),
+            "{missing}"
+        );
+        let wrong = ChatDocument::from_json(
+            br#"{"ChatHeader": {"ChatUID": 7, "SiteKey": 3,
+            "Started": "2024-08-14T09:12:03"}, "Lines": []}"#,
+        )
+        .expect_err("a number is not a ChatUID");
+        assert!(wrong.to_string().contains("expected a string"), "{wrong}");
     }
 }

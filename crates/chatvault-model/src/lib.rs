@@ -11,6 +11,8 @@
 //! of its input so that every source and every replay reaches the same answer.
 
 mod anonymise;
+#[macro_use]
+mod fields;
 mod document;
 mod flatten;
 mod hash;

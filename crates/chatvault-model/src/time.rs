@@ -64,27 +64,6 @@ pub(crate) fn format_local_timestamp(value: &NaiveDateTime) -> String {
     value.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
 }
 
-/// Serde adapter for optional local timestamps: accepts a timestamp string or null,
-/// writes normalised (millisecond) strings, and null for "not set".
-pub(crate) mod serde_local {
-    use super::{format_local_timestamp, parse_local_timestamp, LocalTimestamp};
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LocalTimestamp, D::Error> {
-        match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
-            None => Ok(None),
-            Some(text) => parse_local_timestamp(&text).map_err(D::Error::custom),
-        }
-    }
-
-    pub fn serialize<S: Serializer>(value: &LocalTimestamp, s: S) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(ts) => s.serialize_str(&format_local_timestamp(ts)),
-            None => s.serialize_none(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
