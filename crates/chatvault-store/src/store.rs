@@ -29,6 +29,10 @@ pub struct StoreConfig {
     /// small flushes make many small files, which the filesystem is slow to create and a
     /// compaction must merge again. Costs memory: two flushes' worth of chats are held.
     pub replay_flush_chats: usize,
+    /// A rebuild keeps the columns it has converted in memory, up to this many bytes, and
+    /// writes each partition once at its end; past it, what it holds is written out as
+    /// intermediate files that its final merge reads back (slower, bounded memory).
+    pub rebuild_hold_bytes: usize,
     pub row_group_rows: usize,
     /// Compact a partition once it has this many files.
     pub compact_min_files: usize,
@@ -46,6 +50,7 @@ impl StoreConfig {
             flush_chats: 20_000,
             flush_age: Duration::from_secs(10),
             replay_flush_chats: 100_000,
+            rebuild_hold_bytes: 4 << 30,
             row_group_rows: 128 * 1024,
             compact_min_files: 8,
             compact_max_deletes: 50_000,
@@ -143,6 +148,75 @@ struct State {
     view: Option<(u64, Arc<View>)>,
     /// While a rebuild replays the archive, readers keep the view from before it.
     frozen: Option<Arc<View>>,
+    /// While a rebuild replays the archive, flushes convert the buffer into this
+    /// instead of writing files.
+    held: Option<Held>,
+}
+
+/// Partitions a rebuild has converted to columns but not written. Its final merge writes
+/// each partition once, sorted; writing them at every flush instead cost the Parquet
+/// encoding of every row twice and reading them back once.
+#[derive(Default)]
+struct Held {
+    partitions: BTreeMap<(i32, String), Vec<[DataFrame; 5]>>,
+    /// (ChatUID, HideBelow) of every held change that supersedes an earlier version.
+    hide: Vec<(String, i64)>,
+    bytes: usize,
+    /// The newest archive seq held: the registry's watermark once the rows are written.
+    max_seq: Option<u64>,
+    chats: usize,
+}
+
+impl Held {
+    fn add(&mut self, partitions: Vec<((i32, String), [DataFrame; 5])>, flush: Flush) {
+        for (partition, frames) in partitions {
+            self.bytes += frames.iter().map(DataFrame::estimated_size).sum::<usize>();
+            self.partitions.entry(partition).or_default().push(frames);
+        }
+        self.hide.extend(flush.hide);
+        self.max_seq = self.max_seq.max(Some(flush.max_seq));
+        self.chats += flush.chats;
+    }
+
+    /// Each partition as one set of frames, to be written out.
+    fn into_flush(self) -> Result<Option<(Vec<((i32, String), [DataFrame; 5])>, Flush)>> {
+        let Some(max_seq) = self.max_seq else {
+            return Ok(None);
+        };
+        let partitions = self
+            .partitions
+            .into_iter()
+            .map(|(partition, sets)| Ok((partition, stack(sets)?)))
+            .collect::<Result<_>>()?;
+        let flush = Flush {
+            max_seq,
+            hide: self.hide,
+            chats: self.chats,
+        };
+        Ok(Some((partitions, flush)))
+    }
+}
+
+/// Concatenates sets of table frames, table by table.
+fn stack(sets: Vec<[DataFrame; 5]>) -> Result<[DataFrame; 5]> {
+    let mut sets = sets.into_iter();
+    let Some(mut out) = sets.next() else {
+        return Ok(TABLES.map(|t| crate::frame::empty_frame(&t)));
+    };
+    for set in sets {
+        for (into, frame) in out.iter_mut().zip(set) {
+            into.vstack_mut_owned(frame)?;
+        }
+    }
+    Ok(out)
+}
+
+/// What one flush takes from the buffer, besides its rows.
+struct Flush {
+    max_seq: u64,
+    /// (ChatUID, HideBelow) of the changes that supersede an earlier version.
+    hide: Vec<(String, i64)>,
+    chats: usize,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -204,6 +278,7 @@ impl Store {
                 generation: 0,
                 view: None,
                 frozen: None,
+                held: None,
             })),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             files_opened: Arc::new(AtomicU64::new(0)),
@@ -441,24 +516,83 @@ impl Store {
 
     /// Writes the buffer to Parquet and registers the files in one catalog transaction.
     pub async fn flush(&self) -> Result<Option<FlushReport>> {
-        self.flush_files(FileOrder::Sorted).await
+        self.flush_files().await
     }
 
-    async fn flush_files(&self, order: FileOrder) -> Result<Option<FlushReport>> {
+    /// Writes the buffer, or during a rebuild converts it into the rows the rebuild
+    /// holds (and writes those once they outgrow `rebuild_hold_bytes`).
+    async fn flush_files(&self) -> Result<Option<FlushReport>> {
         let _guard = self.write_lock.lock().await;
-        let entries: Vec<(String, Buffered)> = {
+        let (entries, holding): (Vec<(String, Buffered)>, bool) = {
             let state = self.state.read().map_err(|_| poisoned())?;
-            state
+            let entries = state
                 .buffer
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
+                .collect();
+            (entries, state.held.is_some())
         };
         let Some(max_seq) = entries.iter().map(|(_, b)| b.seq).max() else {
             return Ok(None);
         };
+        let flush = Flush {
+            max_seq,
+            hide: entries
+                .iter()
+                .filter(|(_, b)| b.supersedes)
+                .map(|(uid, b)| (uid.clone(), b.seq as i64))
+                .collect(),
+            chats: entries.len(),
+        };
+        let taken: Vec<(String, u64)> = entries.iter().map(|(k, b)| (k.clone(), b.seq)).collect();
+        let partitions = joined(tokio::task::spawn_blocking(move || {
+            buffer_partitions(&entries)
+        }))
+        .await?;
+        if !holding {
+            return self
+                .write_and_register(partitions, flush, &taken, FileOrder::Sorted)
+                .await
+                .map(Some);
+        }
+        let spill = {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            take_from_buffer(&mut state, &taken);
+            let limit = self.config.rebuild_hold_bytes;
+            let held = state.held.get_or_insert_with(Held::default);
+            held.add(partitions, flush);
+            if held.bytes > limit {
+                std::mem::take(held).into_flush()?
+            } else {
+                None
+            }
+        };
+        match spill {
+            // The final merge sorts every partition: sorting now would be work thrown away.
+            Some((partitions, flush)) => self
+                .write_and_register(partitions, flush, &[], FileOrder::AsBuffered)
+                .await
+                .map(Some),
+            None => Ok(Some(FlushReport {
+                chats: taken.len(),
+                flushed_seq: self.flushed_seq(),
+                ..FlushReport::default()
+            })),
+        }
+    }
+
+    /// Writes converted partitions as new files and registers them (and the flush's
+    /// hide entries) in one catalog transaction; `taken` leaves the buffer then.
+    async fn write_and_register(
+        &self,
+        partitions: Vec<((i32, String), [DataFrame; 5])>,
+        flush: Flush,
+        taken: &[(String, u64)],
+        order: FileOrder,
+    ) -> Result<FlushReport> {
         let dir = self.config.dir.clone();
         let row_group = self.config.row_group_rows;
+        let max_seq = flush.max_seq;
         let tag = format!(
             "{:012}-{}",
             max_seq,
@@ -468,7 +602,7 @@ impl Store {
                 .unwrap_or_default()
         );
         let (change, report) = joined(tokio::task::spawn_blocking(move || {
-            write_flush(&dir, &entries, max_seq, &tag, row_group, order)
+            write_flush(&dir, partitions, flush, &tag, row_group, order)
         }))
         .await?;
         self.catalog.commit_store_change(&change, now_us()).await?;
@@ -481,12 +615,7 @@ impl Store {
                 .collect::<Vec<_>>(),
         )?;
         let mut state = self.state.write().map_err(|_| poisoned())?;
-        state.buffer.retain(|_, b| b.seq > max_seq);
-        state.oldest_change = if state.buffer.is_empty() {
-            None
-        } else {
-            Some(Instant::now())
-        };
+        take_from_buffer(&mut state, taken);
         state
             .snapshot
             .files
@@ -502,17 +631,24 @@ impl Store {
         };
         state.generation += 1;
         tracing::debug!(chats = report.chats, files = report.files, "store flush");
-        Ok(Some(report))
+        Ok(report)
     }
 
     /// With `full`, merges each partition's files into one, drops superseded and deleted
     /// rows and retires all hide entries; otherwise merges, in each partition, the files
     /// of any size tier that has filled up (see `size_tiers_to_merge`).
     pub async fn compact(&self, full: bool) -> Result<CompactReport> {
+        self.compact_with(full, false).await
+    }
+
+    /// [`Store::compact`]; with `rebuilt`, a rebuild's end: what it holds in memory is
+    /// merged in, and the watermark moves past it.
+    async fn compact_with(&self, full: bool, rebuilt: bool) -> Result<CompactReport> {
         let _guard = self.write_lock.lock().await;
-        let (snapshot, hide) = {
-            let state = self.state.read().map_err(|_| poisoned())?;
-            (state.snapshot.clone(), state.persisted_hide.clone())
+        let (snapshot, hide, held) = {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            let held = if rebuilt { state.held.take() } else { None };
+            (state.snapshot.clone(), state.persisted_hide.clone(), held)
         };
         let full = full
             || !snapshot.deletes.is_empty()
@@ -527,17 +663,36 @@ impl Store {
                 .push(f.clone());
         }
         let min_files = self.config.compact_min_files.max(2);
-        let chosen: Vec<((String, i64, String), Vec<StoreFile>)> = if full {
-            groups.into_iter().collect()
+        let mut chosen: Vec<Merge> = if full {
+            groups
+                .into_iter()
+                .map(|(partition, files)| Merge {
+                    partition,
+                    files,
+                    frames: Vec::new(),
+                })
+                .collect()
         } else {
             groups
                 .into_iter()
                 .flat_map(|(partition, files)| {
                     size_tiers_to_merge(files, min_files)
                         .into_iter()
-                        .map(move |tier| (partition.clone(), tier))
+                        .map(move |files| Merge {
+                            partition: partition.clone(),
+                            files,
+                            frames: Vec::new(),
+                        })
                 })
                 .collect()
+        };
+        let (held_seq, held_hide) = match held {
+            Some(held) => merge_held(&mut chosen, held)?,
+            None => (None, None),
+        };
+        let hide = match (hide, held_hide) {
+            (Some(a), Some(b)) => Some(a.vstack(&b)?),
+            (a, b) => a.or(b),
         };
         let mut report = CompactReport {
             deletes_applied: if full {
@@ -547,7 +702,7 @@ impl Store {
             },
             ..CompactReport::default()
         };
-        if chosen.is_empty() && (!full || snapshot.deletes.is_empty()) {
+        if chosen.is_empty() && (!full || snapshot.deletes.is_empty()) && held_seq.is_none() {
             return Ok(report);
         }
         let dir = self.config.dir.clone();
@@ -559,19 +714,31 @@ impl Store {
         };
         let (change, report) = joined(tokio::task::spawn_blocking(
             move || -> Result<(StoreChange, CompactReport)> {
-                let mut change = StoreChange::default();
+                let mut change = StoreChange {
+                    flushed_seq: held_seq.map(|seq| seq + 1),
+                    ..StoreChange::default()
+                };
                 let stamp = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_nanos())
                     .unwrap_or_default();
                 let numbered: Vec<_> = chosen.iter().enumerate().collect();
-                let merged = on_every_core(&numbered, |(n, ((table, site, month), files))| {
-                    let paths: Vec<PlRefPath> = files
+                let merged = on_every_core(&numbered, |(n, merge)| {
+                    let (table, site, month) = &merge.partition;
+                    let paths: Vec<PlRefPath> = merge
+                        .files
                         .iter()
                         .map(|f| PlRefPath::try_from_path(&dir.join(&f.path)))
                         .collect::<PolarsResult<_>>()?;
-                    let mut lf =
-                        LazyFrame::scan_parquet_files(paths.into_iter().collect(), scan_args())?;
+                    let mut parts: Vec<LazyFrame> =
+                        merge.frames.iter().map(|f| f.clone().lazy()).collect();
+                    if !paths.is_empty() {
+                        parts.push(LazyFrame::scan_parquet_files(
+                            paths.into_iter().collect(),
+                            scan_args(),
+                        )?);
+                    }
+                    let mut lf = concat(parts, UnionArgs::default())?;
                     if let Some(h) = &hide_for_rewrite {
                         lf = hide_superseded(lf, h);
                     }
@@ -595,7 +762,7 @@ impl Store {
                         bytes: bytes as i64,
                     }))
                 })?;
-                for ((_, files), merged) in chosen.iter().zip(merged) {
+                for (Merge { files, .. }, merged) in chosen.iter().zip(merged) {
                     report.partitions += 1;
                     report.files_before += files.len();
                     change
@@ -623,6 +790,9 @@ impl Store {
                 .snapshot
                 .files
                 .extend(change.add_files.iter().cloned());
+            if let Some(seq) = change.flushed_seq {
+                state.snapshot.flushed_seq = seq;
+            }
             if !change.remove_deletes.is_empty() {
                 let retired: HashSet<&String> = change.remove_deletes.iter().collect();
                 state.snapshot.deletes.retain(|d| !retired.contains(d));
@@ -669,6 +839,7 @@ impl Store {
             state.oldest_change = None;
             state.snapshot = StoreSnapshot::default();
             state.persisted_hide = None;
+            state.held = Some(Held::default());
             state.generation += 1;
             old
         };
@@ -678,10 +849,10 @@ impl Store {
             tracing::info!(
                 records = n,
                 seconds = started.elapsed().as_secs_f64(),
-                "rebuild: archive replayed; merging each partition into one file"
+                "rebuild: archive replayed; writing each partition as one file"
             );
             let started = Instant::now();
-            let report = self.compact(true).await?;
+            let report = self.compact_with(true, true).await?;
             tracing::info!(
                 files_before = report.files_before,
                 files_after = report.files_after,
@@ -694,6 +865,9 @@ impl Store {
         {
             let mut state = self.state.write().map_err(|_| poisoned())?;
             state.frozen = None;
+            // After a failure the rows held are gone; the watermark still stands before
+            // them, so the next start replays them.
+            state.held = None;
             state.generation += 1;
         }
         if rebuilt.is_ok() {
@@ -727,13 +901,6 @@ impl Store {
         // chats are in memory.
         let mut flushing: Option<tokio::task::JoinHandle<Result<Option<FlushReport>>>> = None;
         let mut unflushed = 0usize;
-        // A rebuild merges and sorts every partition at the end: sorting its flushes too
-        // would be work thrown away.
-        let order = if exact {
-            FileOrder::AsBuffered
-        } else {
-            FileOrder::Sorted
-        };
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
             let chunk_len = chunk.len();
@@ -755,13 +922,13 @@ impl Store {
                     joined(previous).await?;
                 }
                 let store = self.clone();
-                flushing = Some(tokio::spawn(async move { store.flush_files(order).await }));
+                flushing = Some(tokio::spawn(async move { store.flush_files().await }));
             }
         }
         if let Some(previous) = flushing.take() {
             joined(previous).await?;
         }
-        self.flush_files(order).await?;
+        self.flush_files().await?;
         Ok(n)
     }
 
@@ -825,6 +992,49 @@ impl Background {
             tracing::error!(error = %e, "store background task ended abnormally");
         }
     }
+}
+
+/// One merge a compaction makes: the files of a partition's table (all of them, or
+/// one size tier), and at a rebuild's end the frames it holds for it.
+struct Merge {
+    partition: (String, i64, String),
+    files: Vec<StoreFile>,
+    frames: Vec<DataFrame>,
+}
+
+/// Adds a rebuild's held frames to the (full) merges, one merge per partition and table;
+/// returns the newest seq held and its hide entries.
+fn merge_held(merges: &mut Vec<Merge>, held: Held) -> Result<(Option<u64>, Option<DataFrame>)> {
+    let mut by_partition: HashMap<(String, i64, String), usize> = merges
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.partition.clone(), i))
+        .collect();
+    for ((site, month), sets) in held.partitions {
+        for set in sets {
+            for (table, frame) in TABLES.iter().zip(set) {
+                if frame.height() == 0 {
+                    continue;
+                }
+                let key = (table.name.to_owned(), i64::from(site), month.clone());
+                let i = *by_partition.entry(key.clone()).or_insert_with(|| {
+                    merges.push(Merge {
+                        partition: key,
+                        files: Vec::new(),
+                        frames: Vec::new(),
+                    });
+                    merges.len() - 1
+                });
+                merges[i].frames.push(frame);
+            }
+        }
+    }
+    let hide = if held.hide.is_empty() {
+        None
+    } else {
+        Some(hide_frame(held.hide)?)
+    };
+    Ok((held.max_seq, hide))
 }
 
 /// The store's change for one archived record.
@@ -946,6 +1156,18 @@ fn buffer_frames(buffered: &[&Buffered]) -> Result<[DataFrame; 5]> {
     ])
 }
 
+/// (ChatUID, HideBelow) pairs as a hide frame.
+fn hide_frame(pairs: Vec<(String, i64)>) -> Result<DataFrame> {
+    let (uids, seqs): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
+    Ok(DataFrame::new(
+        uids.len(),
+        vec![
+            Column::new("ChatUID".into(), uids),
+            Column::new(HIDE.into(), seqs),
+        ],
+    )?)
+}
+
 /// One hide bound per chat: the newest change wins. Joining against several bounds for
 /// one chat would keep a row that an older bound lets through.
 fn latest_hide(hide: DataFrame) -> PolarsResult<DataFrame> {
@@ -1049,23 +1271,27 @@ enum FileOrder {
     AsBuffered,
 }
 
-fn write_flush(
-    dir: &Path,
+/// Removes what a flush took from the buffer: only those versions, not a newer version
+/// of the same chat, nor an older one, applied while it was being written.
+fn take_from_buffer(state: &mut State, taken: &[(String, u64)]) {
+    for (uid, seq) in taken {
+        if state.buffer.get(uid).is_some_and(|b| b.seq == *seq) {
+            state.buffer.remove(uid);
+        }
+    }
+    state.oldest_change = if state.buffer.is_empty() {
+        None
+    } else {
+        Some(Instant::now())
+    };
+    state.generation += 1;
+}
+
+/// The buffered chats as frames of every table, one set per partition, converted on
+/// every core.
+fn buffer_partitions(
     entries: &[(String, Buffered)],
-    max_seq: u64,
-    tag: &str,
-    row_group: usize,
-    order: FileOrder,
-) -> Result<(StoreChange, FlushReport)> {
-    let mut change = StoreChange {
-        flushed_seq: Some(max_seq + 1),
-        ..StoreChange::default()
-    };
-    let mut report = FlushReport {
-        chats: entries.len(),
-        flushed_seq: max_seq + 1,
-        ..FlushReport::default()
-    };
+) -> Result<Vec<((i32, String), [DataFrame; 5])>> {
     let mut partitions: BTreeMap<(i32, &str), Vec<&Buffered>> = BTreeMap::new();
     for (_, b) in entries {
         if b.flat.is_some() {
@@ -1076,8 +1302,40 @@ fn write_flush(
         }
     }
     let partitions: Vec<((i32, &str), Vec<&Buffered>)> = partitions.into_iter().collect();
-    let written = on_every_core(&partitions, |((site, month), group)| {
-        let frames = buffer_frames(group)?;
+    let frames = on_every_core(&partitions, |(_, group)| buffer_frames(group))?;
+    Ok(partitions
+        .iter()
+        .map(|((site, month), _)| (*site, (*month).to_owned()))
+        .zip(frames)
+        .collect())
+}
+
+fn write_flush(
+    dir: &Path,
+    partitions: Vec<((i32, String), [DataFrame; 5])>,
+    flush: Flush,
+    tag: &str,
+    row_group: usize,
+    order: FileOrder,
+) -> Result<(StoreChange, FlushReport)> {
+    let mut change = StoreChange {
+        flushed_seq: Some(flush.max_seq + 1),
+        ..StoreChange::default()
+    };
+    let mut report = FlushReport {
+        chats: flush.chats,
+        flushed_seq: flush.max_seq + 1,
+        ..FlushReport::default()
+    };
+    let partitions: Vec<std::sync::Mutex<Option<((i32, String), [DataFrame; 5])>>> = partitions
+        .into_iter()
+        .map(|p| std::sync::Mutex::new(Some(p)))
+        .collect();
+    let written = on_every_core(&partitions, |slot| {
+        // Taken out so that each partition's frames are freed as soon as they are written.
+        let Some(((site, month), frames)) = slot.lock().map_err(|_| poisoned())?.take() else {
+            return Ok(Vec::new());
+        };
         let mut files = Vec::new();
         for (table, mut df) in TABLES.iter().zip(frames) {
             if df.height() == 0 {
@@ -1087,13 +1345,13 @@ fn write_flush(
                 let sort_keys: Vec<&str> = table.keys.to_vec();
                 df = df.sort(sort_keys, SortMultipleOptions::default())?;
             }
-            let rel = partition_path(table.name, i64::from(*site), month, &format!("part-{tag}"));
+            let rel = partition_path(table.name, i64::from(site), &month, &format!("part-{tag}"));
             let bytes = write_parquet(dir, &rel, &mut df, row_group, FLUSH_COMPRESSION)?;
             files.push(StoreFile {
                 path: rel,
                 table: table.name.to_owned(),
-                site_key: i64::from(*site),
-                month: (*month).to_owned(),
+                site_key: i64::from(site),
+                month: month.clone(),
                 rows: df.height() as i64,
                 bytes: bytes as i64,
             });
@@ -1105,19 +1363,8 @@ fn write_flush(
         report.bytes += file.bytes as u64;
         change.add_files.push(file);
     }
-    let (uids, seqs): (Vec<&str>, Vec<i64>) = entries
-        .iter()
-        .filter(|(_, b)| b.supersedes)
-        .map(|(uid, b)| (uid.as_str(), b.seq as i64))
-        .unzip();
-    if !uids.is_empty() {
-        let mut df = DataFrame::new(
-            uids.len(),
-            vec![
-                Column::new("ChatUID".into(), uids),
-                Column::new(HIDE.into(), seqs),
-            ],
-        )?;
+    if !flush.hide.is_empty() {
+        let mut df = hide_frame(flush.hide)?;
         let rel = format!("{DELETES_DIR}/deletes-{tag}.parquet");
         write_parquet(dir, &rel, &mut df, row_group, FLUSH_COMPRESSION)?;
         change.add_deletes.push((rel, df.height() as i64));

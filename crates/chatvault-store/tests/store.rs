@@ -12,6 +12,7 @@ use std::path::Path;
 /// Archive, catalog and store wired the way the ingest pipeline wires them.
 struct Harness {
     dir: tempfile::TempDir,
+    rebuild_hold_bytes: usize,
     archive: Archive,
     catalog: Catalog,
     store: Store,
@@ -19,6 +20,11 @@ struct Harness {
 
 impl Harness {
     async fn new() -> Harness {
+        Harness::holding(StoreConfig::new("").rebuild_hold_bytes).await
+    }
+
+    /// With a rebuild that keeps at most `rebuild_hold_bytes` of converted rows in memory.
+    async fn holding(rebuild_hold_bytes: usize) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let catalog = Catalog::connect(&format!(
             "sqlite://{}",
@@ -28,11 +34,15 @@ impl Harness {
         .expect("catalog");
         let (archive, _) =
             Archive::open(ArchiveConfig::new(dir.path().join("archive"))).expect("archive");
-        let store = Store::open(store_config(dir.path()), catalog.clone())
-            .await
-            .expect("store");
+        let store = Store::open(
+            store_config(dir.path(), rebuild_hold_bytes),
+            catalog.clone(),
+        )
+        .await
+        .expect("store");
         Harness {
             dir,
+            rebuild_hold_bytes,
             archive,
             catalog,
             store,
@@ -117,9 +127,12 @@ impl Harness {
         let (archive, _) = Archive::open(ArchiveConfig::new(self.dir.path().join("archive")))
             .expect("reopen archive");
         self.archive = archive;
-        self.store = Store::open(store_config(self.dir.path()), self.catalog.clone())
-            .await
-            .expect("reopen store");
+        self.store = Store::open(
+            store_config(self.dir.path(), self.rebuild_hold_bytes),
+            self.catalog.clone(),
+        )
+        .await
+        .expect("reopen store");
         self.store
             .recover(&self.dir.path().join("archive"), &|_| {})
             .await
@@ -127,11 +140,12 @@ impl Harness {
     }
 }
 
-fn store_config(dir: &Path) -> StoreConfig {
+fn store_config(dir: &Path, rebuild_hold_bytes: usize) -> StoreConfig {
     StoreConfig {
         compact_min_files: 3,
         // Replays (restarts, rebuilds) flush partway too.
         replay_flush_chats: 5,
+        rebuild_hold_bytes,
         ..StoreConfig::new(dir.join("store"))
     }
 }
@@ -151,6 +165,7 @@ enum Op {
         full: bool,
     },
     Restart,
+    Rebuild,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -160,6 +175,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Flush),
         1 => any::<bool>().prop_map(|full| Op::Compact { full }),
         1 => Just(Op::Restart),
+        1 => Just(Op::Rebuild),
     ]
 }
 
@@ -239,10 +255,15 @@ fn observed(store: &Store) -> BTreeMap<String, (String, u32, u32)> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
     #[test]
-    fn every_table_matches_a_plain_model_through_flushes_compactions_and_restarts(ops in proptest::collection::vec(op(), 1..30)) {
+    fn every_table_matches_a_plain_model_through_flushes_compactions_restarts_and_rebuilds(
+        ops in proptest::collection::vec(op(), 1..30),
+        // A rebuild that holds every row until its end, or one that writes what it holds
+        // at every flush (nothing fits in zero bytes).
+        rebuild_holds_everything in any::<bool>(),
+    ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         rt.block_on(async {
-            let mut h = Harness::new().await;
+            let mut h = if rebuild_holds_everything { Harness::new().await } else { Harness::holding(0).await };
             let mut model: BTreeMap<String, (String, u32, u32)> = BTreeMap::new();
             for op in &ops {
                 match op {
@@ -267,6 +288,10 @@ proptest! {
                     Op::Flush => { h.store.flush().await.expect("flush"); }
                     Op::Compact { full } => { h.store.compact(*full).await.expect("compact"); }
                     Op::Restart => h.restart().await,
+                    Op::Rebuild => {
+                        let archive_dir = h.dir.path().join("archive");
+                        h.store.rebuild(&archive_dir, &|_| {}).await.expect("rebuild");
+                    }
                 }
                 let seen = observed(&h.store);
                 prop_assert_eq!(&seen, &model, "after {:?}", op);
@@ -417,7 +442,7 @@ async fn a_scan_planned_before_a_compaction_still_reads_the_replaced_files() {
     h.store = Store::open(
         StoreConfig {
             retired_file_grace: std::time::Duration::ZERO,
-            ..store_config(h.dir.path())
+            ..store_config(h.dir.path(), h.rebuild_hold_bytes)
         },
         h.catalog.clone(),
     )

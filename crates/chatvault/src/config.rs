@@ -210,6 +210,10 @@ pub struct StoreSection {
     /// Flush size of a replay (recovery, `rebuild`): larger means fewer, bigger files
     /// and a faster rebuild, and more memory (two flushes' worth are held).
     pub replay_flush_chats: usize,
+    /// A rebuild keeps the columns it converts in memory up to this many MiB and writes
+    /// each partition once at its end; past it, it writes them out and merges them again
+    /// at its end (slower, bounded memory).
+    pub rebuild_hold_mib: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,6 +286,7 @@ impl Default for StoreSection {
             flush_chats: store.flush_chats,
             flush_age_secs: store.flush_age.as_secs(),
             replay_flush_chats: store.replay_flush_chats,
+            rebuild_hold_mib: store.rebuild_hold_bytes >> 20,
         }
     }
 }
@@ -315,6 +320,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "CHATVAULT_STORE_REPLAY_FLUSH_CHATS",
         "store.replay_flush_chats",
     ),
+    ("CHATVAULT_STORE_REBUILD_HOLD_MIB", "store.rebuild_hold_mib"),
     ("CHATVAULT_COSMOS_ENDPOINT", "cosmos.endpoint"),
     ("CHATVAULT_COSMOS_KEY", "cosmos.key"),
     ("CHATVAULT_COSMOS_KEY_FILE", "cosmos.key_file"),
@@ -398,6 +404,7 @@ impl Config {
             "ingest.webhook_secret" => self.ingest.webhook_secret = Some(value.to_owned()),
             "folder.path" => self.folder.path = Some(PathBuf::from(value)),
             "store.replay_flush_chats" => self.store.replay_flush_chats = num(value)?,
+            "store.rebuild_hold_mib" => self.store.rebuild_hold_mib = num(value)?,
             "cosmos.endpoint" => self.cosmos.endpoint = Some(value.to_owned()),
             "cosmos.key" => self.cosmos.key = Some(value.to_owned()),
             "cosmos.key_file" => self.cosmos.key_file = Some(PathBuf::from(value)),
@@ -507,6 +514,7 @@ mod tests {
             ("CHATVAULT_PAGE_SIZE", "250"),
             ("CHATVAULT_DATA_DIR", "/data"),
             ("CHATVAULT_STORE_REPLAY_FLUSH_CHATS", "7000"),
+            ("CHATVAULT_STORE_REBUILD_HOLD_MIB", "64"),
         ]
         .into();
         let config =
@@ -519,9 +527,10 @@ mod tests {
             (
                 config.store.flush_chats,
                 config.store.flush_age_secs,
-                config.store.replay_flush_chats
+                config.store.replay_flush_chats,
+                config.store.rebuild_hold_mib
             ),
-            (500, 10, 7000)
+            (500, 10, 7000, 64)
         );
     }
 

@@ -79,6 +79,7 @@ impl Runtime {
             flush_chats: config.store.flush_chats.max(1),
             flush_age: std::time::Duration::from_secs(config.store.flush_age_secs),
             replay_flush_chats: config.store.replay_flush_chats.max(1),
+            rebuild_hold_bytes: config.store.rebuild_hold_mib.saturating_mul(1 << 20),
             ..StoreConfig::new(config.store_dir())
         };
         if !serving {
