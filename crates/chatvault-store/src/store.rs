@@ -629,7 +629,6 @@ impl Store {
             (Some(a), Some(b)) => Some(a.vstack(&b)?),
             (a, b) => a.or(b),
         };
-        state.generation += 1;
         tracing::debug!(chats = report.chats, files = report.files, "store flush");
         Ok(report)
     }
