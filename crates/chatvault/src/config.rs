@@ -559,6 +559,7 @@ mod tests {
                 || key.contains("size")
                 || key.ends_with("secs")
                 || key.ends_with("chats")
+                || key.ends_with("mib")
             {
                 "7"
             } else if key.ends_with("format") {
