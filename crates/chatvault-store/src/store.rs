@@ -319,37 +319,7 @@ impl Store {
     /// Mirrors changes the archive has recorded. Readers see them at once (the buffer is
     /// part of every scan); they reach Parquet at the next flush.
     pub fn apply(&self, updates: Vec<StoreUpdate>) -> Result<()> {
-        let prepared: Vec<(String, Buffered)> = updates
-            .into_iter()
-            .map(|u| match u {
-                StoreUpdate::Upsert {
-                    seq,
-                    mut flat,
-                    supersedes,
-                } => {
-                    flat.set_archive_seq(seq as i64);
-                    let uid = flat.chat.chat_uid.clone();
-                    let b = Buffered {
-                        seq,
-                        site_key: flat.chat.site_key,
-                        month: month_of(flat.chat.started),
-                        flat: Some(Arc::from(flat)),
-                        supersedes,
-                    };
-                    (uid, b)
-                }
-                StoreUpdate::Delete { seq, chat_uid } => (
-                    chat_uid,
-                    Buffered {
-                        seq,
-                        site_key: 0,
-                        month: NO_MONTH.into(),
-                        flat: None,
-                        supersedes: true,
-                    },
-                ),
-            })
-            .collect();
+        let prepared: Vec<(String, Buffered)> = updates.into_iter().map(buffered_of).collect();
         let mut state = self.state.write().map_err(|_| poisoned())?;
         for (uid, b) in prepared {
             match state.buffer.get(&uid) {
@@ -532,17 +502,8 @@ impl Store {
                 .collect();
             (entries, state.held.is_some())
         };
-        let Some(max_seq) = entries.iter().map(|(_, b)| b.seq).max() else {
+        let Some(flush) = flush_of(&entries) else {
             return Ok(None);
-        };
-        let flush = Flush {
-            max_seq,
-            hide: entries
-                .iter()
-                .filter(|(_, b)| b.supersedes)
-                .map(|(uid, b)| (uid.clone(), b.seq as i64))
-                .collect(),
-            chats: entries.len(),
         };
         let taken: Vec<(String, u64)> = entries.iter().map(|(k, b)| (k.clone(), b.seq)).collect();
         let partitions = joined(tokio::task::spawn_blocking(move || {
@@ -555,9 +516,25 @@ impl Store {
                 .await
                 .map(Some);
         }
+        let removed = {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            take_from_buffer(&mut state, &taken)
+        };
+        release(removed);
+        self.hold(partitions, flush).await.map(Some)
+    }
+
+    /// Adds converted partitions to what a rebuild holds, and writes what it holds once
+    /// that outgrows `rebuild_hold_bytes` (unsorted: the final merge sorts every
+    /// partition, so sorting now would be work thrown away).
+    async fn hold(
+        &self,
+        partitions: Vec<((i32, String), [DataFrame; 5])>,
+        flush: Flush,
+    ) -> Result<FlushReport> {
+        let chats = flush.chats;
         let spill = {
             let mut state = self.state.write().map_err(|_| poisoned())?;
-            take_from_buffer(&mut state, &taken);
             let limit = self.config.rebuild_hold_bytes;
             let held = state.held.get_or_insert_with(Held::default);
             held.add(partitions, flush);
@@ -568,16 +545,15 @@ impl Store {
             }
         };
         match spill {
-            // The final merge sorts every partition: sorting now would be work thrown away.
-            Some((partitions, flush)) => self
-                .write_and_register(partitions, flush, &[], FileOrder::AsBuffered)
-                .await
-                .map(Some),
-            None => Ok(Some(FlushReport {
-                chats: taken.len(),
+            Some((partitions, flush)) => {
+                self.write_and_register(partitions, flush, &[], FileOrder::AsBuffered)
+                    .await
+            }
+            None => Ok(FlushReport {
+                chats,
                 flushed_seq: self.flushed_seq(),
                 ..FlushReport::default()
-            })),
+            }),
         }
     }
 
@@ -614,21 +590,25 @@ impl Store {
                 .map(|(p, _)| p.clone())
                 .collect::<Vec<_>>(),
         )?;
-        let mut state = self.state.write().map_err(|_| poisoned())?;
-        take_from_buffer(&mut state, taken);
-        state
-            .snapshot
-            .files
-            .extend(change.add_files.iter().cloned());
-        state
-            .snapshot
-            .deletes
-            .extend(change.add_deletes.iter().map(|(p, _)| p.clone()));
-        state.snapshot.flushed_seq = max_seq + 1;
-        state.persisted_hide = match (state.persisted_hide.take(), new_hide) {
-            (Some(a), Some(b)) => Some(a.vstack(&b)?),
-            (a, b) => a.or(b),
+        let removed = {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            let removed = take_from_buffer(&mut state, taken);
+            state
+                .snapshot
+                .files
+                .extend(change.add_files.iter().cloned());
+            state
+                .snapshot
+                .deletes
+                .extend(change.add_deletes.iter().map(|(p, _)| p.clone()));
+            state.snapshot.flushed_seq = max_seq + 1;
+            state.persisted_hide = match (state.persisted_hide.take(), new_hide) {
+                (Some(a), Some(b)) => Some(a.vstack(&b)?),
+                (a, b) => a.or(b),
+            };
+            removed
         };
+        release(removed);
         tracing::debug!(chats = report.chats, files = report.files, "store flush");
         Ok(report)
     }
@@ -895,10 +875,13 @@ impl Store {
             Ok::<_, StoreError>((r, supersedes))
         });
         let mut n = 0u64;
-        // A flush writes Parquet on another thread while the next records are flattened;
-        // the one before it must have finished first, so at most two flushes' worth of
-        // chats are in memory.
+        // A flush converts (and, unless rebuilding, writes) on other threads while the
+        // next records are flattened; the one before it must have finished first, so at
+        // most two flushes' worth of chats are in memory.
         let mut flushing: Option<tokio::task::JoinHandle<Result<Option<FlushReport>>>> = None;
+        // A rebuild's changes bypass the buffer, which no reader sees meanwhile (they
+        // keep the store as it was) and which would only be copied out of again.
+        let mut pending: Vec<(String, Buffered)> = Vec::new();
         let mut unflushed = 0usize;
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
@@ -910,7 +893,11 @@ impl Store {
                 on_every_core(&chunk, |(r, supersedes)| update_of(r, *supersedes))
             }))
             .await?;
-            self.apply(updates)?;
+            if exact {
+                pending.extend(updates.into_iter().map(buffered_of));
+            } else {
+                self.apply(updates)?;
+            }
             progress(n);
             // Counted here, not as the buffer's size: the buffer still holds what the
             // flush under way is writing, and would start the next one far too soon.
@@ -921,14 +908,35 @@ impl Store {
                     joined(previous).await?;
                 }
                 let store = self.clone();
-                flushing = Some(tokio::spawn(async move { store.flush_files().await }));
+                let batch = std::mem::take(&mut pending);
+                flushing = Some(tokio::spawn(async move {
+                    if exact {
+                        store.hold_converted(batch).await
+                    } else {
+                        store.flush_files().await
+                    }
+                }));
             }
         }
         if let Some(previous) = flushing.take() {
             joined(previous).await?;
         }
+        self.hold_converted(pending).await?;
         self.flush_files().await?;
         Ok(n)
+    }
+
+    /// A rebuild's replayed changes, converted to partitions on every core and held.
+    async fn hold_converted(&self, batch: Vec<(String, Buffered)>) -> Result<Option<FlushReport>> {
+        let Some(flush) = flush_of(&batch) else {
+            return Ok(None);
+        };
+        let partitions = joined(tokio::task::spawn_blocking(move || {
+            buffer_partitions(&batch)
+        }))
+        .await?;
+        let _guard = self.write_lock.lock().await;
+        self.hold(partitions, flush).await.map(Some)
     }
 
     /// (ChatUID → ArchiveSeq) of every chat the store currently holds, for `verify`.
@@ -1034,6 +1042,52 @@ fn merge_held(merges: &mut Vec<Merge>, held: Held) -> Result<(Option<u64>, Optio
         Some(hide_frame(held.hide)?)
     };
     Ok((held.max_seq, hide))
+}
+
+/// A change as the buffer keeps it, keyed by its ChatUID.
+fn buffered_of(update: StoreUpdate) -> (String, Buffered) {
+    match update {
+        StoreUpdate::Upsert {
+            seq,
+            mut flat,
+            supersedes,
+        } => {
+            flat.set_archive_seq(seq as i64);
+            let uid = flat.chat.chat_uid.clone();
+            let b = Buffered {
+                seq,
+                site_key: flat.chat.site_key,
+                month: month_of(flat.chat.started),
+                flat: Some(Arc::from(flat)),
+                supersedes,
+            };
+            (uid, b)
+        }
+        StoreUpdate::Delete { seq, chat_uid } => (
+            chat_uid,
+            Buffered {
+                seq,
+                site_key: 0,
+                month: NO_MONTH.into(),
+                flat: None,
+                supersedes: true,
+            },
+        ),
+    }
+}
+
+/// What a flush of `entries` records besides their rows; None when there are none.
+fn flush_of(entries: &[(String, Buffered)]) -> Option<Flush> {
+    let max_seq = entries.iter().map(|(_, b)| b.seq).max()?;
+    Some(Flush {
+        max_seq,
+        hide: entries
+            .iter()
+            .filter(|(_, b)| b.supersedes)
+            .map(|(uid, b)| (uid.clone(), b.seq as i64))
+            .collect(),
+        chats: entries.len(),
+    })
 }
 
 /// The store's change for one archived record.
@@ -1271,19 +1325,33 @@ enum FileOrder {
 }
 
 /// Removes what a flush took from the buffer: only those versions, not a newer version
-/// of the same chat, nor an older one, applied while it was being written.
-fn take_from_buffer(state: &mut State, taken: &[(String, u64)]) {
-    for (uid, seq) in taken {
-        if state.buffer.get(uid).is_some_and(|b| b.seq == *seq) {
-            state.buffer.remove(uid);
-        }
-    }
+/// of the same chat, nor an older one, applied while it was being written. Returns them
+/// for [`release`], so that freeing their rows does not happen under the state lock.
+#[must_use = "the removed chats are freed by `release`, away from the state lock"]
+fn take_from_buffer(state: &mut State, taken: &[(String, u64)]) -> Vec<Buffered> {
+    let removed = taken
+        .iter()
+        .filter_map(|(uid, seq)| match state.buffer.get(uid) {
+            Some(b) if b.seq == *seq => state.buffer.remove(uid),
+            _ => None,
+        })
+        .collect();
     state.oldest_change = if state.buffer.is_empty() {
         None
     } else {
         Some(Instant::now())
     };
     state.generation += 1;
+    removed
+}
+
+/// Frees flushed chats on a blocking thread. A flush's chats are millions of small
+/// strings: freeing them under the state lock stalled ingest and replay (a tenth of a
+/// rebuild's time).
+fn release(removed: Vec<Buffered>) {
+    if !removed.is_empty() {
+        drop(tokio::task::spawn_blocking(move || drop(removed)));
+    }
 }
 
 /// The buffered chats as frames of every table, one set per partition, converted on
