@@ -802,6 +802,10 @@ impl Store {
     /// was until the new one is complete: the old files stay where they are, no longer
     /// registered, and are retired only then. After a crash they are orphans that opening
     /// removes, and recovery finishes the replay from the registry's watermark.
+    /// Nothing else may apply changes meanwhile (the CLI holds the data directory's lock;
+    /// `serve` rebuilds only as the ingest pipeline's exclusive work): the replay's
+    /// changes bypass the buffer, so one applied meanwhile and also replayed would be
+    /// held twice.
     pub async fn rebuild(
         &self,
         archive_dir: &Path,
