@@ -153,6 +153,9 @@ struct State {
     held: Option<Held>,
 }
 
+/// One partition's rows, keyed by (SiteKey, month), as a frame per table.
+type PartitionFrames = ((i32, String), [DataFrame; 5]);
+
 /// Partitions a rebuild has converted to columns but not written. Its final merge writes
 /// each partition once, sorted; writing them at every flush instead cost the Parquet
 /// encoding of every row twice and reading them back once.
@@ -168,7 +171,7 @@ struct Held {
 }
 
 impl Held {
-    fn add(&mut self, partitions: Vec<((i32, String), [DataFrame; 5])>, flush: Flush) {
+    fn add(&mut self, partitions: Vec<PartitionFrames>, flush: Flush) {
         for (partition, frames) in partitions {
             self.bytes += frames.iter().map(DataFrame::estimated_size).sum::<usize>();
             self.partitions.entry(partition).or_default().push(frames);
@@ -179,7 +182,7 @@ impl Held {
     }
 
     /// Each partition as one set of frames, to be written out.
-    fn into_flush(self) -> Result<Option<(Vec<((i32, String), [DataFrame; 5])>, Flush)>> {
+    fn into_flush(self) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
         let Some(max_seq) = self.max_seq else {
             return Ok(None);
         };
@@ -527,11 +530,7 @@ impl Store {
     /// Adds converted partitions to what a rebuild holds, and writes what it holds once
     /// that outgrows `rebuild_hold_bytes` (unsorted: the final merge sorts every
     /// partition, so sorting now would be work thrown away).
-    async fn hold(
-        &self,
-        partitions: Vec<((i32, String), [DataFrame; 5])>,
-        flush: Flush,
-    ) -> Result<FlushReport> {
+    async fn hold(&self, partitions: Vec<PartitionFrames>, flush: Flush) -> Result<FlushReport> {
         let chats = flush.chats;
         let spill = {
             let mut state = self.state.write().map_err(|_| poisoned())?;
@@ -561,7 +560,7 @@ impl Store {
     /// hide entries) in one catalog transaction; `taken` leaves the buffer then.
     async fn write_and_register(
         &self,
-        partitions: Vec<((i32, String), [DataFrame; 5])>,
+        partitions: Vec<PartitionFrames>,
         flush: Flush,
         taken: &[(String, u64)],
         order: FileOrder,
@@ -1360,9 +1359,7 @@ fn release(removed: Vec<Buffered>) {
 
 /// The buffered chats as frames of every table, one set per partition, converted on
 /// every core.
-fn buffer_partitions(
-    entries: &[(String, Buffered)],
-) -> Result<Vec<((i32, String), [DataFrame; 5])>> {
+fn buffer_partitions(entries: &[(String, Buffered)]) -> Result<Vec<PartitionFrames>> {
     let mut partitions: BTreeMap<(i32, &str), Vec<&Buffered>> = BTreeMap::new();
     for (_, b) in entries {
         if b.flat.is_some() {
@@ -1383,7 +1380,7 @@ fn buffer_partitions(
 
 fn write_flush(
     dir: &Path,
-    partitions: Vec<((i32, String), [DataFrame; 5])>,
+    partitions: Vec<PartitionFrames>,
     flush: Flush,
     tag: &str,
     row_group: usize,
@@ -1398,7 +1395,7 @@ fn write_flush(
         flushed_seq: flush.max_seq + 1,
         ..FlushReport::default()
     };
-    let partitions: Vec<std::sync::Mutex<Option<((i32, String), [DataFrame; 5])>>> = partitions
+    let partitions: Vec<std::sync::Mutex<Option<PartitionFrames>>> = partitions
         .into_iter()
         .map(|p| std::sync::Mutex::new(Some(p)))
         .collect();
