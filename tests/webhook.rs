@@ -185,9 +185,11 @@ async fn arrays_ndjson_and_gzip_give_per_document_results() {
 #[tokio::test]
 async fn every_key_form_is_accepted_and_scopes_are_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ingest = create_key(dir.path(), "ingest", None);
-    let read = create_key(dir.path(), "read", None);
-    let server = Server::start(dir.path(), &[]);
+    // Keys are created before the first start, when the data directory does not exist.
+    let data = dir.path().join("not-yet-created");
+    let ingest = create_key(&data, "ingest", None);
+    let read = create_key(&data, "read", None);
+    let server = Server::start(&data, &[]);
     assert!(
         server.first_key.is_none(),
         "no admin key is created when keys exist"

@@ -1,7 +1,7 @@
 //! One function per subcommand.
 
 use anyhow::{bail, Context};
-use chatvault_catalog::{Catalog, Scope};
+use chatvault_catalog::Scope;
 use chatvault_ingest::{
     import_paths, FolderConfig, FolderSource, ImportProgress, Outcome, OutcomeKind,
 };
@@ -388,7 +388,7 @@ pub async fn keys_create(
     scopes: Vec<Scope>,
     sites: Option<Vec<i64>>,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let key = catalog
         .create_key(&name, &scopes, sites.as_deref(), now_us())
         .await?;
@@ -406,7 +406,7 @@ pub async fn keys_create(
 }
 
 pub async fn keys_list(config: Config) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     println!(
         "{:<12} {:<8} {:<18} {:<12} NAME",
         "ID", "STATE", "SCOPES", "SITES"
@@ -429,7 +429,7 @@ pub async fn keys_list(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn keys_revoke(config: Config, id: String) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     if !catalog.revoke_key(&id, now_us()).await? {
         bail!("no active key has id {id:?} (see `chatvault keys list`)");
     }

@@ -1,7 +1,7 @@
 //! The compliance subcommands: audit log, signed digests, legal holds, erasure.
 
 use anyhow::Context;
-use chatvault_catalog::{ApiKey, AuditEvent, Catalog, HoldScope};
+use chatvault_catalog::{ApiKey, AuditEvent, HoldScope};
 use chatvault_compliance::{
     check_digest, export_digest, write_digest, Person, Removed, RetentionAction, SignedDigest,
     SigningKey,
@@ -36,7 +36,7 @@ pub fn key_created(key: &ApiKey) -> AuditEvent {
 }
 
 pub async fn audit_verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let report = catalog.verify_audit().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -67,7 +67,7 @@ pub async fn audit_list(
     action: Option<String>,
     limit: u32,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let entries = catalog
         .list_audit(after, action.as_deref(), limit)
         .await
@@ -98,7 +98,7 @@ pub fn signing_key(config: &Config) -> anyhow::Result<SigningKey> {
 
 /// Reads only (no data-directory lock), so it works beside a running `serve`.
 pub async fn digest_export(config: Config, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let key = signing_key(&config)?;
     let event = cli_event("digest.export", "", serde_json::Value::Null);
     let digest = export_digest(&config.archive_dir(), &catalog, &key, event).await?;
@@ -130,7 +130,7 @@ pub async fn verify_digest(
     let text = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let digest: SignedDigest = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a Chatvault digest", file.display()))?;
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let check = check_digest(
         &digest,
         public_key.as_deref(),
@@ -179,7 +179,7 @@ pub async fn hold_place(
     scope: HoldScope,
     reason: String,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let by = cli_event("hold.place", "", serde_json::Value::Null);
     let hold = catalog.place_hold(&scope, &reason, &by.actor).await?;
     catalog
@@ -195,7 +195,7 @@ pub async fn hold_place(
 }
 
 pub async fn hold_release(config: Config, id: String) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let by = cli_event("hold.release", &id, serde_json::Value::Null);
     if !catalog.release_hold(&id, &by.actor).await? {
         anyhow::bail!("no active legal hold has id {id:?} (see `chatvault hold list`)");
@@ -206,7 +206,7 @@ pub async fn hold_release(config: Config, id: String) -> anyhow::Result<ExitCode
 }
 
 pub async fn hold_list(config: Config, all: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let holds = catalog.list_holds(all).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&holds)?);
@@ -406,7 +406,7 @@ pub async fn legal_export(
     person: Person,
     out: PathBuf,
 ) -> anyhow::Result<ExitCode> {
-    let catalog = Catalog::connect(&config.catalog_url()).await?;
+    let catalog = crate::runtime::open_catalog(&config).await?;
     let bundle =
         chatvault_compliance::legal_export(&config.archive_dir(), &catalog, &person).await?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;

@@ -1,7 +1,6 @@
 //! `chatvault report list|run`: the report library and engine from the command line.
 
 use anyhow::Context;
-use chatvault_catalog::Catalog;
 use chatvault_reports::{Engine, EngineConfig, Library, RunRequest};
 use std::io::Write;
 use std::process::ExitCode;
@@ -25,7 +24,7 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
 
 /// Built-ins and custom reports, one per line.
 pub async fn list(config: Config) -> anyhow::Result<ExitCode> {
-    let library = Library::new(Catalog::connect(&config.catalog_url()).await?);
+    let library = Library::new(crate::runtime::open_catalog(&config).await?);
     library.seed().await?;
     let mut out = std::io::stdout().lock();
     writeln!(

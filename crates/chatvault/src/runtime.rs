@@ -49,6 +49,18 @@ pub fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
     }
 }
 
+/// Connects to the catalog alone, for commands that need nothing else (keys, holds, the
+/// audit log). The embedded default lives in the data directory, which a first command,
+/// such as creating the key the first `serve` will need, may have to create.
+pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
+    if config.catalog_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+    }
+    Ok(Catalog::connect(&config.catalog_url()).await?)
+}
+
 impl Runtime {
     /// For a one-off command: nothing else reads the store while it runs, so files a
     /// compaction replaces are removed at once.
