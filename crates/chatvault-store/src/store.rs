@@ -365,30 +365,16 @@ impl Store {
         let mut state = self.state.write().map_err(|_| poisoned())?;
         let buffered: Vec<&Buffered> = state.buffer.values().collect();
         let buffer = buffer_frames(&buffered)?;
-        let buffer_hide = {
-            let (uids, seqs): (Vec<&str>, Vec<i64>) = state
-                .buffer
-                .iter()
-                .filter(|(_, b)| b.supersedes)
-                .map(|(uid, b)| (uid.as_str(), b.seq as i64))
-                .unzip();
-            (!uids.is_empty())
-                .then(|| {
-                    DataFrame::new(
-                        uids.len(),
-                        vec![
-                            Column::new("ChatUID".into(), uids),
-                            Column::new(HIDE.into(), seqs),
-                        ],
-                    )
-                })
-                .transpose()?
-        };
-        let hide = match (state.persisted_hide.clone(), buffer_hide) {
-            (None, None) => None,
-            (Some(a), None) | (None, Some(a)) => Some(a),
-            (Some(a), Some(b)) => Some(a.vstack(&b)?),
-        };
+        let buffer_hide: Vec<(&str, i64)> = state
+            .buffer
+            .iter()
+            .filter(|(_, b)| b.supersedes)
+            .map(|(uid, b)| (uid.as_str(), b.seq as i64))
+            .collect();
+        let buffer_hide = (!buffer_hide.is_empty())
+            .then(|| hide_frame(&buffer_hide))
+            .transpose()?;
+        let hide = stack_hide(state.persisted_hide.clone(), buffer_hide)?;
         let hide = hide.map(latest_hide).transpose()?;
         let mut buffer_partitions: BTreeMap<Partition, Vec<String>> = BTreeMap::new();
         for (uid, b) in &state.buffer {
@@ -601,10 +587,7 @@ impl Store {
                 .deletes
                 .extend(change.add_deletes.iter().map(|(p, _)| p.clone()));
             state.snapshot.flushed_seq = max_seq + 1;
-            state.persisted_hide = match (state.persisted_hide.take(), new_hide) {
-                (Some(a), Some(b)) => Some(a.vstack(&b)?),
-                (a, b) => a.or(b),
-            };
+            state.persisted_hide = stack_hide(state.persisted_hide.take(), new_hide)?;
             removed
         };
         release(removed);
@@ -668,10 +651,7 @@ impl Store {
             Some(held) => merge_held(&mut chosen, held)?,
             None => (None, None),
         };
-        let hide = match (hide, held_hide) {
-            (Some(a), Some(b)) => Some(a.vstack(&b)?),
-            (a, b) => a.or(b),
-        };
+        let hide = stack_hide(hide, held_hide)?;
         let mut report = CompactReport {
             deletes_applied: if full {
                 hide.as_ref().map_or(0, DataFrame::height)
@@ -1042,7 +1022,7 @@ fn merge_held(merges: &mut Vec<Merge>, held: Held) -> Result<(Option<u64>, Optio
     let hide = if held.hide.is_empty() {
         None
     } else {
-        Some(hide_frame(held.hide)?)
+        Some(hide_frame(&held.hide)?)
     };
     Ok((held.max_seq, hide))
 }
@@ -1213,8 +1193,9 @@ fn buffer_frames(buffered: &[&Buffered]) -> Result<[DataFrame; 5]> {
 }
 
 /// (ChatUID, HideBelow) pairs as a hide frame.
-fn hide_frame(pairs: Vec<(String, i64)>) -> Result<DataFrame> {
-    let (uids, seqs): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
+fn hide_frame<S: AsRef<str>>(pairs: &[(S, i64)]) -> Result<DataFrame> {
+    let (uids, seqs): (Vec<&str>, Vec<i64>) =
+        pairs.iter().map(|(uid, seq)| (uid.as_ref(), *seq)).unzip();
     Ok(DataFrame::new(
         uids.len(),
         vec![
@@ -1222,6 +1203,14 @@ fn hide_frame(pairs: Vec<(String, i64)>) -> Result<DataFrame> {
             Column::new(HIDE.into(), seqs),
         ],
     )?)
+}
+
+/// Two sets of hide entries as one; either may be absent.
+fn stack_hide(a: Option<DataFrame>, b: Option<DataFrame>) -> Result<Option<DataFrame>> {
+    Ok(match (a, b) {
+        (Some(a), Some(b)) => Some(a.vstack(&b)?),
+        (a, b) => a.or(b),
+    })
 }
 
 /// One hide bound per chat: the newest change wins. Joining against several bounds for
@@ -1432,7 +1421,7 @@ fn write_flush(
         change.add_files.push(file);
     }
     if !flush.hide.is_empty() {
-        let mut df = hide_frame(flush.hide)?;
+        let mut df = hide_frame(&flush.hide)?;
         let rel = format!("{DELETES_DIR}/deletes-{tag}.parquet");
         write_parquet(dir, &rel, &mut df, row_group, FLUSH_COMPRESSION)?;
         change.add_deletes.push((rel, df.height() as i64));
