@@ -1,5 +1,6 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 use std::fmt;
 
 use crate::document::COSMOS_SYSTEM_PROPERTIES;
@@ -35,81 +36,84 @@ impl fmt::Display for ContentHash {
     }
 }
 
+thread_local! {
+    /// Where a document's canonical form is written before it is hashed in one call:
+    /// feeding SHA-256 a few bytes per key and value cost more than the hashing itself.
+    static CANONICAL: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer grown past this by a huge document is not kept for the next one.
+const CANONICAL_KEPT_BYTES: usize = 1 << 20;
+
 /// Hashes the canonical form: object keys sorted, no insignificant whitespace, and the
 /// top-level Cosmos DB system properties left out (they change without the chat changing).
 pub fn content_hash(document: &Value) -> ContentHash {
-    let mut hasher = HashWriter(Sha256::new());
-    match document {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map
-                .keys()
-                .filter(|k| !COSMOS_SYSTEM_PROPERTIES.contains(&k.as_str()))
-                .collect();
-            keys.sort();
-            write_object(&mut hasher, keys.into_iter().map(|k| (k, &map[k])));
+    CANONICAL.with_borrow_mut(|out| {
+        out.clear();
+        match document {
+            Value::Object(map) => write_object(
+                out,
+                map.iter()
+                    .filter(|(k, _)| !COSMOS_SYSTEM_PROPERTIES.contains(&k.as_str())),
+            ),
+            other => write_canonical(out, other),
         }
-        other => write_canonical(&mut hasher, other),
-    }
-    ContentHash(hasher.0.finalize().into())
+        let hash = ContentHash(Sha256::digest(out.as_slice()).into());
+        if out.capacity() > CANONICAL_KEPT_BYTES {
+            *out = Vec::new();
+        }
+        hash
+    })
 }
 
-struct HashWriter(Sha256);
-
-impl HashWriter {
-    fn put(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
-    }
-
-    /// JSON text of a scalar or key, written straight into the hash (no temporary string).
-    fn put_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) {
-        // Writing to a hasher cannot fail, and these values always serialise.
-        let _ = serde_json::to_writer(&mut *self, value);
-    }
+/// JSON text of a scalar or key. Writing to a `Vec` cannot fail, and these values always
+/// serialise.
+fn put_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
 }
 
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn write_canonical(out: &mut HashWriter, value: &Value) {
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            write_object(out, entries.into_iter());
-        }
+        Value::Object(map) => write_object(out, map.iter()),
         Value::Array(items) => {
-            out.put(b"[");
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.put(b",");
+                    out.push(b',');
                 }
                 write_canonical(out, item);
             }
-            out.put(b"]");
+            out.push(b']');
         }
-        scalar => out.put_json(scalar),
+        scalar => put_json(out, scalar),
     }
 }
 
-fn write_object<'a>(out: &mut HashWriter, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
-    out.put(b"{");
+/// Writes the entries sorted by key. serde_json's map keeps its keys sorted unless its
+/// `preserve_order` feature is on, so the sort is only a safeguard against that.
+fn write_object<'a>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (&'a String, &'a Value)> + Clone,
+) {
+    if !entries.clone().map(|(k, _)| k).is_sorted() {
+        let mut sorted: Vec<(&String, &Value)> = entries.collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        return write_entries(out, sorted.into_iter());
+    }
+    write_entries(out, entries)
+}
+
+fn write_entries<'a>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'a String, &'a Value)>) {
+    out.push(b'{');
     for (i, (key, value)) in entries.enumerate() {
         if i > 0 {
-            out.put(b",");
+            out.push(b',');
         }
-        out.put_json(key);
-        out.put(b":");
+        put_json(out, key);
+        out.push(b':');
         write_canonical(out, value);
     }
-    out.put(b"}");
+    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -148,6 +152,38 @@ mod tests {
         assert_eq!(content_hash(&plain), content_hash(&cosmos));
         let nested = json!({"ChatHeader": {"ChatUID": "x", "_ts": 5}});
         assert_ne!(content_hash(&plain), content_hash(&nested));
+    }
+
+    /// The canonical form is serde_json's compact text of the document with its keys
+    /// sorted: hashes stored in catalogs must not change with how they are computed.
+    #[test]
+    fn canonical_form_is_compact_sorted_json() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/reference/samples"
+        );
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+            let path = entry.map(|e| e.path()).unwrap_or_default();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut document: Value = serde_json::from_str(&text).unwrap_or_default();
+            document["_ts"] = json!(1_700_000_000);
+            let hash = content_hash(&document);
+            if let Some(map) = document.as_object_mut() {
+                map.retain(|k, _| !COSMOS_SYSTEM_PROPERTIES.contains(&k.as_str()));
+            }
+            let compact = serde_json::to_vec(&document).unwrap_or_default();
+            assert_eq!(
+                hash.0,
+                <[u8; 32]>::from(Sha256::digest(&compact)),
+                "{path:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 3, "only {checked} samples in {dir}");
     }
 
     #[test]
