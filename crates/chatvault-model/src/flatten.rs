@@ -1,5 +1,7 @@
 //! One chat document → the rows of every table.
 
+use std::sync::Arc;
+
 use crate::document::{ChatDocument, Role, SurveyAnswer};
 use crate::tables::{ChatRow, LineRow, PageRow, SurveyRow, TagRow};
 
@@ -44,9 +46,10 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
         visit_detail: mut visit,
         ..
     } = doc;
-    let uid = h.chat_uid.to_ascii_lowercase();
+    let uid: Arc<str> = h.chat_uid.to_ascii_lowercase().into();
     let site_key = h.site_key;
-    let operators: Vec<String> = h.operators().into_iter().map(str::to_owned).collect();
+    let operators: Vec<Arc<str>> = h.operators().into_iter().map(Arc::from).collect();
+    let no_operator: Arc<str> = Arc::from("");
     let (mut visitor, mut operator, mut system) = (0, 0, 0);
     let mut first_response = None;
     let lines: Vec<LineRow> = lines
@@ -68,9 +71,9 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
                 Role::Operator => usize::try_from(line.operator_index - 1)
                     .ok()
                     .and_then(|i| operators.get(i))
-                    .cloned()
-                    .unwrap_or_default(),
-                _ => String::new(),
+                    .unwrap_or(&no_operator)
+                    .clone(),
+                _ => no_operator.clone(),
             };
             LineRow {
                 chat_uid: uid.clone(),
@@ -79,7 +82,7 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
                 seq: i as i32,
                 dated: line.dated,
                 operator_index: line.operator_index,
-                role: role.as_str().to_owned(),
+                role: role.as_str(),
                 operator_name,
                 message: line.message,
             }
@@ -89,7 +92,7 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
         (Some(start), Some(reply)) => i32::try_from((reply - start).num_seconds().max(0)).ok(),
         _ => None,
     };
-    let survey = |kind: &str, answers: Vec<SurveyAnswer>| -> Vec<SurveyRow> {
+    let survey = |kind: &'static str, answers: Vec<SurveyAnswer>| -> Vec<SurveyRow> {
         answers
             .into_iter()
             .enumerate()
@@ -97,7 +100,7 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
                 chat_uid: uid.clone(),
                 site_key,
                 archive_seq,
-                survey: kind.to_owned(),
+                survey: kind,
                 seq: i as i32,
                 name: a.name,
                 value: a.value,
@@ -172,7 +175,7 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
         country_name.clone()
     };
     let chat = ChatRow {
-        chat_uid: uid.clone(),
+        chat_uid: uid.to_string(),
         site_key,
         archive_seq,
         started: h.started,
@@ -248,7 +251,7 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
         system_lines: system,
         first_response_seconds,
         operator_count: operators_named as i32,
-        operator_names: operators,
+        operator_names: operators.iter().map(|name| name.to_string()).collect(),
         visitor_country,
         answered_by_bot: h.taken_by_bot && !h.missed,
         transferred: operators_named > 1,
@@ -308,7 +311,7 @@ mod tests {
         assert_eq!(flat.surveys.len(), 4);
         assert_eq!(flat.surveys[2].survey, "post");
         assert_eq!(flat.pages.len(), 4);
-        assert_eq!(flat.lines[1].operator_name, "Amelia Brook");
+        assert_eq!(&*flat.lines[1].operator_name, "Amelia Brook");
         assert_eq!(flat.lines[0].role, "system");
         assert!(flat
             .lines

@@ -2,6 +2,7 @@
 //! schema), the OData model and the exports, so a column is named and typed once.
 
 use chrono::NaiveDateTime;
+use std::sync::Arc;
 
 /// The type of a column, as every consumer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,11 @@ macro_rules! column_value {
 
 column_value!(String, Str, false, |v| Some(v.as_str()));
 column_value!(Option<String>, Str, true, |v| v.as_deref());
+// A chat's child rows share its ChatUID and operator names, and every line's role is one
+// of three words: a row apiece of each would be tens of millions of small allocations
+// in a rebuild.
+column_value!(Arc<str>, Str, false, |v| Some(&**v));
+column_value!(&'static str, Str, false, |v| Some(*v));
 column_value!(i32, I32, false, |v| Some(*v));
 column_value!(Option<i32>, I32, true, |v| *v);
 column_value!(i64, I64, false, |v| Some(*v));
@@ -204,26 +210,26 @@ table! {
 
 table! {
     LineRow, "ChatLines", keys ["ChatUID", "Seq"], {
-        chat_uid: String => "ChatUID",
+        chat_uid: Arc<str> => "ChatUID",
         site_key: i32 => "SiteKey",
         archive_seq: i64 => "ArchiveSeq",
         seq: i32 => "Seq",
         dated: Option<NaiveDateTime> => "Dated",
         operator_index: i32 => "OperatorIndex",
-        role: String => "Role",
+        role: &'static str => "Role",
         /// The operator's name from TakenByUsers; empty for visitor and system lines.
-        operator_name: String => "OperatorName",
+        operator_name: Arc<str> => "OperatorName",
         message: String => "Message",
     }
 }
 
 table! {
     SurveyRow, "SurveyAnswers", keys ["ChatUID", "Survey", "Seq"], {
-        chat_uid: String => "ChatUID",
+        chat_uid: Arc<str> => "ChatUID",
         site_key: i32 => "SiteKey",
         archive_seq: i64 => "ArchiveSeq",
         /// `pre` or `post`.
-        survey: String => "Survey",
+        survey: &'static str => "Survey",
         seq: i32 => "Seq",
         name: String => "Name",
         value: String => "Value",
@@ -232,7 +238,7 @@ table! {
 
 table! {
     PageRow, "PageViews", keys ["ChatUID", "Seq"], {
-        chat_uid: String => "ChatUID",
+        chat_uid: Arc<str> => "ChatUID",
         site_key: i32 => "SiteKey",
         archive_seq: i64 => "ArchiveSeq",
         seq: i32 => "Seq",
@@ -243,7 +249,7 @@ table! {
 
 table! {
     TagRow, "ChatTags", keys ["ChatUID", "Tag"], {
-        chat_uid: String => "ChatUID",
+        chat_uid: Arc<str> => "ChatUID",
         site_key: i32 => "SiteKey",
         archive_seq: i64 => "ArchiveSeq",
         tag: String => "Tag",
