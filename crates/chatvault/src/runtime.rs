@@ -27,8 +27,7 @@ pub struct Runtime {
 
 /// Takes the data directory's lock, so that two writers never share one archive.
 pub fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    create_data_dir(config)?;
     let path = config.data_dir.join("LOCK");
     let file = File::options()
         .create(true)
@@ -54,11 +53,14 @@ pub fn lock_data_dir(config: &Config) -> anyhow::Result<File> {
 /// such as creating the key the first `serve` will need, may have to create.
 pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
     if config.catalog_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
+        create_data_dir(config)?;
     }
     Ok(Catalog::connect(&config.catalog_url()).await?)
+}
+
+fn create_data_dir(config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))
 }
 
 impl Runtime {
