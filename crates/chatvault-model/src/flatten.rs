@@ -273,14 +273,11 @@ mod tests {
     use crate::tables::{ColumnData, TABLES};
 
     fn sample(name: &str) -> ChatDocument {
-        let path = format!(
-            "{}/../../../shared/reference/samples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let path = crate::reference_samples().join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         let value: serde_json::Value =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-        ChatDocument::from_value(&value).unwrap_or_else(|e| panic!("{path}: {e}"))
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        ChatDocument::from_value(&value).unwrap_or_else(|e| panic!("{path:?}: {e}"))
     }
 
     #[test]

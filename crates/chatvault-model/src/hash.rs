@@ -158,12 +158,9 @@ mod tests {
     /// sorted: hashes stored in catalogs must not change with how they are computed.
     #[test]
     fn canonical_form_is_compact_sorted_json() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/reference/samples"
-        );
+        let dir = crate::reference_samples();
         let mut checked = 0;
-        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
             let path = entry.map(|e| e.path()).unwrap_or_default();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
@@ -183,7 +180,7 @@ mod tests {
             );
             checked += 1;
         }
-        assert!(checked > 3, "only {checked} samples in {dir}");
+        assert!(checked > 3, "only {checked} samples in {dir:?}");
     }
 
     #[test]

@@ -35,3 +35,9 @@ pub use tables::{
 };
 pub use time::{parse_local_timestamp, LocalTimestamp, TimestampError};
 pub use validate::{Rejection, SchemaRegistry, ValidatedDocument, MAX_DOCUMENT_BYTES};
+
+/// The chat server's reference samples, beside the repository, for unit tests.
+#[cfg(test)]
+pub(crate) fn reference_samples() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/samples")
+}
