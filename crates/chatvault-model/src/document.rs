@@ -191,7 +191,10 @@ impl ChatDocument {
     /// which JSON allows and the schema check accepted, reads as in a `Value`: the last
     /// one wins.
     pub fn from_json(bytes: &[u8]) -> Result<ChatDocument, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        // Checked once for the whole document: parsed as bytes, every string (a few
+        // hundred per chat) would be checked again on its own.
+        let text = std::str::from_utf8(bytes).map_err(serde::de::Error::custom)?;
+        serde_json::from_str(text)
     }
 }
 
@@ -245,6 +248,14 @@ mod tests {
         let direct = ChatDocument::from_json(text).expect("reads");
         assert_eq!(direct, ChatDocument::from_value(&value).expect("reads"));
         assert_eq!(direct.chat_header.site_key, 5, "the last one wins");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_an_error() {
+        let text = b"{\"ChatHeader\": {\"ChatUID\": \"a\xff1\", \"SiteKey\": 3,
+            \"Started\": \"2024-08-14T09:12:03\"}, \"Lines\": []}";
+        let error = ChatDocument::from_json(text).expect_err("not UTF-8");
+        assert!(error.to_string().contains("invalid utf-8"), "{error}");
     }
 
     #[test]
