@@ -270,7 +270,8 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::{ColumnData, TABLES};
+    use crate::tables::{ColumnDef, ColumnKind, ColumnSink, TABLES};
+    use std::convert::Infallible;
 
     fn sample(name: &str) -> ChatDocument {
         let path = crate::reference_samples().join(name);
@@ -339,33 +340,103 @@ mod tests {
         assert_eq!(late, early);
     }
 
+    /// What each column handed over: its definition, the kind the sink method taken
+    /// stands for, and how many values.
+    #[derive(Default)]
+    struct Shapes(Vec<(ColumnDef, ColumnKind, usize)>);
+
+    impl Shapes {
+        fn note(
+            &mut self,
+            def: &ColumnDef,
+            kind: ColumnKind,
+            len: usize,
+        ) -> Result<(), Infallible> {
+            self.0.push((*def, kind, len));
+            Ok(())
+        }
+    }
+
+    impl<'a> ColumnSink<'a> for Shapes {
+        type Error = Infallible;
+        fn strs(
+            &mut self,
+            def: &ColumnDef,
+            values: impl ExactSizeIterator<Item = Option<&'a str>>,
+        ) -> Result<(), Infallible> {
+            self.note(def, ColumnKind::Str, values.len())
+        }
+        fn i32s(
+            &mut self,
+            def: &ColumnDef,
+            values: impl ExactSizeIterator<Item = Option<i32>>,
+        ) -> Result<(), Infallible> {
+            self.note(def, ColumnKind::I32, values.len())
+        }
+        fn i64s(
+            &mut self,
+            def: &ColumnDef,
+            values: impl ExactSizeIterator<Item = Option<i64>>,
+        ) -> Result<(), Infallible> {
+            self.note(def, ColumnKind::I64, values.len())
+        }
+        fn bools(
+            &mut self,
+            def: &ColumnDef,
+            values: impl ExactSizeIterator<Item = Option<bool>>,
+        ) -> Result<(), Infallible> {
+            self.note(def, ColumnKind::Bool, values.len())
+        }
+        fn f64s(
+            &mut self,
+            def: &ColumnDef,
+            values: impl ExactSizeIterator<Item = Option<f64>>,
+        ) -> Result<(), Infallible> {
+            self.note(def, ColumnKind::F64, values.len())
+        }
+        fn timestamps(
+            &mut self,
+            def: &ColumnDef,
+            values: impl ExactSizeIterator<Item = Option<i64>>,
+        ) -> Result<(), Infallible> {
+            self.note(def, ColumnKind::Timestamp, values.len())
+        }
+        fn str_lists(
+            &mut self,
+            def: &ColumnDef,
+            values: impl ExactSizeIterator<Item = &'a [String]>,
+        ) -> Result<(), Infallible> {
+            self.note(def, ColumnKind::StrList, values.len())
+        }
+    }
+
     #[test]
-    fn columns_match_their_table_definitions() {
+    fn columns_match_their_table_definitions() -> Result<(), Infallible> {
         let flat = flatten(sample("answered-with-surveys.json"), 1);
         fn refs<T>(rows: &[T]) -> Vec<&T> {
             rows.iter().collect()
         }
-        let checks: [(usize, Vec<ColumnData>); 5] = [
-            (1, ChatRow::columns(&[&flat.chat])),
-            (flat.lines.len(), LineRow::columns(&refs(&flat.lines))),
-            (flat.surveys.len(), SurveyRow::columns(&refs(&flat.surveys))),
-            (flat.pages.len(), PageRow::columns(&refs(&flat.pages))),
-            (flat.tags.len(), TagRow::columns(&refs(&flat.tags))),
+        let mut shapes: [Shapes; 5] = Default::default();
+        ChatRow::put_columns(&[&flat.chat], &mut shapes[0])?;
+        LineRow::put_columns(&refs(&flat.lines), &mut shapes[1])?;
+        SurveyRow::put_columns(&refs(&flat.surveys), &mut shapes[2])?;
+        PageRow::put_columns(&refs(&flat.pages), &mut shapes[3])?;
+        TagRow::put_columns(&refs(&flat.tags), &mut shapes[4])?;
+        let rows = [
+            1,
+            flat.lines.len(),
+            flat.surveys.len(),
+            flat.pages.len(),
+            flat.tags.len(),
         ];
-        for (table, (rows, columns)) in TABLES.iter().zip(checks) {
-            assert_eq!(columns.len(), table.columns.len(), "{}", table.name);
-            for (def, data) in table.columns.iter().zip(&columns) {
-                let len = match data {
-                    ColumnData::Str(v) => v.len(),
-                    ColumnData::I32(v) => v.len(),
-                    ColumnData::I64(v) => v.len(),
-                    ColumnData::Bool(v) => v.len(),
-                    ColumnData::F64(v) => v.len(),
-                    ColumnData::Timestamp(v) => v.len(),
-                    ColumnData::StrList(v) => v.len(),
-                };
-                assert_eq!(len, rows, "{}.{}", table.name, def.name);
-            }
+        for ((table, shapes), rows) in TABLES.iter().zip(shapes).zip(rows) {
+            let expected: Vec<(ColumnDef, ColumnKind, usize)> = table
+                .columns
+                .iter()
+                .map(|def| (*def, def.kind, rows))
+                .collect();
+            assert_eq!(shapes.0, expected, "{}", table.name);
         }
+        Ok(())
     }
 }

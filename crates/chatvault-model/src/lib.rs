@@ -30,7 +30,7 @@ pub use flatten::{flatten, FlatChat};
 pub use hash::{content_hash, ContentHash};
 pub use redact::{mask_card_numbers, Redaction, RedactionPolicy};
 pub use tables::{
-    ChatRow, ColumnData, ColumnDef, ColumnKind, ColumnValue, LineRow, PageRow, SurveyRow, TableDef,
+    ChatRow, ColumnDef, ColumnKind, ColumnSink, ColumnValue, LineRow, PageRow, SurveyRow, TableDef,
     TagRow, TABLES,
 };
 pub use time::{parse_local_timestamp, LocalTimestamp, TimestampError};

@@ -39,57 +39,94 @@ impl TableDef {
     }
 }
 
-/// Column values ready to become a columnar array, borrowed from the rows: a flush
-/// turns tens of thousands of chats into columns, and copying every string first cost as
-/// much as building the arrays.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ColumnData<'a> {
-    Str(Vec<Option<&'a str>>),
-    I32(Vec<Option<i32>>),
-    I64(Vec<Option<i64>>),
-    Bool(Vec<Option<bool>>),
-    F64(Vec<Option<f64>>),
+/// Receives a table's columns one at a time, each as an iterator over the rows' values
+/// (strings borrowed from the rows): a flush turns tens of thousands of chats into
+/// columns, and gathering every column into a vector first cost as much memory traffic
+/// as building the arrays themselves.
+pub trait ColumnSink<'a> {
+    type Error;
+    fn strs(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<&'a str>>,
+    ) -> Result<(), Self::Error>;
+    fn i32s(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<i32>>,
+    ) -> Result<(), Self::Error>;
+    fn i64s(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<i64>>,
+    ) -> Result<(), Self::Error>;
+    fn bools(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<bool>>,
+    ) -> Result<(), Self::Error>;
+    fn f64s(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<f64>>,
+    ) -> Result<(), Self::Error>;
     /// Microseconds since 1970-01-01T00:00:00 in site wall-clock time.
-    Timestamp(Vec<Option<i64>>),
-    StrList(Vec<&'a [String]>),
+    fn timestamps(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<i64>>,
+    ) -> Result<(), Self::Error>;
+    fn str_lists(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = &'a [String]>,
+    ) -> Result<(), Self::Error>;
 }
 
 /// A Rust field type that can be a column.
 pub trait ColumnValue {
     const KIND: ColumnKind;
     const NULLABLE: bool;
-    fn collect<'a>(values: impl Iterator<Item = &'a Self>) -> ColumnData<'a>
+    fn put<'a, S: ColumnSink<'a>>(
+        sink: &mut S,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = &'a Self>,
+    ) -> Result<(), S::Error>
     where
         Self: 'a;
 }
 
 macro_rules! column_value {
-    ($ty:ty, $kind:ident, $nullable:expr, |$v:ident| $conv:expr) => {
+    ($ty:ty, $kind:ident, $nullable:expr, $put:ident, |$v:ident| $conv:expr) => {
         impl ColumnValue for $ty {
             const KIND: ColumnKind = ColumnKind::$kind;
             const NULLABLE: bool = $nullable;
-            fn collect<'a>(values: impl Iterator<Item = &'a Self>) -> ColumnData<'a> {
-                ColumnData::$kind(values.map(|$v| $conv).collect())
+            fn put<'a, S: ColumnSink<'a>>(
+                sink: &mut S,
+                def: &ColumnDef,
+                values: impl ExactSizeIterator<Item = &'a Self>,
+            ) -> Result<(), S::Error> {
+                sink.$put(def, values.map(|$v| $conv))
             }
         }
     };
 }
 
-column_value!(String, Str, false, |v| Some(v.as_str()));
-column_value!(Option<String>, Str, true, |v| v.as_deref());
+column_value!(String, Str, false, strs, |v| Some(v.as_str()));
+column_value!(Option<String>, Str, true, strs, |v| v.as_deref());
 // A chat's child rows share its ChatUID and operator names, and every line's role is one
 // of three words: a row apiece of each would be tens of millions of small allocations
 // in a rebuild.
-column_value!(Arc<str>, Str, false, |v| Some(&**v));
-column_value!(&'static str, Str, false, |v| Some(*v));
-column_value!(i32, I32, false, |v| Some(*v));
-column_value!(Option<i32>, I32, true, |v| *v);
-column_value!(i64, I64, false, |v| Some(*v));
-column_value!(bool, Bool, false, |v| Some(*v));
-column_value!(Option<f64>, F64, true, |v| *v);
-column_value!(Option<NaiveDateTime>, Timestamp, true, |v| v
+column_value!(Arc<str>, Str, false, strs, |v| Some(&**v));
+column_value!(&'static str, Str, false, strs, |v| Some(*v));
+column_value!(i32, I32, false, i32s, |v| Some(*v));
+column_value!(Option<i32>, I32, true, i32s, |v| *v);
+column_value!(i64, I64, false, i64s, |v| Some(*v));
+column_value!(bool, Bool, false, bools, |v| Some(*v));
+column_value!(Option<f64>, F64, true, f64s, |v| *v);
+column_value!(Option<NaiveDateTime>, Timestamp, true, timestamps, |v| v
     .map(|t| t.and_utc().timestamp_micros()));
-column_value!(Vec<String>, StrList, false, |v| v.as_slice());
+column_value!(Vec<String>, StrList, false, str_lists, |v| v.as_slice());
 
 /// Declares a row struct together with its table definition and column extraction, so
 /// the three can never disagree.
@@ -108,9 +145,13 @@ macro_rules! table {
                 columns: &[$(ColumnDef { name: $col, kind: <$ty as ColumnValue>::KIND, nullable: <$ty as ColumnValue>::NULLABLE }),*],
             };
 
-            /// The rows as columns, in `TABLE.columns` order.
-            pub fn columns<'a>(rows: &[&'a $row]) -> Vec<ColumnData<'a>> {
-                vec![$(<$ty as ColumnValue>::collect(rows.iter().map(|r| &r.$field))),*]
+            /// Hands the rows to `sink` column by column, in `TABLE.columns` order.
+            pub fn put_columns<'a, S: ColumnSink<'a>>(rows: &[&'a $row], sink: &mut S) -> Result<(), S::Error> {
+                $(
+                    let def = ColumnDef { name: $col, kind: <$ty as ColumnValue>::KIND, nullable: <$ty as ColumnValue>::NULLABLE };
+                    <$ty as ColumnValue>::put(sink, &def, rows.iter().map(|&r| &r.$field))?;
+                )*
+                Ok(())
             }
         }
     };

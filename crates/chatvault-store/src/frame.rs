@@ -1,6 +1,6 @@
 //! Rows of the model's tables → polars frames, typed by the one table definition.
 
-use chatvault_model::{ColumnData, ColumnKind, TableDef};
+use chatvault_model::{ColumnDef, ColumnKind, ColumnSink, TableDef};
 use polars::prelude::*;
 
 fn dtype(kind: ColumnKind) -> DataType {
@@ -28,34 +28,148 @@ pub fn empty_frame(table: &TableDef) -> DataFrame {
     DataFrame::empty_with_schema(&table_schema(table))
 }
 
-/// Builds a frame from columns produced by a row type's `columns()`.
-pub(crate) fn to_frame(table: &TableDef, columns: Vec<ColumnData>) -> PolarsResult<DataFrame> {
-    let mut out = Vec::with_capacity(columns.len());
-    let mut height = 0;
-    for (def, data) in table.columns.iter().zip(columns) {
-        let name: PlSmallStr = def.name.into();
-        let series = match data {
-            ColumnData::Str(v) => Series::new(name, v),
-            ColumnData::I32(v) => Series::new(name, v),
-            ColumnData::I64(v) => Series::new(name, v),
-            ColumnData::Bool(v) => Series::new(name, v),
-            ColumnData::F64(v) => Series::new(name, v),
-            ColumnData::Timestamp(v) => Series::new(name, v).cast(&dtype(ColumnKind::Timestamp))?,
-            ColumnData::StrList(v) => {
-                let lists: Vec<Series> = v
-                    .into_iter()
-                    .map(|items| Series::new(PlSmallStr::EMPTY, items))
-                    .collect();
-                let s = if lists.is_empty() {
-                    Series::new_empty(name.clone(), &dtype(ColumnKind::StrList))
-                } else {
-                    Series::new(name.clone(), lists)
-                };
-                s.cast(&dtype(ColumnKind::StrList))?
-            }
-        };
-        height = series.len();
-        out.push(series.into_column());
+/// Builds a frame of `rows` rows from what a row type's `put_columns` hands over.
+pub(crate) fn to_frame(
+    rows: usize,
+    put_columns: impl FnOnce(&mut FrameSink) -> PolarsResult<()>,
+) -> PolarsResult<DataFrame> {
+    let mut sink = FrameSink(Vec::new());
+    put_columns(&mut sink)?;
+    DataFrame::new(rows, sink.0)
+}
+
+/// Turns each column straight into a polars column.
+pub(crate) struct FrameSink(Vec<Column>);
+
+impl FrameSink {
+    fn push(&mut self, series: Series) -> PolarsResult<()> {
+        self.0.push(series.into_column());
+        Ok(())
     }
-    DataFrame::new(height, out)
+}
+
+impl<'a> ColumnSink<'a> for FrameSink {
+    type Error = PolarsError;
+
+    fn strs(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<&'a str>>,
+    ) -> PolarsResult<()> {
+        self.push(StringChunked::from_iter_options(def.name.into(), values).into_series())
+    }
+
+    fn i32s(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<i32>>,
+    ) -> PolarsResult<()> {
+        self.push(Int32Chunked::from_iter_options(def.name.into(), values).into_series())
+    }
+
+    fn i64s(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<i64>>,
+    ) -> PolarsResult<()> {
+        self.push(Int64Chunked::from_iter_options(def.name.into(), values).into_series())
+    }
+
+    fn bools(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<bool>>,
+    ) -> PolarsResult<()> {
+        self.push(BooleanChunked::from_iter_options(def.name.into(), values).into_series())
+    }
+
+    fn f64s(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<f64>>,
+    ) -> PolarsResult<()> {
+        self.push(Float64Chunked::from_iter_options(def.name.into(), values).into_series())
+    }
+
+    // The integers become the timestamps as they are, without the copy a cast makes.
+    fn timestamps(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<i64>>,
+    ) -> PolarsResult<()> {
+        self.push(
+            Int64Chunked::from_iter_options(def.name.into(), values)
+                .into_datetime(TimeUnit::Microseconds, None)
+                .into_series(),
+        )
+    }
+
+    // One builder for the whole column: a series per row (two per chat) was a dozen
+    // allocations each.
+    fn str_lists(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = &'a [String]>,
+    ) -> PolarsResult<()> {
+        let mut lists = ListStringChunkedBuilder::new(def.name.into(), values.len(), 0);
+        for items in values {
+            lists.append_values_iter(items.iter().map(String::as_str));
+        }
+        self.push(lists.finish().into_series())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: TableDef = TableDef {
+        name: "Lists",
+        keys: &[],
+        columns: &[
+            ColumnDef {
+                name: "At",
+                kind: ColumnKind::Timestamp,
+                nullable: true,
+            },
+            ColumnDef {
+                name: "Tags",
+                kind: ColumnKind::StrList,
+                nullable: false,
+            },
+        ],
+    };
+
+    #[test]
+    fn timestamps_and_string_lists_keep_their_values_and_the_table_schema() -> PolarsResult<()> {
+        let tags = [vec!["vip".to_owned(), "sales".to_owned()], Vec::new()];
+        let df = to_frame(2, |sink| {
+            sink.timestamps(
+                &TABLE.columns[0],
+                [Some(1_723_626_723_417_000), None].into_iter(),
+            )?;
+            sink.str_lists(&TABLE.columns[1], tags.iter().map(Vec::as_slice))
+        })?;
+        assert_eq!(**df.schema(), table_schema(&TABLE));
+        let at = df.column("At")?.cast(&DataType::Int64)?;
+        assert_eq!(at.i64()?.get(0), Some(1_723_626_723_417_000));
+        assert_eq!(at.i64()?.get(1), None);
+        let lists = df.column("Tags")?.list()?.clone();
+        let first = lists.get_as_series(0).expect("a first row");
+        let first: Vec<Option<&str>> = first.str()?.iter().collect();
+        assert_eq!(first, [Some("vip"), Some("sales")]);
+        assert_eq!(lists.get_as_series(1).expect("a second row").len(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn no_rows_make_an_empty_frame_of_the_table_schema() -> PolarsResult<()> {
+        let df = to_frame(0, |sink| {
+            sink.timestamps(&TABLE.columns[0], std::iter::empty())?;
+            sink.str_lists(&TABLE.columns[1], std::iter::empty())
+        })?;
+        assert_eq!(df.height(), 0);
+        assert_eq!(**df.schema(), table_schema(&TABLE));
+        Ok(())
+    }
 }

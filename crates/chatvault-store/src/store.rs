@@ -1184,11 +1184,11 @@ fn buffer_frames(buffered: &[&Buffered]) -> Result<[DataFrame; 5]> {
     let pages: Vec<&PageRow> = flats.iter().flat_map(|f| &f.pages).collect();
     let tags: Vec<&TagRow> = flats.iter().flat_map(|f| &f.tags).collect();
     Ok([
-        to_frame(&ChatRow::TABLE, ChatRow::columns(&chats))?,
-        to_frame(&LineRow::TABLE, LineRow::columns(&lines))?,
-        to_frame(&SurveyRow::TABLE, SurveyRow::columns(&surveys))?,
-        to_frame(&PageRow::TABLE, PageRow::columns(&pages))?,
-        to_frame(&TagRow::TABLE, TagRow::columns(&tags))?,
+        to_frame(chats.len(), |sink| ChatRow::put_columns(&chats, sink))?,
+        to_frame(lines.len(), |sink| LineRow::put_columns(&lines, sink))?,
+        to_frame(surveys.len(), |sink| SurveyRow::put_columns(&surveys, sink))?,
+        to_frame(pages.len(), |sink| PageRow::put_columns(&pages, sink))?,
+        to_frame(tags.len(), |sink| TagRow::put_columns(&tags, sink))?,
     ])
 }
 
