@@ -357,56 +357,29 @@ mod tests {
         }
     }
 
+    /// Each sink method notes the kind it stands for.
+    macro_rules! noting {
+        ($($method:ident: $item:ty => $kind:ident),* $(,)?) => {$(
+            fn $method(
+                &mut self,
+                def: &ColumnDef,
+                values: impl ExactSizeIterator<Item = $item>,
+            ) -> Result<(), Infallible> {
+                self.note(def, ColumnKind::$kind, values.len())
+            }
+        )*};
+    }
+
     impl<'a> ColumnSink<'a> for Shapes {
         type Error = Infallible;
-        fn strs(
-            &mut self,
-            def: &ColumnDef,
-            values: impl ExactSizeIterator<Item = Option<&'a str>>,
-        ) -> Result<(), Infallible> {
-            self.note(def, ColumnKind::Str, values.len())
-        }
-        fn i32s(
-            &mut self,
-            def: &ColumnDef,
-            values: impl ExactSizeIterator<Item = Option<i32>>,
-        ) -> Result<(), Infallible> {
-            self.note(def, ColumnKind::I32, values.len())
-        }
-        fn i64s(
-            &mut self,
-            def: &ColumnDef,
-            values: impl ExactSizeIterator<Item = Option<i64>>,
-        ) -> Result<(), Infallible> {
-            self.note(def, ColumnKind::I64, values.len())
-        }
-        fn bools(
-            &mut self,
-            def: &ColumnDef,
-            values: impl ExactSizeIterator<Item = Option<bool>>,
-        ) -> Result<(), Infallible> {
-            self.note(def, ColumnKind::Bool, values.len())
-        }
-        fn f64s(
-            &mut self,
-            def: &ColumnDef,
-            values: impl ExactSizeIterator<Item = Option<f64>>,
-        ) -> Result<(), Infallible> {
-            self.note(def, ColumnKind::F64, values.len())
-        }
-        fn timestamps(
-            &mut self,
-            def: &ColumnDef,
-            values: impl ExactSizeIterator<Item = Option<i64>>,
-        ) -> Result<(), Infallible> {
-            self.note(def, ColumnKind::Timestamp, values.len())
-        }
-        fn str_lists(
-            &mut self,
-            def: &ColumnDef,
-            values: impl ExactSizeIterator<Item = &'a [String]>,
-        ) -> Result<(), Infallible> {
-            self.note(def, ColumnKind::StrList, values.len())
+        noting! {
+            strs: Option<&'a str> => Str,
+            i32s: Option<i32> => I32,
+            i64s: Option<i64> => I64,
+            bools: Option<bool> => Bool,
+            f64s: Option<f64> => F64,
+            timestamps: Option<i64> => Timestamp,
+            str_lists: &'a [String] => StrList,
         }
     }
 

@@ -48,47 +48,28 @@ impl FrameSink {
     }
 }
 
+/// Sink methods whose polars column is built from the values as they come.
+macro_rules! columns_as_they_come {
+    ($($method:ident: $item:ty => $array:ty),* $(,)?) => {$(
+        fn $method(
+            &mut self,
+            def: &ColumnDef,
+            values: impl ExactSizeIterator<Item = $item>,
+        ) -> PolarsResult<()> {
+            self.push(<$array>::from_iter_options(def.name.into(), values).into_series())
+        }
+    )*};
+}
+
 impl<'a> ColumnSink<'a> for FrameSink {
     type Error = PolarsError;
 
-    fn strs(
-        &mut self,
-        def: &ColumnDef,
-        values: impl ExactSizeIterator<Item = Option<&'a str>>,
-    ) -> PolarsResult<()> {
-        self.push(StringChunked::from_iter_options(def.name.into(), values).into_series())
-    }
-
-    fn i32s(
-        &mut self,
-        def: &ColumnDef,
-        values: impl ExactSizeIterator<Item = Option<i32>>,
-    ) -> PolarsResult<()> {
-        self.push(Int32Chunked::from_iter_options(def.name.into(), values).into_series())
-    }
-
-    fn i64s(
-        &mut self,
-        def: &ColumnDef,
-        values: impl ExactSizeIterator<Item = Option<i64>>,
-    ) -> PolarsResult<()> {
-        self.push(Int64Chunked::from_iter_options(def.name.into(), values).into_series())
-    }
-
-    fn bools(
-        &mut self,
-        def: &ColumnDef,
-        values: impl ExactSizeIterator<Item = Option<bool>>,
-    ) -> PolarsResult<()> {
-        self.push(BooleanChunked::from_iter_options(def.name.into(), values).into_series())
-    }
-
-    fn f64s(
-        &mut self,
-        def: &ColumnDef,
-        values: impl ExactSizeIterator<Item = Option<f64>>,
-    ) -> PolarsResult<()> {
-        self.push(Float64Chunked::from_iter_options(def.name.into(), values).into_series())
+    columns_as_they_come! {
+        strs: Option<&'a str> => StringChunked,
+        i32s: Option<i32> => Int32Chunked,
+        i64s: Option<i64> => Int64Chunked,
+        bools: Option<bool> => BooleanChunked,
+        f64s: Option<f64> => Float64Chunked,
     }
 
     // The integers become the timestamps as they are, without the copy a cast makes.
