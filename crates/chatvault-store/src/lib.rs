@@ -9,6 +9,7 @@
 //! them, and everything in it can be rebuilt from the archive.
 
 mod frame;
+mod order;
 mod store;
 
 pub use frame::{empty_frame, table_schema};

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::frame::to_frame;
+use crate::order::sort_by_key_runs;
 use crate::{Result, StoreError};
 
 const HIDE: &str = "HideBelow";
@@ -700,12 +701,7 @@ impl Store {
                     if let Some(h) = &hide_for_rewrite {
                         lf = hide_superseded(lf, h);
                     }
-                    let mut df = lf
-                        .sort(
-                            ["ChatUID"],
-                            SortMultipleOptions::default().with_maintain_order(true),
-                        )
-                        .collect()?;
+                    let mut df = sort_by_key_runs(&lf.collect()?, "ChatUID")?;
                     if df.height() == 0 {
                         return Ok(None);
                     }
