@@ -2,6 +2,7 @@
 
 use chatvault_model::{ColumnDef, ColumnKind, ColumnSink, TableDef};
 use polars::prelude::*;
+use polars_arrow::array::MutableBinaryViewArray;
 
 fn dtype(kind: ColumnKind) -> DataType {
     match kind {
@@ -65,11 +66,37 @@ impl<'a> ColumnSink<'a> for FrameSink {
     type Error = PolarsError;
 
     columns_as_they_come! {
-        strs: Option<&'a str> => StringChunked,
         i32s: Option<i32> => Int32Chunked,
         i64s: Option<i64> => Int64Chunked,
         bools: Option<bool> => BooleanChunked,
         f64s: Option<f64> => Float64Chunked,
+    }
+
+    // A run of equal values (a chat's ChatUID on each of its lines, answers and pages)
+    // is stored once, its rows viewing the same bytes: copying the ChatUID into every
+    // line's string buffer was the largest single copy in turning rows into columns.
+    fn strs(
+        &mut self,
+        def: &ColumnDef,
+        values: impl ExactSizeIterator<Item = Option<&'a str>>,
+    ) -> PolarsResult<()> {
+        let mut array = MutableBinaryViewArray::<str>::with_capacity(values.len());
+        // `extend_constant` with a null adds no views (polars-arrow 0.55), hence
+        // `extend_null` for a run of nulls.
+        let mut put = |run: Option<(Option<&str>, usize)>| match run {
+            Some((Some(value), n)) => array.extend_constant(n, Some(value)),
+            Some((None, n)) => array.extend_null(n),
+            None => {}
+        };
+        let mut run: Option<(Option<&str>, usize)> = None;
+        for value in values {
+            match &mut run {
+                Some((current, n)) if *current == value => *n += 1,
+                _ => put(run.replace((value, 1))),
+            }
+        }
+        put(run);
+        self.push(StringChunked::with_chunk(def.name.into(), array.freeze()).into_series())
     }
 
     // The integers become the timestamps as they are, without the copy a cast makes.
@@ -140,6 +167,53 @@ mod tests {
         let first: Vec<Option<&str>> = first.str()?.iter().collect();
         assert_eq!(first, [Some("vip"), Some("sales")]);
         assert_eq!(lists.get_as_series(1).expect("a second row").len(), 0);
+        Ok(())
+    }
+
+    const NAMES: ColumnDef = ColumnDef {
+        name: "Names",
+        kind: ColumnKind::Str,
+        nullable: true,
+    };
+
+    fn names_column(values: &[Option<String>]) -> PolarsResult<StringChunked> {
+        let df = to_frame(values.len(), |sink| {
+            sink.strs(&NAMES, values.iter().map(Option::as_deref))
+        })?;
+        Ok(df.column("Names")?.str()?.clone())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_keep_their_values_whether_or_not_they_repeat(
+            values in proptest::collection::vec(
+                proptest::option::weighted(
+                    0.9,
+                    proptest::sample::select(vec!["", "short", "a chat uid of 24 chars", "another value well past twelve bytes"]),
+                ),
+                0..60,
+            ),
+        ) {
+            let values: Vec<Option<String>> =
+                values.into_iter().map(|v| v.map(str::to_owned)).collect();
+            let column = names_column(&values).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let stored: Vec<Option<String>> = column.iter().map(|v| v.map(str::to_owned)).collect();
+            proptest::prop_assert_eq!(stored, values);
+        }
+    }
+
+    #[test]
+    fn a_run_of_equal_strings_is_stored_once() -> PolarsResult<()> {
+        let uid = "4f1c2a9be0d34c7f8a6b5e21";
+        let other = "9a8b7c6d5e4f3a2b1c0d9e8f";
+        let values: Vec<Option<String>> = [uid, uid, uid, other, other, uid]
+            .into_iter()
+            .map(|v| Some(v.to_owned()))
+            .collect();
+        let column = names_column(&values)?;
+        let buffered: usize = column.downcast_iter().map(|a| a.total_buffer_len()).sum();
+        // Three runs: uid, other, uid again.
+        assert_eq!(buffered, 3 * uid.len());
         Ok(())
     }
 
