@@ -387,6 +387,9 @@ fn failure_of(failure: &Mutex<Option<String>>) -> Option<String> {
     failure.lock().ok().and_then(|f| f.clone())
 }
 
+/// How often the writer lets the sources' tasks run before it closes a batch.
+const LINGER_YIELDS: usize = 2;
+
 /// The store's buffer may hold this many flushes' worth of chats before ingest waits
 /// for a flush.
 const BUFFERED_FLUSHES_AT_MOST: usize = 3;
@@ -450,6 +453,7 @@ impl Worker {
             };
             let mut docs = first.items.len();
             let mut batch = vec![first];
+            let mut lingered = 0;
             while docs < self.max_batch {
                 match rx.try_recv() {
                     Ok(Message::Submit(next)) => {
@@ -460,6 +464,13 @@ impl Worker {
                     Ok(exclusive) => {
                         held = Some(exclusive);
                         break;
+                    }
+                    // Requests that are being validated right now join this batch rather
+                    // than wait for the next: letting them run first costs microseconds,
+                    // a batch of its own costs a catalog round trip and an fsync.
+                    Err(mpsc::error::TryRecvError::Empty) if lingered < LINGER_YIELDS => {
+                        lingered += 1;
+                        tokio::task::yield_now().await;
                     }
                     Err(_) => break,
                 }
