@@ -1,6 +1,7 @@
 //! Rows of the model's tables → polars frames, typed by the one table definition.
 
 use chatvault_model::{ColumnDef, ColumnKind, ColumnSink, TableDef};
+use itertools::Itertools;
 use polars::prelude::*;
 use polars_arrow::array::MutableBinaryViewArray;
 
@@ -81,21 +82,13 @@ impl<'a> ColumnSink<'a> for FrameSink {
         values: impl ExactSizeIterator<Item = Option<&'a str>>,
     ) -> PolarsResult<()> {
         let mut array = MutableBinaryViewArray::<str>::with_capacity(values.len());
-        // `extend_constant` with a null adds no views (polars-arrow 0.55), hence
-        // `extend_null` for a run of nulls.
-        let mut put = |run: Option<(Option<&str>, usize)>| match run {
-            Some((Some(value), n)) => array.extend_constant(n, Some(value)),
-            Some((None, n)) => array.extend_null(n),
-            None => {}
-        };
-        let mut run: Option<(Option<&str>, usize)> = None;
-        for value in values {
-            match &mut run {
-                Some((current, n)) if *current == value => *n += 1,
-                _ => put(run.replace((value, 1))),
+        for (rows, value) in values.dedup_with_count() {
+            match value {
+                Some(value) => array.extend_constant(rows, Some(value)),
+                // `extend_constant` with a null adds no views (polars-arrow 0.55).
+                None => array.extend_null(rows),
             }
         }
-        put(run);
         self.push(StringChunked::with_chunk(def.name.into(), array.freeze()).into_series())
     }
 

@@ -1,6 +1,7 @@
 //! The order merged files keep: every table sorted by ChatUID, a chat's rows in the order
 //! they were flattened.
 
+use itertools::Itertools;
 use polars::prelude::*;
 
 /// `df` sorted by its string column `key` (nulls first, rows with equal keys in their
@@ -10,13 +11,14 @@ use polars::prelude::*;
 /// gathered straight from `df`'s chunks, which a polars sort first copies into one.
 pub(crate) fn sort_by_key_runs(df: &DataFrame, key: &str) -> PolarsResult<DataFrame> {
     let keys = df.column(key)?.str()?;
-    // (key, first row, row after the last) of every run of equal adjacent keys.
+    // (key, first row, row after the last) of every run of equal adjacent keys; a
+    // frame's height always fits polars' row index type.
     let mut runs: Vec<(Option<&str>, IdxSize, IdxSize)> = Vec::new();
-    for (row, value) in (0..).zip(keys.iter()) {
-        match runs.last_mut() {
-            Some((run_key, _, end)) if *run_key == value => *end = row + 1,
-            _ => runs.push((value, row, row + 1)),
-        }
+    let mut start: IdxSize = 0;
+    for (rows, value) in keys.iter().dedup_with_count() {
+        let end = start + rows as IdxSize;
+        runs.push((value, start, end));
+        start = end;
     }
     if runs.is_sorted_by(|a, b| a.0 <= b.0) {
         return Ok(df.clone());
