@@ -128,6 +128,15 @@ column_value!(Option<NaiveDateTime>, Timestamp, true, timestamps, |v| v
     .map(|t| t.and_utc().timestamp_micros()));
 column_value!(Vec<String>, StrList, false, str_lists, |v| v.as_slice());
 
+/// The definition of a column named `name` holding `T`s.
+const fn column_def<T: ColumnValue>(name: &'static str) -> ColumnDef {
+    ColumnDef {
+        name,
+        kind: T::KIND,
+        nullable: T::NULLABLE,
+    }
+}
+
 /// Declares a row struct together with its table definition and column extraction, so
 /// the three can never disagree.
 macro_rules! table {
@@ -142,14 +151,13 @@ macro_rules! table {
             pub const TABLE: TableDef = TableDef {
                 name: $name,
                 keys: &[$($key),*],
-                columns: &[$(ColumnDef { name: $col, kind: <$ty as ColumnValue>::KIND, nullable: <$ty as ColumnValue>::NULLABLE }),*],
+                columns: &[$(column_def::<$ty>($col)),*],
             };
 
             /// Hands the rows to `sink` column by column, in `TABLE.columns` order.
             pub fn put_columns<'a, S: ColumnSink<'a>>(rows: &[&'a $row], sink: &mut S) -> Result<(), S::Error> {
                 $(
-                    let def = ColumnDef { name: $col, kind: <$ty as ColumnValue>::KIND, nullable: <$ty as ColumnValue>::NULLABLE };
-                    <$ty as ColumnValue>::put(sink, &def, rows.iter().map(|&r| &r.$field))?;
+                    <$ty as ColumnValue>::put(sink, &column_def::<$ty>($col), rows.iter().map(|&r| &r.$field))?;
                 )*
                 Ok(())
             }
