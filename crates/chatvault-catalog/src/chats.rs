@@ -1,9 +1,10 @@
 use chatvault_model::ContentHash;
 use futures::TryStreamExt;
 use sqlx::Row;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::{query_err, Catalog, CatalogError, Result};
+use crate::{query_err, Backend, Catalog, CatalogError, Result};
 
 /// The catalog's view of one chat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,46 @@ const LOOKUP_CHUNK: usize = 500;
 const APPLY_CHUNK: usize = 500;
 /// Parameters bound for each chat version recorded.
 const VERSION_PARAMETERS: usize = 9;
+
+/// A value bound to a placeholder.
+enum Value<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+}
+
+/// One statement with its values in placeholder order.
+struct Statement<'a> {
+    sql: String,
+    values: Vec<Value<'a>>,
+    /// What a failure of the statement is reported as.
+    context: &'static str,
+}
+
+impl<'a> Statement<'a> {
+    /// The statements as one, for SQLite, whose anonymous placeholders bind in order
+    /// across all the statements of a string.
+    fn joined(statements: Vec<Statement<'a>>) -> Statement<'a> {
+        let sql = statements
+            .iter()
+            .map(|s| s.sql.as_str())
+            .collect::<Vec<_>>()
+            .join(";\n");
+        Statement {
+            sql,
+            values: statements.into_iter().flat_map(|s| s.values).collect(),
+            context: "recording an archived batch",
+        }
+    }
+
+    fn query(&self) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+        self.values
+            .iter()
+            .fold(sqlx::query(&self.sql), |query, value| match value {
+                Value::Text(text) => query.bind(text.as_ref()),
+                Value::Int(int) => query.bind(*int),
+            })
+    }
+}
 
 /// `changes` in rounds that each touch a chat at most once (PostgreSQL refuses an upsert
 /// that changes one row twice), a chat's changes in successive rounds in their order.
@@ -127,76 +168,126 @@ impl Catalog {
     /// Idempotent: a record at or below a chat's recorded position changes nothing, so
     /// replaying the archive over a catalog that already has some of it is safe.
     pub async fn apply(&self, changes: &[AppliedChange], stats: &[IngestStat]) -> Result<()> {
+        let rounds = apply_rounds(changes);
+        let mut statements: Vec<Statement<'_>> = rounds
+            .iter()
+            .flat_map(|round| round.chunks(APPLY_CHUNK))
+            .map(|chunk| self.record_versions(chunk))
+            .collect();
+        if let Some(max) = changes.iter().map(|c| c.seq).max() {
+            statements.push(self.advance_watermark(max + 1));
+        }
+        if !stats.is_empty() {
+            statements.push(self.add_stats(stats));
+        }
+        if statements.is_empty() {
+            return Ok(());
+        }
+        // SQLite runs every statement of one string in one call to the connection's
+        // thread; sent one by one, a webhook batch's apply took six hand-offs between
+        // threads, a larger share of its time than SQLite's own work.
+        if self.backend() == Backend::Sqlite {
+            statements = vec![Statement::joined(statements)];
+        }
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(query_err("starting an apply"))?;
-        for round in apply_rounds(changes) {
-            for chunk in round.chunks(APPLY_CHUNK) {
-                let placeholders = self.placeholders(chunk.len() * VERSION_PARAMETERS);
-                let rows: Vec<String> = placeholders
-                    .chunks(VERSION_PARAMETERS)
-                    .map(|p| {
-                        format!(
-                            "({}, {}, 1, {}, {}, {}, {}, {}, {}, {})",
-                            p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
-                        )
-                    })
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us, source) \
-                     VALUES {} \
-                     ON CONFLICT (chat_uid) DO UPDATE SET \
-                       site_key = excluded.site_key, version = chats.version + 1, content_hash = excluded.content_hash, \
-                       archive_seq = excluded.archive_seq, archive_segment = excluded.archive_segment, \
-                       deleted = excluded.deleted, updated_us = excluded.updated_us, source = excluded.source \
-                     WHERE chats.archive_seq < excluded.archive_seq",
-                    rows.join(", ")
-                );
-                let mut query = sqlx::query(&sql);
-                for c in chunk {
-                    query = query
-                        .bind(&c.chat_uid)
-                        .bind(c.site_key)
-                        .bind(c.content_hash.to_hex())
-                        .bind(c.seq as i64)
-                        .bind(c.segment as i64)
-                        .bind(i64::from(c.deleted))
-                        .bind(c.received_at_us)
-                        .bind(c.received_at_us)
-                        .bind(&c.source);
-                }
-                query
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(query_err("recording chat versions"))?;
-            }
-        }
-        if let Some(max) = changes.iter().map(|c| c.seq).max() {
-            sqlx::query(
-                "UPDATE archive_watermark SET next_seq = $1 WHERE id = 1 AND next_seq < $1",
-            )
-            .bind((max + 1) as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("advancing the archive watermark"))?;
-        }
-        for s in stats {
-            sqlx::query(
-                "INSERT INTO ingest_stats (source, outcome, documents, bytes) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (source, outcome) DO UPDATE SET \
-                   documents = ingest_stats.documents + excluded.documents, bytes = ingest_stats.bytes + excluded.bytes",
-            )
-            .bind(&s.source)
-            .bind(&s.outcome)
-            .bind(s.documents)
-            .bind(s.bytes)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_err("updating ingest statistics"))?;
+        for statement in &statements {
+            statement
+                .query()
+                .execute(&mut *tx)
+                .await
+                .map_err(query_err(statement.context))?;
         }
         tx.commit().await.map_err(query_err("committing an apply"))
+    }
+
+    /// Records one version of each chat of `chunk`, which holds each chat at most once.
+    fn record_versions<'a>(&self, chunk: &'a [&'a AppliedChange]) -> Statement<'a> {
+        let placeholders = self.placeholders(chunk.len() * VERSION_PARAMETERS);
+        let rows: Vec<String> = placeholders
+            .chunks(VERSION_PARAMETERS)
+            .map(|p| {
+                format!(
+                    "({}, {}, 1, {}, {}, {}, {}, {}, {}, {})",
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us, source) \
+             VALUES {} \
+             ON CONFLICT (chat_uid) DO UPDATE SET \
+               site_key = excluded.site_key, version = chats.version + 1, content_hash = excluded.content_hash, \
+               archive_seq = excluded.archive_seq, archive_segment = excluded.archive_segment, \
+               deleted = excluded.deleted, updated_us = excluded.updated_us, source = excluded.source \
+             WHERE chats.archive_seq < excluded.archive_seq",
+            rows.join(", ")
+        );
+        let values = chunk
+            .iter()
+            .flat_map(|c| {
+                [
+                    Value::Text(Cow::Borrowed(&c.chat_uid)),
+                    Value::Int(c.site_key),
+                    Value::Text(Cow::Owned(c.content_hash.to_hex())),
+                    Value::Int(c.seq as i64),
+                    Value::Int(c.segment as i64),
+                    Value::Int(i64::from(c.deleted)),
+                    Value::Int(c.received_at_us),
+                    Value::Int(c.received_at_us),
+                    Value::Text(Cow::Borrowed(&c.source)),
+                ]
+            })
+            .collect();
+        Statement {
+            sql,
+            values,
+            context: "recording chat versions",
+        }
+    }
+
+    fn advance_watermark(&self, next_seq: u64) -> Statement<'static> {
+        let p = self.placeholders(2);
+        Statement {
+            sql: format!(
+                "UPDATE archive_watermark SET next_seq = {} WHERE id = 1 AND next_seq < {}",
+                p[0], p[1]
+            ),
+            values: vec![Value::Int(next_seq as i64), Value::Int(next_seq as i64)],
+            context: "advancing the archive watermark",
+        }
+    }
+
+    /// Adds `stats` to the running totals; each (source, outcome) appears at most once.
+    fn add_stats<'a>(&self, stats: &'a [IngestStat]) -> Statement<'a> {
+        let placeholders = self.placeholders(stats.len() * 4);
+        let rows: Vec<String> = placeholders
+            .chunks(4)
+            .map(|p| format!("({}, {}, {}, {})", p[0], p[1], p[2], p[3]))
+            .collect();
+        Statement {
+            sql: format!(
+                "INSERT INTO ingest_stats (source, outcome, documents, bytes) VALUES {} \
+                 ON CONFLICT (source, outcome) DO UPDATE SET \
+                   documents = ingest_stats.documents + excluded.documents, bytes = ingest_stats.bytes + excluded.bytes",
+                rows.join(", ")
+            ),
+            values: stats
+                .iter()
+                .flat_map(|s| {
+                    [
+                        Value::Text(Cow::Borrowed(&s.source)),
+                        Value::Text(Cow::Borrowed(&s.outcome)),
+                        Value::Int(s.documents),
+                        Value::Int(s.bytes),
+                    ]
+                })
+                .collect(),
+            context: "updating ingest statistics",
+        }
     }
 
     /// The first archive sequence number the catalog has not applied.

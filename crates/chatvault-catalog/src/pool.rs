@@ -50,6 +50,9 @@ impl Catalog {
                 Backend::Postgres => 8,
             })
             .acquire_timeout(Duration::from_secs(10))
+            // A connection to a server can break while idle; an embedded SQLite one
+            // cannot, and its check cost each batch of ingest two hand-offs between threads.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -125,6 +125,26 @@ async fn versions_deletes_and_replay(catalog: Catalog) {
     assert_eq!(stats[0].documents, 2);
     assert_eq!(stats[0].bytes, 100);
 
+    // Several outcomes in one apply: each adds to its own total.
+    let stat = |outcome: &str, documents: i64, bytes: i64| IngestStat {
+        source: "webhook".into(),
+        outcome: outcome.into(),
+        documents,
+        bytes,
+    };
+    catalog
+        .apply(
+            &[change(4, "d", 7, false)],
+            &[stat("accepted", 1, 50), stat("rejected", 3, 30)],
+        )
+        .await
+        .expect("apply with two outcomes");
+    assert_eq!(
+        catalog.ingest_stats().await.expect("stats"),
+        vec![stat("accepted", 3, 150), stat("rejected", 3, 30)]
+    );
+    assert_eq!(catalog.next_seq().await.expect("watermark"), 5);
+
     // One batch that changes a chat three times, among more chats than one statement holds.
     let mut batch: Vec<AppliedChange> = (0..1200)
         .map(|i| change(10 + i, &format!("bulk{i:04}"), 4, false))
@@ -148,7 +168,7 @@ async fn versions_deletes_and_replay(catalog: Catalog) {
     assert_eq!(after["bulk1199"].version, 1);
     assert_eq!(after["bulk1199"].archive_seq, 1209);
     assert_eq!(catalog.next_seq().await.expect("watermark"), 1213);
-    assert_eq!(catalog.chat_counts().await.expect("counts"), (1201, 2));
+    assert_eq!(catalog.chat_counts().await.expect("counts"), (1202, 2));
 }
 
 async fn checkpoints_and_keys(catalog: Catalog) {
@@ -212,6 +232,76 @@ async fn sqlite_versions_deletes_and_replay() {
 #[tokio::test]
 async fn postgres_versions_deletes_and_replay() {
     versions_deletes_and_replay(postgres("versions").await).await;
+}
+
+/// A batch whose last statement fails records nothing of it (on SQLite a batch's
+/// statements travel as one string, which must not leave the first ones applied), and
+/// the catalog takes the next batch as usual.
+async fn a_failed_apply_records_nothing(catalog: Catalog, refuse_outcome: &[&str]) {
+    for statement in refuse_outcome {
+        catalog
+            .execute_raw(statement)
+            .await
+            .expect("create trigger");
+    }
+    let stat = |outcome: &str| IngestStat {
+        source: "webhook".into(),
+        outcome: outcome.into(),
+        documents: 1,
+        bytes: 10,
+    };
+    let refused = catalog
+        .apply(&[change(0, "a", 1, false)], &[stat("refused")])
+        .await
+        .expect_err("the trigger refuses the statistics");
+    assert!(
+        refused.to_string().contains("outcome refused"),
+        "unexpected error: {refused}"
+    );
+    assert!(catalog.lookup(&["a"]).await.expect("lookup").is_empty());
+    assert_eq!(catalog.next_seq().await.expect("watermark"), 0);
+    assert!(catalog.ingest_stats().await.expect("stats").is_empty());
+
+    catalog
+        .apply(&[change(0, "a", 1, false)], &[stat("accepted")])
+        .await
+        .expect("apply after a failed one");
+    assert_eq!(
+        catalog.chat("a").await.expect("lookup").map(|s| s.version),
+        Some(1)
+    );
+    assert_eq!(catalog.next_seq().await.expect("watermark"), 1);
+    assert_eq!(
+        catalog.ingest_stats().await.expect("stats"),
+        vec![stat("accepted")]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_a_failed_apply_records_nothing() {
+    let (catalog, _dir) = sqlite().await;
+    a_failed_apply_records_nothing(
+        catalog,
+        &[
+            "CREATE TRIGGER refuse_outcome BEFORE INSERT ON ingest_stats \
+           WHEN NEW.outcome = 'refused' BEGIN SELECT RAISE(ABORT, 'outcome refused'); END",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_failed_apply_records_nothing() {
+    a_failed_apply_records_nothing(
+        postgres("failed").await,
+        &[
+            "CREATE FUNCTION refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'outcome refused'; END $$",
+            "CREATE TRIGGER refuse_outcome BEFORE INSERT ON ingest_stats FOR EACH ROW \
+             WHEN (NEW.outcome = 'refused') EXECUTE FUNCTION refuse_outcome()",
+        ],
+    )
+    .await;
 }
 
 /// Each chat's latest source, as a source mirroring its upstream's deletes reads it.
