@@ -1,5 +1,5 @@
-//! The order merged files keep: every table sorted by ChatUID, a chat's rows in the order
-//! they were flattened.
+//! The order flushed and merged files keep: every table sorted by ChatUID, a chat's rows
+//! in the order they were flattened.
 
 use itertools::Itertools;
 use polars::prelude::*;

@@ -1305,7 +1305,8 @@ fn make_durable<'a>(dir: &Path, rels: impl IntoIterator<Item = &'a str>) -> Resu
     Ok(())
 }
 
-/// Whether a flush sorts each file by its table's key.
+/// Whether a flush orders each file as merges do (by ChatUID, a chat's rows as they were
+/// flattened), or leaves it in buffer order for the final merge of a rebuild to order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FileOrder {
     Sorted,
@@ -1395,8 +1396,7 @@ fn write_flush(
                 continue;
             }
             if order == FileOrder::Sorted {
-                let sort_keys: Vec<&str> = table.keys.to_vec();
-                df = df.sort(sort_keys, SortMultipleOptions::default())?;
+                df = sort_by_key_runs(&df, "ChatUID")?;
             }
             let rel = partition_path(table.name, i64::from(site), &month, &format!("part-{tag}"));
             let bytes = write_parquet(dir, &rel, &mut df, row_group, FLUSH_COMPRESSION)?;
