@@ -1,5 +1,5 @@
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, ConnectOptions, Executor};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -43,7 +43,11 @@ impl Catalog {
             }
             _ => url.to_owned(),
         };
-        let options = AnyConnectOptions::from_str(&url).map_err(connect_err)?;
+        // sqlx logs a slow statement with all of its SQL, tens of kilobytes on one line
+        // for a batch of chat versions; the ingest writer reports slow batches itself.
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(connect_err)?
+            .log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1));
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,

@@ -392,6 +392,10 @@ fn failure_of(failure: &Mutex<Option<String>>) -> Option<String> {
 /// made 7.5 and 9% more documents a second).
 const LINGER_YIELDS: usize = 6;
 
+/// A catalog transaction this slow is logged as a warning (the statements themselves are
+/// logged only at debug level: they are long).
+const SLOW_CATALOG_SECONDS: f64 = 1.0;
+
 /// The store's buffer may hold this many flushes' worth of chats before ingest waits
 /// for a flush.
 const BUFFERED_FLUSHES_AT_MOST: usize = 3;
@@ -761,8 +765,19 @@ impl Indexer {
     ) -> Result<(), String> {
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=4 {
+            let started = Instant::now();
             match self.catalog.apply(applied, stats).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    if seconds >= SLOW_CATALOG_SECONDS {
+                        tracing::warn!(
+                            versions = applied.len(),
+                            seconds,
+                            "the catalog took long to record a batch"
+                        );
+                    }
+                    return Ok(());
+                }
                 Err(e) if attempt < 4 => {
                     tracing::warn!(error = %e, attempt, "catalog update failed; retrying");
                     tokio::time::sleep(delay).await;
