@@ -256,6 +256,7 @@ impl Catalog {
                 "UPDATE archive_watermark SET next_seq = {} WHERE id = 1 AND next_seq < {}",
                 p[0], p[1]
             ),
+            // Bound twice: SQLite's anonymous placeholders cannot name one value twice.
             values: vec![Value::Int(next_seq as i64), Value::Int(next_seq as i64)],
             context: "advancing the archive watermark",
         }

@@ -4,12 +4,17 @@
 use itertools::Itertools;
 use polars::prelude::*;
 
+/// `df` (one table's rows) in the order every file the store writes keeps.
+pub(crate) fn in_file_order(df: &DataFrame) -> PolarsResult<DataFrame> {
+    sort_by_key_runs(df, "ChatUID")
+}
+
 /// `df` sorted by its string column `key` (nulls first, rows with equal keys in their
 /// order), as a stable polars sort would order it, comparing each run of equal adjacent
 /// keys once instead of each row: a chat's lines, answers and pages are adjacent, so a
 /// partition's twenty lines a chat are one run to place, not twenty. The rows are
 /// gathered straight from `df`'s chunks, which a polars sort first copies into one.
-pub(crate) fn sort_by_key_runs(df: &DataFrame, key: &str) -> PolarsResult<DataFrame> {
+fn sort_by_key_runs(df: &DataFrame, key: &str) -> PolarsResult<DataFrame> {
     let keys = df.column(key)?.str()?;
     // (key, first row, row after the last) of every run of equal adjacent keys; a
     // frame's height always fits polars' row index type.

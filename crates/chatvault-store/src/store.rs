@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::frame::to_frame;
-use crate::order::sort_by_key_runs;
+use crate::order::in_file_order;
 use crate::{Result, StoreError};
 
 const HIDE: &str = "HideBelow";
@@ -701,7 +701,7 @@ impl Store {
                     if let Some(h) = &hide_for_rewrite {
                         lf = hide_superseded(lf, h);
                     }
-                    let mut df = sort_by_key_runs(&lf.collect()?, "ChatUID")?;
+                    let mut df = in_file_order(&lf.collect()?)?;
                     if df.height() == 0 {
                         return Ok(None);
                     }
@@ -1396,7 +1396,7 @@ fn write_flush(
                 continue;
             }
             if order == FileOrder::Sorted {
-                df = sort_by_key_runs(&df, "ChatUID")?;
+                df = in_file_order(&df)?;
             }
             let rel = partition_path(table.name, i64::from(site), &month, &format!("part-{tag}"));
             let bytes = write_parquet(dir, &rel, &mut df, row_group, FLUSH_COMPRESSION)?;
