@@ -401,8 +401,8 @@ async fn readers_see_the_whole_store_throughout_a_rebuild() {
 }
 
 /// Every Parquet file under the store directory, outside the trash.
-fn parquet_on_disk(dir: &Path) -> usize {
-    let mut n = 0;
+fn parquet_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
@@ -412,11 +412,11 @@ fn parquet_on_disk(dir: &Path) -> usize {
                     stack.push(path);
                 }
             } else if path.extension().is_some_and(|e| e == "parquet") {
-                n += 1;
+                files.push(path);
             }
         }
     }
-    n
+    files
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,9 +453,85 @@ async fn a_scan_planned_before_a_compaction_still_reads_the_replaced_files() {
     h.store.compact(true).await.expect("compact");
     let registered = h.catalog.store_snapshot().await.expect("snapshot");
     assert_eq!(
-        parquet_on_disk(&h.dir.path().join("store")),
+        parquet_files(&h.dir.path().join("store")).len(),
         registered.files.len() + registered.deletes.len()
     );
+}
+
+/// Every table as readers see it, rows in key order.
+fn every_table(store: &Store) -> Vec<DataFrame> {
+    chatvault_model::TABLES
+        .iter()
+        .map(|table| {
+            store
+                .scan(table.name, &ScanFilter::default())
+                .expect("scan")
+                .sort(table.keys.to_vec(), SortMultipleOptions::default())
+                .collect()
+                .expect("collect")
+        })
+        .collect()
+}
+
+/// (column chunks, of which dictionary-encoded) over every Parquet file under `dir`.
+fn column_chunks_on_disk(dir: &Path) -> (usize, usize) {
+    let (mut chunks, mut dictionary) = (0, 0);
+    for path in parquet_files(dir) {
+        let mut file = std::fs::File::open(&path).expect("open");
+        let meta = polars_parquet::read::_read_metadata(&mut file).expect("footer");
+        for column in meta.row_groups.iter().flat_map(|g| g.parquet_columns()) {
+            chunks += 1;
+            dictionary += usize::from(column.dictionary_page_offset().is_some());
+        }
+    }
+    (chunks, dictionary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_and_merged_files_read_back_exactly_what_was_buffered() {
+    let h = Harness::new().await;
+    let gen = chatvault_gen::Generator::new(11);
+    h.record_generated(&gen, 0..300, None).await;
+    let buffered = every_table(&h.store);
+    assert!(
+        buffered.iter().all(|df| df.height() > 0),
+        "a table is empty"
+    );
+    let store_dir = h.dir.path().join("store");
+
+    h.store.flush().await.expect("flush");
+    let (chunks, dictionary) = column_chunks_on_disk(&store_dir);
+    assert!(chunks > 0, "the flush wrote nothing");
+    // A flush's files skip polars' per-column dictionary decision.
+    assert_eq!(
+        dictionary, 0,
+        "a flush file has a dictionary-encoded column"
+    );
+    let flushed = every_table(&h.store);
+    for ((table, before), after) in chatvault_model::TABLES.iter().zip(&buffered).zip(&flushed) {
+        assert!(
+            before.equals_missing(after),
+            "{} changed in the flush",
+            table.name
+        );
+    }
+
+    h.record_generated(&gen, 300..600, Some(150)).await;
+    let buffered = every_table(&h.store);
+    h.store.compact(true).await.expect("compact");
+    let (_, dictionary) = column_chunks_on_disk(&store_dir);
+    assert!(dictionary > 0, "no merged file kept a dictionary");
+    for ((table, before), after) in chatvault_model::TABLES
+        .iter()
+        .zip(&buffered)
+        .zip(&every_table(&h.store))
+    {
+        assert!(
+            before.equals_missing(after),
+            "{} changed in the merge",
+            table.name
+        );
+    }
 }
 
 struct NaiveDateLit(&'static str);
