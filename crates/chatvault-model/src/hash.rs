@@ -183,6 +183,40 @@ mod tests {
         assert!(checked > 3, "only {checked} samples in {dir:?}");
     }
 
+    /// Any JSON: strings drawn to include quotes, backslashes, control characters and
+    /// non-ASCII text, keys likewise, nested a few levels.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = prop_oneof![any::<String>(), "[a-z\"\\\\/\\x00-\\x1f\\x7f é€😀]{0,12}",];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text.clone().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((text.clone(), inner), 0..6)
+                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// For any document, not only the samples: the hash is of serde_json's own
+        /// compact text with the keys sorted, escapes and numbers included.
+        #[test]
+        fn canonical_form_is_serde_jsons_compact_text(value in any_json()) {
+            let expected = serde_json::to_vec(&value).unwrap_or_default();
+            proptest::prop_assert_eq!(
+                content_hash(&Value::Array(vec![value.clone()])).0,
+                <[u8; 32]>::from(Sha256::digest([b"[", &expected[..], b"]"].concat()))
+            );
+        }
+    }
+
     #[test]
     fn hex_round_trips() {
         let h = content_hash(&json!({"a": 1}));
