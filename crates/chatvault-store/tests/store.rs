@@ -477,8 +477,9 @@ fn every_table(store: &Store) -> Vec<DataFrame> {
 fn column_chunks_on_disk(dir: &Path) -> (usize, usize) {
     let (mut chunks, mut dictionary) = (0, 0);
     for path in parquet_files(dir) {
-        let mut file = std::fs::File::open(&path).expect("open");
-        let meta = polars_parquet::read::_read_metadata(&mut file).expect("footer");
+        let file = std::fs::File::open(&path).expect("open");
+        let mut reader = ParquetReader::new(file);
+        let meta = reader.get_metadata().expect("footer");
         for column in meta.row_groups.iter().flat_map(|g| g.parquet_columns()) {
             chunks += 1;
             dictionary += usize::from(column.dictionary_page_offset().is_some());
