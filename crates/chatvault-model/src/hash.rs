@@ -211,7 +211,7 @@ mod tests {
         fn canonical_form_is_serde_jsons_compact_text(value in any_json()) {
             let expected = serde_json::to_vec(&value).unwrap_or_default();
             proptest::prop_assert_eq!(
-                content_hash(&Value::Array(vec![value.clone()])).0,
+                content_hash(&Value::Array(vec![value])).0,
                 <[u8; 32]>::from(Sha256::digest([b"[", &expected[..], b"]"].concat()))
             );
         }

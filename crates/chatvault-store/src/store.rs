@@ -1281,13 +1281,14 @@ fn write_parquet(
     // The writer emits the footer a few bytes at a time: unbuffered, that was a system
     // call per field and most of a rebuild's kernel time.
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    // Min, max and null counts, which prune row groups; not distinct counts (estimated
+    // per column chunk), which no reader uses.
+    let statistics = StatisticsOptions::default();
     let bytes = match kind {
-        FileKind::Flush => write_plain_snappy(&mut out, df, row_group)?,
+        FileKind::Flush => write_plain_snappy(&mut out, df, row_group, statistics)?,
         FileKind::Merged => ParquetWriter::new(&mut out)
             .with_compression(ParquetCompression::Zstd(None))
-            // Min, max and null counts, which prune row groups; distinct counts
-            // (estimated per column chunk) no reader uses.
-            .with_statistics(StatisticsOptions::default())
+            .with_statistics(statistics)
             .with_row_group_size(Some(row_group))
             .finish(df)?,
     };
@@ -1302,6 +1303,7 @@ fn write_plain_snappy(
     out: &mut impl std::io::Write,
     df: &mut DataFrame,
     row_group: usize,
+    statistics: StatisticsOptions,
 ) -> Result<u64> {
     use polars_parquet::write::{
         get_dtype_encoding, CompressionOptions, Encoding, FileWriter, RowGroupIterator, Version,
@@ -1314,7 +1316,7 @@ fn write_plain_snappy(
         .map(|field| vec![Encoding::Plain; get_dtype_encoding(&field.dtype).len()])
         .collect();
     let options = WriteOptions {
-        statistics: StatisticsOptions::default(),
+        statistics,
         compression: CompressionOptions::Snappy,
         version: Version::V1,
         data_page_size: None,

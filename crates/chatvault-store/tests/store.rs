@@ -473,6 +473,17 @@ fn every_table(store: &Store) -> Vec<DataFrame> {
         .collect()
 }
 
+/// Tables from [`every_table`] before and after `step`, compared table by table.
+fn assert_same_tables(before: &[DataFrame], after: &[DataFrame], step: &str) {
+    for ((table, before), after) in chatvault_model::TABLES.iter().zip(before).zip(after) {
+        assert!(
+            before.equals_missing(after),
+            "{} changed in {step}",
+            table.name
+        );
+    }
+}
+
 /// (column chunks, of which dictionary-encoded) over every Parquet file under `dir`.
 fn column_chunks_on_disk(dir: &Path) -> (usize, usize) {
     let (mut chunks, mut dictionary) = (0, 0);
@@ -508,31 +519,14 @@ async fn flushed_and_merged_files_read_back_exactly_what_was_buffered() {
         dictionary, 0,
         "a flush file has a dictionary-encoded column"
     );
-    let flushed = every_table(&h.store);
-    for ((table, before), after) in chatvault_model::TABLES.iter().zip(&buffered).zip(&flushed) {
-        assert!(
-            before.equals_missing(after),
-            "{} changed in the flush",
-            table.name
-        );
-    }
+    assert_same_tables(&buffered, &every_table(&h.store), "the flush");
 
     h.record_generated(&gen, 300..600, Some(150)).await;
     let buffered = every_table(&h.store);
     h.store.compact(true).await.expect("compact");
     let (_, dictionary) = column_chunks_on_disk(&store_dir);
     assert!(dictionary > 0, "no merged file kept a dictionary");
-    for ((table, before), after) in chatvault_model::TABLES
-        .iter()
-        .zip(&buffered)
-        .zip(&every_table(&h.store))
-    {
-        assert!(
-            before.equals_missing(after),
-            "{} changed in the merge",
-            table.name
-        );
-    }
+    assert_same_tables(&buffered, &every_table(&h.store), "the merge");
 }
 
 struct NaiveDateLit(&'static str);
