@@ -3,7 +3,7 @@
 use chatvault_model::{ColumnDef, ColumnKind, ColumnSink, TableDef};
 use itertools::Itertools;
 use polars::prelude::*;
-use polars_arrow::array::MutableBinaryViewArray;
+use polars_arrow::array::{MutableBinaryViewArray, MutableBooleanArray, MutablePrimitiveArray};
 
 fn dtype(kind: ColumnKind) -> DataType {
     match kind {
@@ -30,47 +30,144 @@ pub fn empty_frame(table: &TableDef) -> DataFrame {
     DataFrame::empty_with_schema(&table_schema(table))
 }
 
-/// Builds a frame of `rows` rows from what a row type's `put_columns` hands over.
-pub(crate) fn to_frame(
+/// A table's columns under construction. Rows are appended as the row types hand them
+/// over, any number of times, and the frame is built once: a rebuild turns each chat
+/// into columns as soon as it is flattened, while its rows are still in the cache,
+/// instead of holding them until a flush walks them again.
+pub(crate) struct TableBuilder {
+    name: &'static str,
+    columns: Vec<(&'static ColumnDef, ColumnBuilder)>,
+    /// The column the next `put_columns` call fills: the row types hand columns over in
+    /// the table's order, one call each.
+    next: usize,
     rows: usize,
-    put_columns: impl FnOnce(&mut FrameSink) -> PolarsResult<()>,
-) -> PolarsResult<DataFrame> {
-    let mut sink = FrameSink(Vec::new());
-    put_columns(&mut sink)?;
-    DataFrame::new(rows, sink.0)
 }
 
-/// Turns each column straight into a polars column.
-pub(crate) struct FrameSink(Vec<Column>);
+enum ColumnBuilder {
+    Str(MutableBinaryViewArray<str>),
+    I32(MutablePrimitiveArray<i32>),
+    I64(MutablePrimitiveArray<i64>),
+    Bool(MutableBooleanArray),
+    F64(MutablePrimitiveArray<f64>),
+    Timestamp(MutablePrimitiveArray<i64>),
+    StrList(ListStringChunkedBuilder),
+}
 
-impl FrameSink {
-    fn push(&mut self, series: Series) -> PolarsResult<()> {
-        self.0.push(series.into_column());
-        Ok(())
+impl ColumnBuilder {
+    fn new(def: &ColumnDef, rows: usize) -> ColumnBuilder {
+        match def.kind {
+            ColumnKind::Str => ColumnBuilder::Str(MutableBinaryViewArray::with_capacity(rows)),
+            ColumnKind::I32 => ColumnBuilder::I32(MutablePrimitiveArray::with_capacity(rows)),
+            ColumnKind::I64 => ColumnBuilder::I64(MutablePrimitiveArray::with_capacity(rows)),
+            ColumnKind::Bool => ColumnBuilder::Bool(MutableBooleanArray::with_capacity(rows)),
+            ColumnKind::F64 => ColumnBuilder::F64(MutablePrimitiveArray::with_capacity(rows)),
+            ColumnKind::Timestamp => {
+                ColumnBuilder::Timestamp(MutablePrimitiveArray::with_capacity(rows))
+            }
+            ColumnKind::StrList => {
+                ColumnBuilder::StrList(ListStringChunkedBuilder::new(def.name.into(), rows, 0))
+            }
+        }
+    }
+
+    fn finish(self, def: &ColumnDef) -> Column {
+        let name = PlSmallStr::from_static(def.name);
+        let series = match self {
+            ColumnBuilder::Str(a) => StringChunked::with_chunk(name, a.freeze()).into_series(),
+            ColumnBuilder::I32(a) => Int32Chunked::with_chunk(name, a.into()).into_series(),
+            ColumnBuilder::I64(a) => Int64Chunked::with_chunk(name, a.into()).into_series(),
+            ColumnBuilder::Bool(a) => BooleanChunked::with_chunk(name, a.into()).into_series(),
+            ColumnBuilder::F64(a) => Float64Chunked::with_chunk(name, a.into()).into_series(),
+            // The integers become the timestamps as they are, without the copy a cast makes.
+            ColumnBuilder::Timestamp(a) => Int64Chunked::with_chunk(name, a.into())
+                .into_datetime(TimeUnit::Microseconds, None)
+                .into_series(),
+            ColumnBuilder::StrList(mut b) => b.finish().into_series(),
+        };
+        series.into_column()
     }
 }
 
-/// Sink methods whose polars column is built from the values as they come.
-macro_rules! columns_as_they_come {
-    ($($method:ident: $item:ty => $array:ty),* $(,)?) => {$(
+impl TableBuilder {
+    pub(crate) fn new(table: &TableDef, rows: usize) -> TableBuilder {
+        TableBuilder {
+            name: table.name,
+            columns: table
+                .columns
+                .iter()
+                .map(|def| (def, ColumnBuilder::new(def, rows)))
+                .collect(),
+            next: 0,
+            rows: 0,
+        }
+    }
+
+    /// The builder of the column `def` names, which must be the next one in the table's
+    /// order; the first column's values count the rows.
+    fn column(&mut self, def: &ColumnDef, values: usize) -> PolarsResult<&mut ColumnBuilder> {
+        let i = self.next;
+        let width = self.columns.len();
+        match self.columns.get_mut(i) {
+            Some((expected, builder)) if expected.name == def.name => {
+                if i == 0 {
+                    self.rows += values;
+                }
+                self.next = (i + 1) % width;
+                Ok(builder)
+            }
+            _ => Err(PolarsError::ColumnNotFound(
+                format!(
+                    "{}: column {} handed over out of the table's order",
+                    self.name, def.name
+                )
+                .into(),
+            )),
+        }
+    }
+
+    pub(crate) fn finish(self) -> PolarsResult<DataFrame> {
+        let rows = self.rows;
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|(def, builder)| builder.finish(def))
+            .collect();
+        DataFrame::new(rows, columns)
+    }
+}
+
+fn wrong_kind(def: &ColumnDef) -> PolarsError {
+    PolarsError::SchemaMismatch(format!("column {} handed over as another type", def.name).into())
+}
+
+/// Sink methods that append each value as it comes.
+macro_rules! appended_as_they_come {
+    ($($method:ident: $item:ty => $variant:ident),* $(,)?) => {$(
         fn $method(
             &mut self,
             def: &ColumnDef,
             values: impl ExactSizeIterator<Item = $item>,
         ) -> PolarsResult<()> {
-            self.push(<$array>::from_iter_options(def.name.into(), values).into_series())
+            match self.column(def, values.len())? {
+                ColumnBuilder::$variant(array) => {
+                    array.extend(values);
+                    Ok(())
+                }
+                _ => Err(wrong_kind(def)),
+            }
         }
     )*};
 }
 
-impl<'a> ColumnSink<'a> for FrameSink {
+impl<'a> ColumnSink<'a> for TableBuilder {
     type Error = PolarsError;
 
-    columns_as_they_come! {
-        i32s: Option<i32> => Int32Chunked,
-        i64s: Option<i64> => Int64Chunked,
-        bools: Option<bool> => BooleanChunked,
-        f64s: Option<f64> => Float64Chunked,
+    appended_as_they_come! {
+        i32s: Option<i32> => I32,
+        i64s: Option<i64> => I64,
+        bools: Option<bool> => Bool,
+        f64s: Option<f64> => F64,
+        timestamps: Option<i64> => Timestamp,
     }
 
     // A run of equal values (a chat's ChatUID on each of its lines, answers and pages)
@@ -81,7 +178,9 @@ impl<'a> ColumnSink<'a> for FrameSink {
         def: &ColumnDef,
         values: impl ExactSizeIterator<Item = Option<&'a str>>,
     ) -> PolarsResult<()> {
-        let mut array = MutableBinaryViewArray::<str>::with_capacity(values.len());
+        let ColumnBuilder::Str(array) = self.column(def, values.len())? else {
+            return Err(wrong_kind(def));
+        };
         for (rows, value) in values.dedup_with_count() {
             match value {
                 Some(value) => array.extend_constant(rows, Some(value)),
@@ -89,20 +188,7 @@ impl<'a> ColumnSink<'a> for FrameSink {
                 None => array.extend_null(rows),
             }
         }
-        self.push(StringChunked::with_chunk(def.name.into(), array.freeze()).into_series())
-    }
-
-    // The integers become the timestamps as they are, without the copy a cast makes.
-    fn timestamps(
-        &mut self,
-        def: &ColumnDef,
-        values: impl ExactSizeIterator<Item = Option<i64>>,
-    ) -> PolarsResult<()> {
-        self.push(
-            Int64Chunked::from_iter_options(def.name.into(), values)
-                .into_datetime(TimeUnit::Microseconds, None)
-                .into_series(),
-        )
+        Ok(())
     }
 
     // One builder for the whole column: a series per row (two per chat) was a dozen
@@ -112,17 +198,30 @@ impl<'a> ColumnSink<'a> for FrameSink {
         def: &ColumnDef,
         values: impl ExactSizeIterator<Item = &'a [String]>,
     ) -> PolarsResult<()> {
-        let mut lists = ListStringChunkedBuilder::new(def.name.into(), values.len(), 0);
+        let ColumnBuilder::StrList(lists) = self.column(def, values.len())? else {
+            return Err(wrong_kind(def));
+        };
         for items in values {
             lists.append_values_iter(items.iter().map(String::as_str));
         }
-        self.push(lists.finish().into_series())
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Builds a frame of `table` from what a row type's `put_columns` hands over.
+    fn to_frame(
+        table: &TableDef,
+        rows: usize,
+        put_columns: impl FnOnce(&mut TableBuilder) -> PolarsResult<()>,
+    ) -> PolarsResult<DataFrame> {
+        let mut builder = TableBuilder::new(table, rows);
+        put_columns(&mut builder)?;
+        builder.finish()
+    }
 
     const TABLE: TableDef = TableDef {
         name: "Lists",
@@ -144,7 +243,7 @@ mod tests {
     #[test]
     fn timestamps_and_string_lists_keep_their_values_and_the_table_schema() -> PolarsResult<()> {
         let tags = [vec!["vip".to_owned(), "sales".to_owned()], Vec::new()];
-        let df = to_frame(2, |sink| {
+        let df = to_frame(&TABLE, 2, |sink| {
             sink.timestamps(
                 &TABLE.columns[0],
                 [Some(1_723_626_723_417_000), None].into_iter(),
@@ -169,8 +268,14 @@ mod tests {
         nullable: true,
     };
 
+    const NAMES_TABLE: TableDef = TableDef {
+        name: "Names",
+        keys: &[],
+        columns: &[NAMES],
+    };
+
     fn names_column(values: &[Option<String>]) -> PolarsResult<StringChunked> {
-        let df = to_frame(values.len(), |sink| {
+        let df = to_frame(&NAMES_TABLE, values.len(), |sink| {
             sink.strs(&NAMES, values.iter().map(Option::as_deref))
         })?;
         Ok(df.column("Names")?.str()?.clone())
@@ -212,12 +317,49 @@ mod tests {
 
     #[test]
     fn no_rows_make_an_empty_frame_of_the_table_schema() -> PolarsResult<()> {
-        let df = to_frame(0, |sink| {
+        let df = to_frame(&TABLE, 0, |sink| {
             sink.timestamps(&TABLE.columns[0], std::iter::empty())?;
             sink.str_lists(&TABLE.columns[1], std::iter::empty())
         })?;
         assert_eq!(df.height(), 0);
         assert_eq!(**df.schema(), table_schema(&TABLE));
         Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rows_appended_in_batches_make_the_frame_one_batch_makes(
+            rows in proptest::collection::vec(
+                (proptest::option::of(-5i64..5), proptest::collection::vec("[a-c]{0,14}", 0..3)),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let put = |sink: &mut TableBuilder, rows: &[(Option<i64>, Vec<String>)]| {
+                sink.timestamps(&TABLE.columns[0], rows.iter().map(|r| r.0))?;
+                sink.str_lists(&TABLE.columns[1], rows.iter().map(|r| r.1.as_slice()))
+            };
+            let fail = |e: PolarsError| proptest::test_runner::TestCaseError::fail(e.to_string());
+            let whole = to_frame(&TABLE, rows.len(), |sink| put(sink, &rows)).map_err(fail)?;
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(rows.len())).collect();
+            cuts.sort_unstable();
+            let mut builder = TableBuilder::new(&TABLE, 0);
+            let mut from = 0;
+            for to in cuts.into_iter().chain([rows.len()]) {
+                put(&mut builder, &rows[from..to]).map_err(fail)?;
+                from = to;
+            }
+            let batched = builder.finish().map_err(fail)?;
+            proptest::prop_assert_eq!(batched.height(), rows.len());
+            proptest::prop_assert!(batched.equals_missing(&whole));
+        }
+    }
+
+    #[test]
+    fn a_column_out_of_the_table_order_is_an_error() {
+        let result = to_frame(&TABLE, 1, |sink| {
+            sink.str_lists(&TABLE.columns[1], std::iter::once(&[][..]))
+        });
+        assert!(result.is_err());
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::frame::to_frame;
+use crate::frame::TableBuilder;
 use crate::order::in_file_order;
 use crate::{Result, StoreError};
 
@@ -184,20 +184,68 @@ impl Held {
 
     /// Each partition as one set of frames, to be written out.
     fn into_flush(self) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
-        let Some(max_seq) = self.max_seq else {
-            return Ok(None);
-        };
-        let partitions = self
-            .partitions
-            .into_iter()
-            .map(|(partition, sets)| Ok((partition, stack(sets)?)))
-            .collect::<Result<_>>()?;
-        let flush = Flush {
-            max_seq,
-            hide: self.hide,
-            chats: self.chats,
-        };
-        Ok(Some((partitions, flush)))
+        let flush = Flush::of(self.max_seq, self.hide, self.chats);
+        flush_partitions(self.partitions, stack, flush)
+    }
+}
+
+/// Each partition's frames, made by `frames`, with the flush that writes them; None when
+/// there is no flush (no change was gathered).
+fn flush_partitions<T>(
+    partitions: BTreeMap<(i32, String), T>,
+    frames: impl Fn(T) -> Result<[DataFrame; 5]>,
+    flush: Option<Flush>,
+) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
+    let Some(flush) = flush else {
+        return Ok(None);
+    };
+    let partitions = partitions
+        .into_iter()
+        .map(|(partition, gathered)| Ok((partition, frames(gathered)?)))
+        .collect::<Result<_>>()?;
+    Ok(Some((partitions, flush)))
+}
+
+/// The archive's records past a seq, a chunk at a time, each with whether it supersedes
+/// an earlier version of its chat.
+type ReplayChunks = tokio::sync::mpsc::Receiver<Result<Vec<(Record, bool)>>>;
+
+/// Chats a rebuild has replayed, in columns: one set of table builders per partition,
+/// and what their flush records besides the rows.
+#[derive(Default)]
+struct Converted {
+    partitions: BTreeMap<(i32, String), [TableBuilder; 5]>,
+    hide: Vec<(String, i64)>,
+    max_seq: Option<u64>,
+    chats: usize,
+}
+
+impl Converted {
+    /// Flattens an archived change and appends its rows at once (its rows are freed
+    /// here, while still in the cache).
+    fn add(&mut self, r: &Record, supersedes: bool) -> Result<()> {
+        let (uid, b) = buffered_of(update_of(r, supersedes)?);
+        if let Some(flat) = &b.flat {
+            let flats = [&**flat];
+            let builders = match self.partitions.entry((b.site_key, b.month)) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(table_builders(&[])),
+            };
+            put_flats(builders, &flats)?;
+        }
+        if b.supersedes {
+            self.hide.push((uid, b.seq as i64));
+        }
+        self.max_seq = self.max_seq.max(Some(b.seq));
+        self.chats += 1;
+        Ok(())
+    }
+
+    /// The partitions as frames, and the flush that holds them; None if no change was
+    /// added.
+    fn finish(self) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
+        let flush = Flush::of(self.max_seq, self.hide, self.chats);
+        flush_partitions(self.partitions, finish_tables, flush)
     }
 }
 
@@ -221,6 +269,17 @@ struct Flush {
     /// (ChatUID, HideBelow) of the changes that supersede an earlier version.
     hide: Vec<(String, i64)>,
     chats: usize,
+}
+
+impl Flush {
+    /// None when no change was gathered (no newest seq).
+    fn of(max_seq: Option<u64>, hide: Vec<(String, i64)>, chats: usize) -> Option<Flush> {
+        Some(Flush {
+            max_seq: max_seq?,
+            hide,
+            chats,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -849,18 +908,18 @@ impl Store {
         // During a rebuild, a chat supersedes only if seen before; after a crash the
         // earlier version may be in files, so every replayed change hides older rows.
         let mut seen: HashSet<String> = HashSet::new();
-        let mut rx = replay_chunks(archive_dir.to_owned(), from, CHUNK, move |r| {
+        let mut rx: ReplayChunks = replay_chunks(archive_dir.to_owned(), from, CHUNK, move |r| {
             let supersedes = !exact || !seen.insert(r.entry.chat_uid.clone());
             Ok::<_, StoreError>((r, supersedes))
         });
+        if exact {
+            return self.replay_converting(rx, progress).await;
+        }
         let mut n = 0u64;
-        // A flush converts (and, unless rebuilding, writes) on other threads while the
-        // next records are flattened; the one before it must have finished first, so at
-        // most two flushes' worth of chats are in memory.
+        // A flush writes on other threads while the next records are flattened; the one
+        // before it must have finished first, so at most two flushes' worth of chats are
+        // in memory.
         let mut flushing: Option<tokio::task::JoinHandle<Result<Option<FlushReport>>>> = None;
-        // A rebuild's changes bypass the buffer, which no reader sees meanwhile (they
-        // keep the store as it was) and which would only be copied out of again.
-        let mut pending: Vec<(String, Buffered)> = Vec::new();
         let mut unflushed = 0usize;
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;
@@ -872,11 +931,7 @@ impl Store {
                 on_every_core(&chunk, |(r, supersedes)| update_of(r, *supersedes))
             }))
             .await?;
-            if exact {
-                pending.extend(updates.into_iter().map(buffered_of));
-            } else {
-                self.apply(updates)?;
-            }
+            self.apply(updates)?;
             progress(n);
             // Counted here, not as the buffer's size: the buffer still holds what the
             // flush under way is writing, and would start the next one far too soon.
@@ -887,35 +942,106 @@ impl Store {
                     joined(previous).await?;
                 }
                 let store = self.clone();
-                let batch = std::mem::take(&mut pending);
-                flushing = Some(tokio::spawn(async move {
-                    if exact {
-                        store.hold_converted(batch).await
-                    } else {
-                        store.flush_files().await
-                    }
-                }));
+                flushing = Some(tokio::spawn(async move { store.flush_files().await }));
             }
         }
         if let Some(previous) = flushing.take() {
             joined(previous).await?;
         }
-        self.hold_converted(pending).await?;
         self.flush_files().await?;
         Ok(n)
     }
 
-    /// A rebuild's replayed changes, converted to partitions on every core and held.
-    async fn hold_converted(&self, batch: Vec<(String, Buffered)>) -> Result<Option<FlushReport>> {
-        let Some(flush) = flush_of(&batch) else {
-            return Ok(None);
+    /// A rebuild's replay. Its changes bypass the buffer, which no reader sees meanwhile
+    /// (they keep the store as it was) and which would only be copied out of again. A
+    /// worker per core takes the next chunk of records as soon as it is done with the
+    /// last (waiting for the slower of two halves of every chunk left a core idle an
+    /// eighth of the time), flattens each chat and turns it into columns of its own at
+    /// once, while its rows are still in the cache; every `replay_flush_chats` (shared
+    /// among the workers) it hands its columns over to be held.
+    async fn replay_converting(
+        &self,
+        rx: ReplayChunks,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let per_worker = (self.config.replay_flush_chats / cores).max(1);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let replayed = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
+        // One hand-over waits while one is held: with the workers' own, about two
+        // flushes' worth of chats in memory.
+        let (handed_over, mut to_hold) = tokio::sync::mpsc::channel::<Converted>(1);
+        let workers: Vec<tokio::task::JoinHandle<Result<()>>> = (0..cores)
+            .map(|_| {
+                let (rx, replayed, failed) = (rx.clone(), replayed.clone(), failed.clone());
+                let handed_over = handed_over.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut converted = Converted::default();
+                    let result = (|| {
+                        while !failed.load(Ordering::Relaxed) && !handed_over.is_closed() {
+                            let Some(chunk) = rx.lock().map_err(|_| poisoned())?.blocking_recv()
+                            else {
+                                break;
+                            };
+                            let chunk = chunk?;
+                            for (r, supersedes) in &chunk {
+                                converted.add(r, *supersedes)?;
+                            }
+                            replayed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            if converted.chats >= per_worker
+                                && handed_over
+                                    .blocking_send(std::mem::take(&mut converted))
+                                    .is_err()
+                            {
+                                // Holding failed; that error is the one reported.
+                                return Ok(());
+                            }
+                        }
+                        if converted.chats > 0 {
+                            let _ = handed_over.blocking_send(converted);
+                        }
+                        Ok(())
+                    })();
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    result
+                })
+            })
+            .collect();
+        drop(handed_over);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let held: Result<()> = async {
+            loop {
+                tokio::select! {
+                    converted = to_hold.recv() => match converted {
+                        Some(converted) => self.hold_converted(converted).await?,
+                        None => return Ok(()),
+                    },
+                    _ = tick.tick() => progress(replayed.load(Ordering::Relaxed)),
+                }
+            }
+        }
+        .await;
+        // After a failure to hold, the workers stop at their next hand-over.
+        drop(to_hold);
+        for worker in workers {
+            joined(worker).await?;
+        }
+        held?;
+        let n = replayed.load(Ordering::Relaxed);
+        progress(n);
+        Ok(n)
+    }
+
+    /// A rebuild's converted changes, held (see [`Store::hold`]).
+    async fn hold_converted(&self, converted: Converted) -> Result<()> {
+        let Some((partitions, flush)) = converted.finish()? else {
+            return Ok(());
         };
-        let partitions = joined(tokio::task::spawn_blocking(move || {
-            buffer_partitions(&batch)
-        }))
-        .await?;
         let _guard = self.write_lock.lock().await;
-        self.hold(partitions, flush).await.map(Some)
+        self.hold(partitions, flush).await.map(drop)
     }
 
     /// (ChatUID → ArchiveSeq) of every chat the store currently holds, for `verify`.
@@ -1174,18 +1300,42 @@ fn size_tiers_to_merge(files: Vec<StoreFile>, min_files: usize) -> Vec<Vec<Store
 
 fn buffer_frames(buffered: &[&Buffered]) -> Result<[DataFrame; 5]> {
     let flats: Vec<&FlatChat> = buffered.iter().filter_map(|b| b.flat.as_deref()).collect();
+    let mut builders = table_builders(&flats);
+    put_flats(&mut builders, &flats)?;
+    finish_tables(builders)
+}
+
+/// A builder for every table, sized for `flats`' rows.
+fn table_builders(flats: &[&FlatChat]) -> [TableBuilder; 5] {
+    let rows = |count: fn(&FlatChat) -> usize| flats.iter().map(|f| count(f)).sum::<usize>();
+    [
+        TableBuilder::new(&ChatRow::TABLE, flats.len()),
+        TableBuilder::new(&LineRow::TABLE, rows(|f| f.lines.len())),
+        TableBuilder::new(&SurveyRow::TABLE, rows(|f| f.surveys.len())),
+        TableBuilder::new(&PageRow::TABLE, rows(|f| f.pages.len())),
+        TableBuilder::new(&TagRow::TABLE, rows(|f| f.tags.len())),
+    ]
+}
+
+/// Appends the rows of `flats` to the table builders, in `TABLES` order.
+fn put_flats(builders: &mut [TableBuilder; 5], flats: &[&FlatChat]) -> Result<()> {
+    let [chats_to, lines_to, surveys_to, pages_to, tags_to] = builders;
     let chats: Vec<&ChatRow> = flats.iter().map(|f| &f.chat).collect();
     let lines: Vec<&LineRow> = flats.iter().flat_map(|f| &f.lines).collect();
     let surveys: Vec<&SurveyRow> = flats.iter().flat_map(|f| &f.surveys).collect();
     let pages: Vec<&PageRow> = flats.iter().flat_map(|f| &f.pages).collect();
     let tags: Vec<&TagRow> = flats.iter().flat_map(|f| &f.tags).collect();
-    Ok([
-        to_frame(chats.len(), |sink| ChatRow::put_columns(&chats, sink))?,
-        to_frame(lines.len(), |sink| LineRow::put_columns(&lines, sink))?,
-        to_frame(surveys.len(), |sink| SurveyRow::put_columns(&surveys, sink))?,
-        to_frame(pages.len(), |sink| PageRow::put_columns(&pages, sink))?,
-        to_frame(tags.len(), |sink| TagRow::put_columns(&tags, sink))?,
-    ])
+    ChatRow::put_columns(&chats, chats_to)?;
+    LineRow::put_columns(&lines, lines_to)?;
+    SurveyRow::put_columns(&surveys, surveys_to)?;
+    PageRow::put_columns(&pages, pages_to)?;
+    TagRow::put_columns(&tags, tags_to)?;
+    Ok(())
+}
+
+fn finish_tables(builders: [TableBuilder; 5]) -> Result<[DataFrame; 5]> {
+    let [chats, lines, surveys, pages, tags] = builders.map(TableBuilder::finish);
+    Ok([chats?, lines?, surveys?, pages?, tags?])
 }
 
 /// (ChatUID, HideBelow) pairs as a hide frame.
