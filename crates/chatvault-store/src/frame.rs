@@ -102,6 +102,22 @@ impl TableBuilder {
         }
     }
 
+    /// An empty builder of the same table with room for a few more rows than this one
+    /// holds.
+    pub(crate) fn sized_alike(&self) -> TableBuilder {
+        let rows = self.rows + self.rows / 16;
+        TableBuilder {
+            name: self.name,
+            columns: self
+                .columns
+                .iter()
+                .map(|(def, _)| (*def, ColumnBuilder::new(def, rows)))
+                .collect(),
+            next: 0,
+            rows: 0,
+        }
+    }
+
     /// The builder of the column `def` names, which must be the next one in the table's
     /// order; the first column's values count the rows.
     fn column(&mut self, def: &ColumnDef, values: usize) -> PolarsResult<&mut ColumnBuilder> {

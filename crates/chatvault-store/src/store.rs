@@ -241,6 +241,26 @@ impl Converted {
         Ok(())
     }
 
+    /// What this holds, leaving builders for the same partitions, each sized for as many
+    /// rows as it holds now: the next chats are much like the last, and builders that
+    /// grew by doubling kept unused capacity until the rebuild's end.
+    fn hand_over(&mut self) -> Converted {
+        let next = Converted {
+            partitions: self
+                .partitions
+                .iter()
+                .map(|(partition, builders)| {
+                    (
+                        partition.clone(),
+                        builders.each_ref().map(TableBuilder::sized_alike),
+                    )
+                })
+                .collect(),
+            ..Converted::default()
+        };
+        std::mem::replace(self, next)
+    }
+
     /// The partitions as frames, and the flush that holds them; None if no change was
     /// added.
     fn finish(self) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
@@ -990,9 +1010,7 @@ impl Store {
                             }
                             replayed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                             if converted.chats >= per_worker
-                                && handed_over
-                                    .blocking_send(std::mem::take(&mut converted))
-                                    .is_err()
+                                && handed_over.blocking_send(converted.hand_over()).is_err()
                             {
                                 // Holding failed; that error is the one reported.
                                 return Ok(());
