@@ -269,6 +269,112 @@ impl Converted {
     }
 }
 
+/// What a rebuild's worker hands over: its columns of one epoch, and the epoch it has
+/// moved on to (`u64::MAX` once it has ended).
+struct Part {
+    worker: usize,
+    epoch: u64,
+    next_epoch: u64,
+    converted: Converted,
+}
+
+/// The parts of a rebuild's epochs that workers have handed over, kept until no worker
+/// can add to their epoch any more.
+struct Epochs<T> {
+    parts: BTreeMap<u64, Vec<T>>,
+    /// The epoch each worker is in (`u64::MAX` once it has ended).
+    frontier: Vec<u64>,
+}
+
+impl<T> Epochs<T> {
+    fn new(workers: usize) -> Epochs<T> {
+        Epochs {
+            parts: BTreeMap::new(),
+            frontier: vec![0; workers],
+        }
+    }
+
+    /// Adds a worker's part of `epoch`, the worker having moved on to `next_epoch`;
+    /// returns the epochs now complete, oldest first. A worker moves on when it takes a
+    /// chunk of a later epoch, and chunks are taken in the archive's order, so once every
+    /// worker is past an epoch, all of it has been handed over.
+    fn add(&mut self, worker: usize, epoch: u64, next_epoch: u64, part: T) -> Vec<(u64, Vec<T>)> {
+        self.parts.entry(epoch).or_default().push(part);
+        if let Some(at) = self.frontier.get_mut(worker) {
+            *at = next_epoch;
+        }
+        let oldest_open = self.frontier.iter().copied().min().unwrap_or(u64::MAX);
+        let open = self.parts.split_off(&oldest_open);
+        std::mem::replace(&mut self.parts, open)
+            .into_iter()
+            .collect()
+    }
+
+    /// Every epoch left, oldest first, once every worker has ended.
+    fn rest(self) -> Vec<(u64, Vec<T>)> {
+        self.parts.into_iter().collect()
+    }
+}
+
+/// What a rebuild's workers share.
+struct Shared<'a> {
+    /// The reader's chunks, and how many records were taken before the next one.
+    queue: &'a std::sync::Mutex<(ReplayChunks, u64)>,
+    epoch_records: u64,
+    failed: &'a AtomicBool,
+    replayed: &'a AtomicU64,
+    handed_over: &'a tokio::sync::mpsc::Sender<Part>,
+}
+
+/// A rebuild worker's loop (see [`Store::replay_converting`]): takes chunks in turn,
+/// converts them, and hands over its columns whenever the next chunk starts a later
+/// epoch, and at the end.
+fn convert_epochs(worker: usize, shared: &Shared<'_>) -> Result<()> {
+    let mut converted = Converted::default();
+    let mut epoch = 0u64;
+    while !shared.failed.load(Ordering::Relaxed) && !shared.handed_over.is_closed() {
+        // Taking a chunk and counting it happen together, so epochs follow the archive.
+        let (chunk, chunk_epoch) = {
+            let mut queue = shared.queue.lock().map_err(|_| poisoned())?;
+            let (rx, taken) = &mut *queue;
+            let chunk = rx.blocking_recv();
+            let chunk_epoch = *taken / shared.epoch_records;
+            if let Some(Ok(records)) = &chunk {
+                *taken += records.len() as u64;
+            }
+            (chunk, chunk_epoch)
+        };
+        let Some(chunk) = chunk else { break };
+        let chunk = chunk?;
+        if chunk_epoch > epoch {
+            let part = Part {
+                worker,
+                epoch,
+                next_epoch: chunk_epoch,
+                converted: converted.hand_over(),
+            };
+            if shared.handed_over.blocking_send(part).is_err() {
+                // Holding failed; that error is the one reported.
+                return Ok(());
+            }
+            epoch = chunk_epoch;
+        }
+        for (r, supersedes) in &chunk {
+            converted.add(r, *supersedes)?;
+        }
+        shared
+            .replayed
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+    let _ = shared.handed_over.blocking_send(Part {
+        worker,
+        epoch,
+        next_epoch: u64::MAX,
+        converted,
+    });
+    Ok(())
+}
+
 /// Concatenates sets of table frames, table by table.
 fn stack(sets: Vec<[DataFrame; 5]>) -> Result<[DataFrame; 5]> {
     let mut sets = sets.into_iter();
@@ -292,6 +398,14 @@ struct Flush {
 }
 
 impl Flush {
+    /// One flush of what both record.
+    fn and(mut self, other: Flush) -> Flush {
+        self.max_seq = self.max_seq.max(other.max_seq);
+        self.hide.extend(other.hide);
+        self.chats += other.chats;
+        self
+    }
+
     /// None when no change was gathered (no newest seq).
     fn of(max_seq: Option<u64>, hide: Vec<(String, i64)>, chats: usize) -> Option<Flush> {
         Some(Flush {
@@ -925,10 +1039,12 @@ impl Store {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         const CHUNK: usize = 2000;
+        // No chunk spans more than one flush (or a rebuild's epoch).
+        let chunk = CHUNK.min(self.config.replay_flush_chats.max(1));
         // During a rebuild, a chat supersedes only if seen before; after a crash the
         // earlier version may be in files, so every replayed change hides older rows.
         let mut seen: HashSet<String> = HashSet::new();
-        let mut rx: ReplayChunks = replay_chunks(archive_dir.to_owned(), from, CHUNK, move |r| {
+        let mut rx: ReplayChunks = replay_chunks(archive_dir.to_owned(), from, chunk, move |r| {
             let supersedes = !exact || !seen.insert(r.entry.chat_uid.clone());
             Ok::<_, StoreError>((r, supersedes))
         });
@@ -977,50 +1093,37 @@ impl Store {
     /// worker per core takes the next chunk of records as soon as it is done with the
     /// last (waiting for the slower of two halves of every chunk left a core idle an
     /// eighth of the time), flattens each chat and turns it into columns of its own at
-    /// once, while its rows are still in the cache; every `replay_flush_chats` (shared
-    /// among the workers) it hands its columns over to be held.
+    /// once, while its rows are still in the cache.
+    ///
+    /// The archive is cut into epochs of `replay_flush_chats` records, in order; a
+    /// worker hands over its columns whenever the chunk it takes starts a later epoch,
+    /// and an epoch is held once no worker can still add to it. So whatever is held,
+    /// and whatever a spill past `rebuild_hold_bytes` writes with its watermark, is
+    /// always a prefix of the archive, as recovery after a crash requires.
     async fn replay_converting(
         &self,
         rx: ReplayChunks,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let per_worker = (self.config.replay_flush_chats / cores).max(1);
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        let replayed = Arc::new(AtomicU64::new(0));
+        let epoch_records = self.config.replay_flush_chats.max(1) as u64;
+        let queue = Arc::new(std::sync::Mutex::new((rx, 0u64)));
         let failed = Arc::new(AtomicBool::new(false));
-        // One hand-over waits while one is held: with the workers' own, about two
-        // flushes' worth of chats in memory.
-        let (handed_over, mut to_hold) = tokio::sync::mpsc::channel::<Converted>(1);
+        let replayed = Arc::new(AtomicU64::new(0));
+        let (handed_over, mut to_hold) = tokio::sync::mpsc::channel::<Part>(cores);
         let workers: Vec<tokio::task::JoinHandle<Result<()>>> = (0..cores)
-            .map(|_| {
-                let (rx, replayed, failed) = (rx.clone(), replayed.clone(), failed.clone());
+            .map(|worker| {
+                let (queue, failed, replayed) = (queue.clone(), failed.clone(), replayed.clone());
                 let handed_over = handed_over.clone();
                 tokio::task::spawn_blocking(move || {
-                    let mut converted = Converted::default();
-                    let result = (|| {
-                        while !failed.load(Ordering::Relaxed) && !handed_over.is_closed() {
-                            let Some(chunk) = rx.lock().map_err(|_| poisoned())?.blocking_recv()
-                            else {
-                                break;
-                            };
-                            let chunk = chunk?;
-                            for (r, supersedes) in &chunk {
-                                converted.add(r, *supersedes)?;
-                            }
-                            replayed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                            if converted.chats >= per_worker
-                                && handed_over.blocking_send(converted.hand_over()).is_err()
-                            {
-                                // Holding failed; that error is the one reported.
-                                return Ok(());
-                            }
-                        }
-                        if converted.chats > 0 {
-                            let _ = handed_over.blocking_send(converted);
-                        }
-                        Ok(())
-                    })();
+                    let shared = Shared {
+                        queue: &queue,
+                        epoch_records,
+                        failed: &failed,
+                        replayed: &replayed,
+                        handed_over: &handed_over,
+                    };
+                    let result = convert_epochs(worker, &shared);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -1031,15 +1134,24 @@ impl Store {
         drop(handed_over);
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let held: Result<()> = async {
+            let mut epochs = Epochs::new(cores);
             loop {
                 tokio::select! {
-                    converted = to_hold.recv() => match converted {
-                        Some(converted) => self.hold_converted(converted).await?,
-                        None => return Ok(()),
-                    },
+                    part = to_hold.recv() => {
+                        let Some(part) = part else { break };
+                        let complete = epochs.add(part.worker, part.epoch, part.next_epoch, part.converted);
+                        for (_, parts) in complete {
+                            self.hold_converted(parts).await?;
+                        }
+                    }
                     _ = tick.tick() => progress(replayed.load(Ordering::Relaxed)),
                 }
             }
+            // Every worker has ended: nothing more can be added to any epoch.
+            for (_, parts) in epochs.rest() {
+                self.hold_converted(parts).await?;
+            }
+            Ok(())
         }
         .await;
         // After a failure to hold, the workers stop at their next hand-over.
@@ -1053,9 +1165,20 @@ impl Store {
         Ok(n)
     }
 
-    /// A rebuild's converted changes, held (see [`Store::hold`]).
-    async fn hold_converted(&self, converted: Converted) -> Result<()> {
-        let Some((partitions, flush)) = converted.finish()? else {
+    /// The parts of one epoch of a rebuild, held together (see [`Store::hold`]).
+    async fn hold_converted(&self, parts: Vec<Converted>) -> Result<()> {
+        let mut partitions = Vec::new();
+        let mut flush: Option<Flush> = None;
+        for part in parts {
+            if let Some((converted, part_flush)) = part.finish()? {
+                partitions.extend(converted);
+                flush = Some(match flush {
+                    Some(flush) => flush.and(part_flush),
+                    None => part_flush,
+                });
+            }
+        }
+        let Some(flush) = flush else {
             return Ok(());
         };
         let _guard = self.write_lock.lock().await;
@@ -1802,6 +1925,7 @@ pub fn table(name: &str) -> Option<&'static TableDef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn file(name: &str, bytes: i64) -> StoreFile {
         StoreFile {
@@ -1819,6 +1943,60 @@ mod tests {
             .into_iter()
             .map(|tier| tier.into_iter().map(|f| f.path).collect())
             .collect()
+    }
+
+    proptest::proptest! {
+        /// Workers take chunks in the archive's order, each handing its part over when
+        /// its next chunk starts a later epoch, and at the end: every epoch is released
+        /// whole, once, in order, and only when all of its chunks are in.
+        #[test]
+        fn rebuild_epochs_are_released_whole_and_in_order(
+            takers in proptest::collection::vec(0usize..3, 0..60),
+            chunks_per_epoch in 1usize..5,
+            end_order in proptest::sample::subsequence(vec![0usize, 1, 2], 3).prop_shuffle(),
+        ) {
+            let epoch_of = |chunk: usize| (chunk / chunks_per_epoch) as u64;
+            let mut epochs: Epochs<Vec<usize>> = Epochs::new(3);
+            let mut current = [0u64; 3];
+            let mut collected: [Vec<usize>; 3] = Default::default();
+            let mut released = Vec::new();
+            for (chunk, &worker) in takers.iter().enumerate() {
+                let epoch = epoch_of(chunk);
+                if epoch > current[worker] {
+                    let part = std::mem::take(&mut collected[worker]);
+                    for (e, parts) in epochs.add(worker, current[worker], epoch, part) {
+                        // Whole: every chunk of the epoch has been taken by now.
+                        proptest::prop_assert!(epoch_of(chunk) > e);
+                        released.push((e, parts.concat()));
+                    }
+                    current[worker] = epoch;
+                }
+                collected[worker].push(chunk);
+            }
+            for worker in end_order {
+                let part = std::mem::take(&mut collected[worker]);
+                released.extend(
+                    epochs
+                        .add(worker, current[worker], u64::MAX, part)
+                        .into_iter()
+                        .map(|(e, parts)| (e, parts.concat())),
+                );
+            }
+            released.extend(epochs.rest().into_iter().map(|(e, parts)| (e, parts.concat())));
+            let mut expected: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+            for chunk in 0..takers.len() {
+                expected.entry(epoch_of(chunk)).or_default().push(chunk);
+            }
+            let released: Vec<(u64, Vec<usize>)> = released
+                .into_iter()
+                .filter(|(_, chunks)| !chunks.is_empty())
+                .map(|(e, mut chunks)| {
+                    chunks.sort_unstable();
+                    (e, chunks)
+                })
+                .collect();
+            proptest::prop_assert_eq!(released, expected.into_iter().collect::<Vec<_>>());
+        }
     }
 
     #[test]
