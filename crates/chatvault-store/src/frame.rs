@@ -35,8 +35,9 @@ pub fn empty_frame(table: &TableDef) -> DataFrame {
 /// into columns as soon as it is flattened, while its rows are still in the cache,
 /// instead of holding them until a flush walks them again.
 pub(crate) struct TableBuilder {
-    name: &'static str,
-    columns: Vec<(&'static ColumnDef, ColumnBuilder)>,
+    table: TableDef,
+    /// One per column of `table`, in its order.
+    columns: Vec<ColumnBuilder>,
     /// The column the next `put_columns` call fills: the row types hand columns over in
     /// the table's order, one call each.
     next: usize,
@@ -91,11 +92,11 @@ impl ColumnBuilder {
 impl TableBuilder {
     pub(crate) fn new(table: &TableDef, rows: usize) -> TableBuilder {
         TableBuilder {
-            name: table.name,
+            table: *table,
             columns: table
                 .columns
                 .iter()
-                .map(|def| (def, ColumnBuilder::new(def, rows)))
+                .map(|def| ColumnBuilder::new(def, rows))
                 .collect(),
             next: 0,
             rows: 0,
@@ -105,36 +106,26 @@ impl TableBuilder {
     /// An empty builder of the same table with room for a few more rows than this one
     /// holds.
     pub(crate) fn sized_alike(&self) -> TableBuilder {
-        let rows = self.rows + self.rows / 16;
-        TableBuilder {
-            name: self.name,
-            columns: self
-                .columns
-                .iter()
-                .map(|(def, _)| (*def, ColumnBuilder::new(def, rows)))
-                .collect(),
-            next: 0,
-            rows: 0,
-        }
+        TableBuilder::new(&self.table, self.rows + self.rows / 16)
     }
 
     /// The builder of the column `def` names, which must be the next one in the table's
     /// order; the first column's values count the rows.
     fn column(&mut self, def: &ColumnDef, values: usize) -> PolarsResult<&mut ColumnBuilder> {
         let i = self.next;
-        let width = self.columns.len();
+        let expected = self.table.columns.get(i).map(|c| c.name);
         match self.columns.get_mut(i) {
-            Some((expected, builder)) if expected.name == def.name => {
+            Some(builder) if expected == Some(def.name) => {
                 if i == 0 {
                     self.rows += values;
                 }
-                self.next = (i + 1) % width;
+                self.next = (i + 1) % self.table.columns.len();
                 Ok(builder)
             }
             _ => Err(PolarsError::ColumnNotFound(
                 format!(
                     "{}: column {} handed over out of the table's order",
-                    self.name, def.name
+                    self.table.name, def.name
                 )
                 .into(),
             )),
@@ -146,7 +137,8 @@ impl TableBuilder {
         let columns = self
             .columns
             .into_iter()
-            .map(|(def, builder)| builder.finish(def))
+            .zip(self.table.columns)
+            .map(|(builder, def)| builder.finish(def))
             .collect();
         DataFrame::new(rows, columns)
     }

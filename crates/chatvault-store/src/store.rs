@@ -227,10 +227,10 @@ impl Converted {
         let (uid, b) = buffered_of(update_of(r, supersedes)?);
         if let Some(flat) = &b.flat {
             let flats = [&**flat];
-            let builders = match self.partitions.entry((b.site_key, b.month)) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(table_builders(&[])),
-            };
+            let builders = self
+                .partitions
+                .entry((b.site_key, b.month))
+                .or_insert_with(|| table_builders(&[]));
             put_flats(builders, &flats)?;
         }
         if b.supersedes {
@@ -271,11 +271,11 @@ impl Converted {
 
 /// What a rebuild's worker hands over: its columns of one epoch, and the epoch it has
 /// moved on to (`u64::MAX` once it has ended).
-struct Part {
+struct Part<T = Converted> {
     worker: usize,
     epoch: u64,
     next_epoch: u64,
-    converted: Converted,
+    columns: T,
 }
 
 /// The parts of a rebuild's epochs that workers have handed over, kept until no worker
@@ -294,14 +294,14 @@ impl<T> Epochs<T> {
         }
     }
 
-    /// Adds a worker's part of `epoch`, the worker having moved on to `next_epoch`;
-    /// returns the epochs now complete, oldest first. A worker moves on when it takes a
-    /// chunk of a later epoch, and chunks are taken in the archive's order, so once every
-    /// worker is past an epoch, all of it has been handed over.
-    fn add(&mut self, worker: usize, epoch: u64, next_epoch: u64, part: T) -> Vec<(u64, Vec<T>)> {
-        self.parts.entry(epoch).or_default().push(part);
-        if let Some(at) = self.frontier.get_mut(worker) {
-            *at = next_epoch;
+    /// Adds a worker's part of its epoch; returns the epochs now complete, oldest
+    /// first. A worker moves on when it takes a chunk of a later epoch, and chunks are
+    /// taken in the archive's order, so once every worker is past an epoch, all of it
+    /// has been handed over.
+    fn add(&mut self, part: Part<T>) -> Vec<(u64, Vec<T>)> {
+        self.parts.entry(part.epoch).or_default().push(part.columns);
+        if let Some(at) = self.frontier.get_mut(part.worker) {
+            *at = part.next_epoch;
         }
         let oldest_open = self.frontier.iter().copied().min().unwrap_or(u64::MAX);
         let open = self.parts.split_off(&oldest_open);
@@ -351,7 +351,7 @@ fn convert_epochs(worker: usize, shared: &Shared<'_>) -> Result<()> {
                 worker,
                 epoch,
                 next_epoch: chunk_epoch,
-                converted: converted.hand_over(),
+                columns: converted.hand_over(),
             };
             if shared.handed_over.blocking_send(part).is_err() {
                 // Holding failed; that error is the one reported.
@@ -370,7 +370,7 @@ fn convert_epochs(worker: usize, shared: &Shared<'_>) -> Result<()> {
         worker,
         epoch,
         next_epoch: u64::MAX,
-        converted,
+        columns: converted,
     });
     Ok(())
 }
@@ -1139,8 +1139,7 @@ impl Store {
                 tokio::select! {
                     part = to_hold.recv() => {
                         let Some(part) = part else { break };
-                        let complete = epochs.add(part.worker, part.epoch, part.next_epoch, part.converted);
-                        for (_, parts) in complete {
+                        for (_, parts) in epochs.add(part) {
                             self.hold_converted(parts).await?;
                         }
                     }
@@ -1170,8 +1169,8 @@ impl Store {
         let mut partitions = Vec::new();
         let mut flush: Option<Flush> = None;
         for part in parts {
-            if let Some((converted, part_flush)) = part.finish()? {
-                partitions.extend(converted);
+            if let Some((part_partitions, part_flush)) = part.finish()? {
+                partitions.extend(part_partitions);
                 flush = Some(match flush {
                     Some(flush) => flush.and(part_flush),
                     None => part_flush,
@@ -1324,16 +1323,15 @@ fn buffered_of(update: StoreUpdate) -> (String, Buffered) {
 
 /// What a flush of `entries` records besides their rows; None when there are none.
 fn flush_of(entries: &[(String, Buffered)]) -> Option<Flush> {
-    let max_seq = entries.iter().map(|(_, b)| b.seq).max()?;
-    Some(Flush {
-        max_seq,
-        hide: entries
+    Flush::of(
+        entries.iter().map(|(_, b)| b.seq).max(),
+        entries
             .iter()
             .filter(|(_, b)| b.supersedes)
             .map(|(uid, b)| (uid.clone(), b.seq as i64))
             .collect(),
-        chats: entries.len(),
-    })
+        entries.len(),
+    )
 }
 
 /// The store's change for one archived record.
@@ -1964,7 +1962,8 @@ mod tests {
                 let epoch = epoch_of(chunk);
                 if epoch > current[worker] {
                     let part = std::mem::take(&mut collected[worker]);
-                    for (e, parts) in epochs.add(worker, current[worker], epoch, part) {
+                    let part = Part { worker, epoch: current[worker], next_epoch: epoch, columns: part };
+                    for (e, parts) in epochs.add(part) {
                         // Whole: every chunk of the epoch has been taken by now.
                         proptest::prop_assert!(epoch_of(chunk) > e);
                         released.push((e, parts.concat()));
@@ -1977,7 +1976,7 @@ mod tests {
                 let part = std::mem::take(&mut collected[worker]);
                 released.extend(
                     epochs
-                        .add(worker, current[worker], u64::MAX, part)
+                        .add(Part { worker, epoch: current[worker], next_epoch: u64::MAX, columns: part })
                         .into_iter()
                         .map(|(e, parts)| (e, parts.concat())),
                 );
