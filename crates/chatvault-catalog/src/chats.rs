@@ -134,6 +134,23 @@ fn state_from_row(row: &sqlx::any::AnyRow) -> Result<ChatState> {
     })
 }
 
+/// A connection inside a transaction sent as one string. Unless `settled` (committed or
+/// rolled back), it may still be inside that transaction when dropped (after a failed
+/// rollback, or when whoever awaited the apply gave up), so it is closed rather than
+/// handed to the next user of the pool.
+struct UntilSettled {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    settled: bool,
+}
+
+impl Drop for UntilSettled {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 impl Catalog {
     /// Current state of each of `uids` that the catalog knows.
     pub async fn lookup(&self, uids: &[&str]) -> Result<HashMap<String, ChatState>> {
@@ -185,9 +202,10 @@ impl Catalog {
         }
         // SQLite runs every statement of one string in one call to the connection's
         // thread; sent one by one, a webhook batch's apply took six hand-offs between
-        // threads, a larger share of its time than SQLite's own work.
+        // threads, a larger share of its time than SQLite's own work. The transaction's
+        // BEGIN and COMMIT go in the same string, so the whole apply is one hand-off.
         if self.backend() == Backend::Sqlite {
-            statements = vec![Statement::joined(statements)];
+            return self.apply_in_one_call(Statement::joined(statements)).await;
         }
         let mut tx = self
             .pool
@@ -202,6 +220,30 @@ impl Catalog {
                 .map_err(query_err(statement.context))?;
         }
         tx.commit().await.map_err(query_err("committing an apply"))
+    }
+
+    async fn apply_in_one_call(&self, statement: Statement<'_>) -> Result<()> {
+        let transaction = Statement {
+            sql: format!("BEGIN;\n{};\nCOMMIT", statement.sql),
+            ..statement
+        };
+        let mut conn = UntilSettled {
+            conn: self
+                .pool
+                .acquire()
+                .await
+                .map_err(query_err("starting an apply"))?,
+            settled: false,
+        };
+        let outcome = transaction.query().execute(&mut *conn.conn).await;
+        // A failed statement leaves the transaction open: rolled back here, or the
+        // connection is closed.
+        conn.settled = outcome.is_ok()
+            || sqlx::query("ROLLBACK")
+                .execute(&mut *conn.conn)
+                .await
+                .is_ok();
+        outcome.map(drop).map_err(query_err(transaction.context))
     }
 
     /// Records one version of each chat of `chunk`, which holds each chat at most once.
