@@ -163,12 +163,10 @@ type PartitionFrames = ((i32, String), [DataFrame; 5]);
 #[derive(Default)]
 struct Held {
     partitions: BTreeMap<(i32, String), Vec<[DataFrame; 5]>>,
-    /// (ChatUID, HideBelow) of every held change that supersedes an earlier version.
-    hide: Vec<(String, i64)>,
     bytes: usize,
-    /// The newest archive seq held: the registry's watermark once the rows are written.
-    max_seq: Option<u64>,
-    chats: usize,
+    /// Every held flush as one: its newest seq is the registry's watermark once the rows
+    /// are written. None while nothing is held.
+    flush: Option<Flush>,
 }
 
 impl Held {
@@ -177,15 +175,12 @@ impl Held {
             self.bytes += frames.iter().map(DataFrame::estimated_size).sum::<usize>();
             self.partitions.entry(partition).or_default().push(frames);
         }
-        self.hide.extend(flush.hide);
-        self.max_seq = self.max_seq.max(Some(flush.max_seq));
-        self.chats += flush.chats;
+        self.flush = Some(flush.after(self.flush.take()));
     }
 
     /// Each partition as one set of frames, to be written out.
     fn into_flush(self) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
-        let flush = Flush::of(self.max_seq, self.hide, self.chats);
-        flush_partitions(self.partitions, stack, flush)
+        flush_partitions(self.partitions, stack, self.flush)
     }
 }
 
@@ -398,12 +393,15 @@ struct Flush {
 }
 
 impl Flush {
-    /// One flush of what both record.
-    fn and(mut self, other: Flush) -> Flush {
-        self.max_seq = self.max_seq.max(other.max_seq);
-        self.hide.extend(other.hide);
-        self.chats += other.chats;
-        self
+    /// `earlier` and this as one flush (`earlier`'s hide entries first).
+    fn after(self, earlier: Option<Flush>) -> Flush {
+        let Some(mut flush) = earlier else {
+            return self;
+        };
+        flush.max_seq = flush.max_seq.max(self.max_seq);
+        flush.hide.extend(self.hide);
+        flush.chats += self.chats;
+        flush
     }
 
     /// None when no change was gathered (no newest seq).
@@ -1171,10 +1169,7 @@ impl Store {
         for part in parts {
             if let Some((part_partitions, part_flush)) = part.finish()? {
                 partitions.extend(part_partitions);
-                flush = Some(match flush {
-                    Some(flush) => flush.and(part_flush),
-                    None => part_flush,
-                });
+                flush = Some(part_flush.after(flush));
             }
         }
         let Some(flush) = flush else {
@@ -1281,12 +1276,15 @@ fn merge_held(merges: &mut Vec<Merge>, held: Held) -> Result<(Option<u64>, Optio
             }
         }
     }
-    let hide = if held.hide.is_empty() {
+    let Some(flush) = held.flush else {
+        return Ok((None, None));
+    };
+    let hide = if flush.hide.is_empty() {
         None
     } else {
-        Some(hide_frame(&held.hide)?)
+        Some(hide_frame(&flush.hide)?)
     };
-    Ok((held.max_seq, hide))
+    Ok((Some(flush.max_seq), hide))
 }
 
 /// A change as the buffer keeps it, keyed by its ChatUID.
