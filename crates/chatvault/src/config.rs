@@ -20,6 +20,11 @@ pub struct Config {
     pub site_timezone: String,
     /// Rows per OData page.
     pub page_size: u32,
+    /// Threads of the async runtime (HTTP, sources, the pipeline). Unset: one fewer than
+    /// the cores, at least one. The heavy work has threads of its own (SQLite's
+    /// connections, the archive writer, polars, bulk validation), and a runtime thread
+    /// for every core only competes with them and parks and wakes more often.
+    pub runtime_workers: Option<usize>,
     pub log: LogConfig,
     pub ingest: IngestConfig,
     pub archive: ArchiveSection,
@@ -235,6 +240,7 @@ impl Default for Config {
             catalog_url: None,
             site_timezone: "UTC".into(),
             page_size: 5000,
+            runtime_workers: None,
             log: LogConfig::default(),
             ingest: IngestConfig::default(),
             archive: ArchiveSection::default(),
@@ -311,6 +317,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CHATVAULT_CATALOG_URL", "catalog_url"),
     ("CHATVAULT_SITE_TIMEZONE", "site_timezone"),
     ("CHATVAULT_PAGE_SIZE", "page_size"),
+    ("CHATVAULT_RUNTIME_WORKERS", "runtime_workers"),
     ("CHATVAULT_LOG", "log.level"),
     ("CHATVAULT_LOG_FORMAT", "log.format"),
     ("CHATVAULT_MAX_BODY_BYTES", "ingest.max_body_bytes"),
@@ -393,6 +400,7 @@ impl Config {
             "catalog_url" => self.catalog_url = Some(value.to_owned()),
             "site_timezone" => self.site_timezone = value.to_owned(),
             "page_size" => self.page_size = num(value)?,
+            "runtime_workers" => self.runtime_workers = Some(num(value)?),
             "log.level" => self.log.level = value.to_owned(),
             "log.format" => {
                 if value != "text" && value != "json" {
@@ -420,6 +428,13 @@ impl Config {
             other => bail!("unknown setting {other}"),
         }
         Ok(())
+    }
+
+    /// The async runtime's threads: `runtime_workers`, or one fewer than `cores`.
+    pub fn runtime_workers(&self, cores: usize) -> usize {
+        self.runtime_workers
+            .unwrap_or_else(|| cores.saturating_sub(1))
+            .max(1)
     }
 
     pub fn catalog_url(&self) -> String {
@@ -535,6 +550,19 @@ mod tests {
     }
 
     #[test]
+    fn the_runtime_leaves_a_core_to_the_threads_beside_it() {
+        let mut config = Config::default();
+        assert_eq!(
+            [1, 2, 8].map(|cores| config.runtime_workers(cores)),
+            [1, 1, 7]
+        );
+        config.set("runtime_workers", "3").expect("set");
+        assert_eq!(config.runtime_workers(2), 3);
+        config.set("runtime_workers", "0").expect("set");
+        assert_eq!(config.runtime_workers(8), 1);
+    }
+
+    #[test]
     fn mistakes_are_reported_with_their_source() {
         let err = Config::load(None, |k| {
             (k == "CHATVAULT_PAGE_SIZE").then(|| "many".into())
@@ -560,6 +588,7 @@ mod tests {
                 || key.ends_with("secs")
                 || key.ends_with("chats")
                 || key.ends_with("mib")
+                || key.ends_with("workers")
             {
                 "7"
             } else if key.ends_with("format") {

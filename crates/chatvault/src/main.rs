@@ -361,7 +361,9 @@ fn main() -> ExitCode {
     if let Some(ca) = &config.cosmos.ca_file {
         std::env::set_var(chatvault_ingest::CA_FILE_ENV, ca);
     }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime_workers(cores))
         .enable_all()
         .build()
     {
