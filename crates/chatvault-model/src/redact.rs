@@ -33,6 +33,11 @@ impl RedactionPolicy {
             .unwrap_or(self.default)
     }
 
+    /// Whether the site's documents are edited at all.
+    pub(crate) fn redacts(&self, site_key: Option<i64>) -> bool {
+        self.for_site(site_key) != Redaction::default()
+    }
+
     /// Redacts `doc` in place as its site asks; true when anything changed.
     pub fn apply(&self, doc: &mut Value) -> bool {
         let r = self.for_site(doc.pointer("/ChatHeader/SiteKey").and_then(Value::as_i64));

@@ -3,8 +3,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::document::ChatDocument;
-use crate::hash::{content_hash, ContentHash};
+use crate::hash::{content_hash, content_hash_of_tree, ContentHash};
 use crate::redact::RedactionPolicy;
+use crate::tree::{Tree, TreeJson};
 
 /// Default largest single document accepted. A real chat with thousands of lines is well
 /// under 1 MiB; anything near this is a broken or hostile producer.
@@ -79,9 +80,16 @@ pub struct ValidatedDocument {
 }
 
 pub struct SchemaRegistry {
-    validators: Vec<(u32, Validator)>,
+    validators: Vec<(u32, Validators)>,
     max_document_bytes: usize,
     redaction: RedactionPolicy,
+}
+
+/// One schema version compiled twice: for the one-pass reading of the common valid
+/// document, and for the `Value` that explains a rejection.
+struct Validators {
+    quick: Validator<TreeJson>,
+    careful: Validator,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -102,9 +110,13 @@ impl SchemaRegistry {
             .map(|(version, text)| {
                 let schema: Value = serde_json::from_str(text)
                     .map_err(|e| format!("schema v{version} is not JSON: {e}"))?;
-                let validator = jsonschema::draft202012::new(&schema)
-                    .map_err(|e| format!("schema v{version} does not compile: {e}"))?;
-                Ok((*version, validator))
+                let broken = |e| format!("schema v{version} does not compile: {e}");
+                let careful = jsonschema::draft202012::new(&schema).map_err(broken)?;
+                let quick = jsonschema::ValidationOptions::<_, TreeJson>::default()
+                    .with_draft(jsonschema::Draft::Draft202012)
+                    .build(&schema)
+                    .map_err(broken)?;
+                Ok((*version, Validators { quick, careful }))
             })
             .collect::<Result<_, String>>()?;
         Ok(SchemaRegistry {
@@ -128,6 +140,15 @@ impl SchemaRegistry {
     /// Every check a document must pass before anything is stored, in the order that gives
     /// the most useful first error: size, encoding, syntax, schema, then semantic parsing.
     pub fn validate(&self, bytes: &[u8]) -> Result<ValidatedDocument, Rejection> {
+        let text = self.text_of(bytes)?;
+        match self.accept_in_one_pass(text) {
+            Some(accepted) => Ok(accepted),
+            None => self.validate_carefully(text),
+        }
+    }
+
+    /// The size and encoding checks, which come before any parsing.
+    fn text_of<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, Rejection> {
         if bytes.len() > self.max_document_bytes {
             return Err(Rejection::whole(format!(
                 "document is {} bytes; the limit is {} bytes",
@@ -135,12 +156,39 @@ impl SchemaRegistry {
                 self.max_document_bytes
             )));
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| {
+        std::str::from_utf8(bytes).map_err(|e| {
             Rejection::whole(format!(
                 "document is not valid UTF-8 (invalid byte sequence at byte offset {})",
                 e.valid_up_to()
             ))
-        })?;
+        })
+    }
+
+    /// Accepts a valid document read once into a [`Tree`], or gives up (`None`) on
+    /// anything else: a rejection, or a site whose redaction edits documents. What it
+    /// accepts equals what [`SchemaRegistry::validate_carefully`] would make of it.
+    fn accept_in_one_pass(&self, text: &str) -> Option<ValidatedDocument> {
+        let tree = Tree::parse(text).ok()?;
+        let version = match tree.get("SchemaVersion") {
+            None => 1,
+            Some(v) => u32::try_from(v.as_u64()?).ok()?,
+        };
+        let (_, validators) = self.validators.iter().find(|(v, _)| *v == version)?;
+        let site_key = tree.get("ChatHeader").and_then(|h| h.get("SiteKey"));
+        if self.redaction.redacts(site_key.and_then(Tree::as_i64)) {
+            return None;
+        }
+        if !validators.quick.is_valid(&tree) {
+            return None;
+        }
+        let content_hash = content_hash_of_tree(&tree);
+        let document = ChatDocument::deserialize(tree).ok()?;
+        Some(ValidatedDocument::new(document, version, content_hash))
+    }
+
+    /// Validation through a `Value`, which explains every rejection precisely and which
+    /// redaction edits.
+    fn validate_carefully(&self, text: &str) -> Result<ValidatedDocument, Rejection> {
         // From the checked text, so the parser does not check each string's UTF-8 again.
         let mut value: Value = serde_json::from_str(text).map_err(|e| {
             Rejection::whole(format!(
@@ -194,7 +242,7 @@ impl SchemaRegistry {
                     ))
                 })?,
         };
-        let Some((_, validator)) = self.validators.iter().find(|(v, _)| *v == version) else {
+        let Some((_, validators)) = self.validators.iter().find(|(v, _)| *v == version) else {
             let known: Vec<String> = self.versions().map(|v| v.to_string()).collect();
             return Err(Rejection {
                 chat_uid,
@@ -206,6 +254,7 @@ impl SchemaRegistry {
         };
         // Nearly every document is valid: the boolean check is much cheaper than
         // collecting errors, which is only worth doing for the rare invalid one.
+        let validator = &validators.careful;
         if !validator.is_valid(&value) {
             let mut violations = Vec::new();
             let mut total = 0usize;
@@ -256,14 +305,20 @@ impl SchemaRegistry {
                 }],
             }
         })?;
-        Ok(ValidatedDocument {
+        Ok(ValidatedDocument::new(document, version, content_hash))
+    }
+}
+
+impl ValidatedDocument {
+    fn new(document: ChatDocument, schema_version: u32, content_hash: ContentHash) -> Self {
+        ValidatedDocument {
             chat_uid: document.chat_header.chat_uid.to_ascii_lowercase(),
             site_key: document.chat_header.site_key,
-            schema_version: version,
+            schema_version,
             content_hash,
             document,
             redacted: None,
-        })
+        }
     }
 }
 
@@ -326,6 +381,7 @@ fn json_type(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn registry() -> SchemaRegistry {
@@ -431,6 +487,148 @@ mod tests {
                 err.reason
             );
         }
+    }
+
+    /// The reference samples, each read once.
+    fn samples() -> &'static [Value] {
+        static SAMPLES: std::sync::LazyLock<Vec<Value>> = std::sync::LazyLock::new(|| {
+            let dir = crate::reference_samples();
+            let mut paths: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{dir:?}: {e}"))
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|path| path.extension().is_some_and(|e| e == "json"))
+                .collect();
+            paths.sort();
+            paths
+                .iter()
+                .map(|path| {
+                    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+                })
+                .collect()
+        });
+        &SAMPLES
+    }
+
+    /// Every pointer into `value` but the root's.
+    fn pointers(value: &Value, at: &str, out: &mut Vec<String>) {
+        let children: Vec<(String, &Value)> = match value {
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| (k.replace('~', "~0").replace('/', "~1"), v))
+                .collect(),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+            _ => return,
+        };
+        for (key, child) in children {
+            let pointer = format!("{at}/{key}");
+            pointers(child, &pointer, out);
+            out.push(pointer);
+        }
+    }
+
+    /// Replaces the value at `pointer`, or removes it from its object with `None`.
+    fn edit(doc: &mut Value, pointer: &str, replacement: Option<Value>) {
+        match replacement {
+            Some(new) => {
+                if let Some(old) = doc.pointer_mut(pointer) {
+                    *old = new;
+                }
+            }
+            None => {
+                let (parent, key) = pointer.rsplit_once('/').unwrap_or_default();
+                if let Some(Value::Object(map)) = doc.pointer_mut(parent) {
+                    map.remove(&key.replace("~1", "/").replace("~0", "~"));
+                }
+            }
+        }
+    }
+
+    /// Values a field might be given: wrong types, the ends of each range, padding, and
+    /// text the schema admits but the model cannot read.
+    fn any_field_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            crate::any_json(),
+            Just(json!(null)),
+            Just(json!(1.0)),
+            Just(json!(-1)),
+            Just(json!(99)),
+            Just(json!(100)),
+            Just(json!(2_147_483_648_i64)),
+            Just(json!(" padded ")),
+            Just(json!("0001-01-01T00:00:00")),
+            Just(json!("2024-13-45T10:00:00")),
+            Just(json!("2024-08-14T09:12:03.123456789")),
+            Just(json!("6741A0C2E4B0A1F3C2D4E50F")),
+            Just(json!([])),
+            Just(json!({"Name": "n", "Value": null})),
+        ]
+    }
+
+    proptest! {
+        /// The one-pass reading accepts a document exactly when the careful one does, and
+        /// makes the same validated document of it: samples with random fields replaced
+        /// or removed, written with keys out of order and repeated.
+        #[test]
+        fn one_pass_accepts_what_the_careful_path_accepts_and_reads_it_alike(
+            sample in any::<prop::sample::Index>(),
+            edits in prop::collection::vec(
+                (any::<prop::sample::Index>(), prop::option::weighted(0.8, any_field_value())),
+                0..4,
+            ),
+        ) {
+            let mut doc = sample.get(samples()).clone();
+            for (at, replacement) in edits {
+                let mut all = Vec::new();
+                pointers(&doc, "", &mut all);
+                if !all.is_empty() {
+                    edit(&mut doc, at.get(&all).as_str(), replacement);
+                }
+            }
+            let text = crate::scrambled_json(&doc);
+            let r = registry();
+            match (r.accept_in_one_pass(&text), r.validate_carefully(&text)) {
+                (Some(quick), Ok(careful)) => {
+                    prop_assert_eq!(quick.chat_uid, careful.chat_uid);
+                    prop_assert_eq!(quick.site_key, careful.site_key);
+                    prop_assert_eq!(quick.schema_version, careful.schema_version);
+                    prop_assert_eq!(quick.content_hash, careful.content_hash);
+                    prop_assert_eq!(quick.document, careful.document);
+                    prop_assert_eq!(quick.redacted, careful.redacted);
+                }
+                (None, Err(_)) => {}
+                (Some(_), Err(e)) => prop_assert!(false, "accepted in one pass, rejected carefully: {e}"),
+                (None, Ok(_)) => prop_assert!(false, "a valid document missed the one-pass reading"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_site_with_redaction_takes_the_careful_path() {
+        let mut policy = RedactionPolicy::default();
+        policy.sites.insert(
+            3,
+            crate::Redaction {
+                drop_ip: true,
+                mask_card_numbers: false,
+            },
+        );
+        let r = registry().with_redaction(policy);
+        let mut doc = minimal();
+        doc["ChatHeader"]["IP"] = json!("10.1.2.3");
+        let text = doc.to_string();
+        assert!(r.accept_in_one_pass(&text).is_none());
+        let redacted = r.validate(text.as_bytes()).expect("valid");
+        assert_eq!(redacted.document.chat_header.ip, "");
+        doc["ChatHeader"]["SiteKey"] = json!(4);
+        assert!(
+            r.accept_in_one_pass(&doc.to_string()).is_some(),
+            "site 4 is not redacted"
+        );
     }
 
     #[test]
