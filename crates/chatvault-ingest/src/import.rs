@@ -122,12 +122,12 @@ pub async fn import_paths(
                     let handle = tokio::task::spawn_blocking(move || {
                         chunk
                             .docs
-                            .iter()
+                            .into_iter()
                             .map(|(file, location, bytes)| {
                                 prepare_one(
                                     &registry,
                                     format!("{file} {location}").trim_end(),
-                                    bytes,
+                                    bytes.into(),
                                     "import",
                                 )
                             })

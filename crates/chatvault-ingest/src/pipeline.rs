@@ -7,6 +7,7 @@ use chatvault_model::{flatten, ContentHash, FlatChat, Rejection, SchemaRegistry}
 use chatvault_store::{Store, StoreUpdate};
 use futures::future::BoxFuture;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,18 +76,26 @@ impl Prepared {
 pub fn prepare(registry: &SchemaRegistry, pieces: &[Piece<'_>], detail: &str) -> Vec<Prepared> {
     pieces
         .iter()
-        .map(|piece| prepare_one(registry, &piece.location, piece.bytes, detail))
+        .map(|piece| {
+            prepare_one(
+                registry,
+                &piece.location,
+                Cow::Borrowed(piece.bytes),
+                detail,
+            )
+        })
         .collect()
 }
 
-/// Validates one document found at `location` of the payload from `detail`.
+/// Validates one document found at `location` of the payload from `detail`. Bytes handed
+/// over owned are archived as they are, not copied.
 pub fn prepare_one(
     registry: &SchemaRegistry,
     location: &str,
-    bytes: &[u8],
+    bytes: Cow<'_, [u8]>,
     detail: &str,
 ) -> Prepared {
-    match registry.validate(bytes) {
+    match registry.validate(&bytes) {
         Ok(document) => Prepared::Valid {
             location: location.to_owned(),
             detail: if location.is_empty() {
@@ -98,7 +107,7 @@ pub fn prepare_one(
             schema_version: document.schema_version,
             content_hash: document.content_hash,
             // A redacted document is archived as redacted: the original never reaches disk.
-            bytes: document.redacted.unwrap_or_else(|| bytes.to_vec()),
+            bytes: document.redacted.unwrap_or_else(|| bytes.into_owned()),
         },
         Err(rejection) => Prepared::Rejected {
             location: location.to_owned(),

@@ -37,7 +37,7 @@ async fn exclusive_work_runs_between_batches_on_closed_segments() {
     let gen = chatvault_gen::Generator::new(21);
     let submit = |i: u64| {
         let bytes = serde_json::to_vec(&gen.chat(i)).expect("json");
-        let item = prepare_one(&registry, "", &bytes, "test");
+        let item = prepare_one(&registry, "", bytes.into(), "test");
         let pipeline = pipeline.clone();
         async move { pipeline.enqueue(Source::Import, vec![item]).await }
     };
@@ -116,7 +116,7 @@ async fn back_to_back_batches_see_each_others_decisions() {
     let uid = gen.chat_uid(0);
     let upsert = |doc: &serde_json::Value| {
         let bytes = serde_json::to_vec(doc).expect("json");
-        prepare_one(&registry, "", &bytes, "test")
+        prepare_one(&registry, "", bytes.into(), "test")
     };
     let delete = || chatvault_ingest::Prepared::Delete {
         chat_uid: uid.clone(),
@@ -193,7 +193,7 @@ async fn a_store_buffer_that_is_not_flushed_holds_ingest_back() {
         let items = (batch * 5..batch * 5 + 5)
             .map(|i| {
                 let bytes = serde_json::to_vec(&gen.chat(i)).expect("json");
-                prepare_one(&registry, "", &bytes, "test")
+                prepare_one(&registry, "", bytes.into(), "test")
             })
             .collect();
         pipeline
