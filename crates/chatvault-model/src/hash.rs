@@ -306,7 +306,10 @@ mod tests {
     fn strings_are_written_as_serde_json_writes_them() {
         let plain = "é€😀/ \u{7f}".repeat(40);
         for escape in ["\"", "\\", "\n", "\u{1}", "\u{1f}"] {
-            for at in [0, 63, 64, 150, plain.len()] {
+            for near in [0, 63, 64, 150, plain.len()] {
+                let at = (near..=plain.len())
+                    .find(|&i| plain.is_char_boundary(i))
+                    .unwrap_or(plain.len());
                 let mut text = plain.clone();
                 text.insert_str(at, escape);
                 let mut out = Vec::new();
