@@ -2,8 +2,9 @@
 //! webhook (`POST /api/v1/chats`) with N concurrent keep-alive clients, and prints the
 //! throughput as one JSON line on stdout.
 //!
-//! Every request carries `--batch` documents as a JSON array. A 429 or 503 is retried after
-//! the server's `Retry-After`; any other status, a short result list or a transport error
+//! Every request carries `--batch` documents as a JSON array; one document is sent as it
+//! is, the way the chat server's webhook posts each chat. A 429 or 503 is retried after the
+//! server's `Retry-After`; any other status, a short result list or a transport error
 //! stops the run with a non-zero exit. Only loopback addresses are accepted as targets.
 
 use anyhow::{bail, ensure, Context};
@@ -41,7 +42,7 @@ struct Args {
     /// Concurrent clients, each with its own keep-alive connection.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// Documents per request (sent as a JSON array).
+    /// Documents per request (a JSON array, or the bare document when 1).
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Send at most this many documents (the first ones of the file).
@@ -254,7 +255,7 @@ async fn run_client(client: &reqwest::Client, shared: &Shared) -> anyhow::Result
             .docs
             .get(first..last)
             .with_context(|| format!("batch {index} is out of range"))?;
-        let body = array_body(&shared.data, docs)?;
+        let body = request_body(&shared.data, docs)?;
         let started = Instant::now();
         let mut attempts = 0u32;
         let results = loop {
@@ -309,8 +310,15 @@ async fn run_client(client: &reqwest::Client, shared: &Shared) -> anyhow::Result
     }
 }
 
-/// `[doc,doc,…]` from the documents' byte ranges.
-fn array_body(data: &[u8], docs: &[Range<usize>]) -> anyhow::Result<Vec<u8>> {
+/// `[doc,doc,…]` from the documents' byte ranges, or the document itself if only one.
+fn request_body(data: &[u8], docs: &[Range<usize>]) -> anyhow::Result<Vec<u8>> {
+    let doc = |range: &Range<usize>| {
+        data.get(range.clone())
+            .context("a document's byte range lies outside the file")
+    };
+    if let [only] = docs {
+        return Ok(doc(only)?.to_vec());
+    }
     let len: usize = docs.iter().map(|r| r.len() + 1).sum();
     let mut body = Vec::with_capacity(len + 2);
     body.push(b'[');
@@ -318,10 +326,7 @@ fn array_body(data: &[u8], docs: &[Range<usize>]) -> anyhow::Result<Vec<u8>> {
         if i > 0 {
             body.push(b',');
         }
-        let doc = data
-            .get(range.clone())
-            .context("a document's byte range lies outside the file")?;
-        body.extend_from_slice(doc);
+        body.extend_from_slice(doc(range)?);
     }
     body.push(b']');
     Ok(body)
