@@ -16,6 +16,8 @@ use crate::{IngestError, OutcomeTally, Result, Source};
 
 /// Documents validated and committed together.
 const CHUNK_DOCUMENTS: usize = 1000;
+/// The largest buffer an NDJSON line is given before it is read (larger lines grow).
+const LINE_HINT_MAX: usize = 64 * 1024;
 /// Chunks being validated at once (one per core here, plus one waiting).
 const VALIDATING: usize = 3;
 /// Chunks queued in the pipeline at once: one committing while the next waits.
@@ -266,10 +268,13 @@ fn read_all(files: &[PathBuf], tx: &tokio::sync::mpsc::Sender<Read_>) {
             PayloadFormat::Ndjson => {
                 let mut line_no = 0usize;
                 // Each line is read into a buffer the size of the last one (documents of
-                // one export are much alike), not grown from nothing by doubling.
+                // one export are much alike), not grown from nothing by doubling; up to
+                // a bound: after a huge line, the next (kept until it is archived) would
+                // otherwise hold as much again.
                 let mut expected = 0usize;
                 loop {
-                    let mut line = Vec::with_capacity(expected + expected / 8);
+                    let hint = expected.min(LINE_HINT_MAX);
+                    let mut line = Vec::with_capacity(hint + hint / 8);
                     match reader.read_until(b'\n', &mut line) {
                         Ok(0) => break,
                         Ok(_) => {
