@@ -147,6 +147,12 @@ impl SchemaRegistry {
         }
     }
 
+    fn validators_of(&self, version: u32) -> Option<&Validators> {
+        self.validators
+            .iter()
+            .find_map(|(v, validators)| (*v == version).then_some(validators))
+    }
+
     /// The size and encoding checks, which come before any parsing.
     fn text_of<'a>(&self, bytes: &'a [u8]) -> Result<&'a str, Rejection> {
         if bytes.len() > self.max_document_bytes {
@@ -173,7 +179,7 @@ impl SchemaRegistry {
             None => 1,
             Some(v) => u32::try_from(v.as_u64()?).ok()?,
         };
-        let (_, validators) = self.validators.iter().find(|(v, _)| *v == version)?;
+        let validators = self.validators_of(version)?;
         let site_key = tree.get("ChatHeader").and_then(|h| h.get("SiteKey"));
         if self.redaction.redacts(site_key.and_then(Tree::as_i64)) {
             return None;
@@ -242,7 +248,7 @@ impl SchemaRegistry {
                     ))
                 })?,
         };
-        let Some((_, validators)) = self.validators.iter().find(|(v, _)| *v == version) else {
+        let Some(validators) = self.validators_of(version) else {
             let known: Vec<String> = self.versions().map(|v| v.to_string()).collect();
             return Err(Rejection {
                 chat_uid,
