@@ -71,6 +71,45 @@ pub struct Record {
     pub entry: Entry,
 }
 
+/// What a record is about, without its document: see [`crate::read_heads`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHead {
+    pub seq: u64,
+    pub chat_uid: String,
+    pub operation: Operation,
+}
+
+impl RecordHead {
+    /// Reads the fields [`Entry::decode`] reads, keeping three and copying no document.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Option<RecordHead> {
+        let seq = u64::try_from(r.long()?).ok()?;
+        let _received_at_us = r.long()?;
+        Source::ALL.get(usize::try_from(r.long()?).ok()?)?;
+        let _source_detail = r.string()?;
+        let chat_uid = r.string()?.to_owned();
+        let _site_key = r.long()?;
+        let operation = Operation::decode(r.long()?)?;
+        i32::try_from(r.long()?).ok()?;
+        r.take(32)?;
+        r.bytes()?;
+        Some(RecordHead {
+            seq,
+            chat_uid,
+            operation,
+        })
+    }
+}
+
+impl Operation {
+    fn decode(value: i64) -> Option<Operation> {
+        match value {
+            0 => Some(Operation::Upsert),
+            1 => Some(Operation::Delete),
+            _ => None,
+        }
+    }
+}
+
 impl Entry {
     pub(crate) fn encode(&self, seq: u64, out: &mut Vec<u8>) {
         put_long(out, seq as i64);
@@ -92,11 +131,7 @@ impl Entry {
         let source_detail = r.string()?.to_owned();
         let chat_uid = r.string()?.to_owned();
         let site_key = r.long()?;
-        let operation = match r.long()? {
-            0 => Operation::Upsert,
-            1 => Operation::Delete,
-            _ => return None,
-        };
+        let operation = Operation::decode(r.long()?)?;
         let schema_version = i32::try_from(r.long()?).ok()?;
         let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
         let document = r.bytes()?.to_vec();

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{put_bytes, put_long, Reader};
-use crate::record::{Entry, Record, ARCHIVE_RECORD_SCHEMA};
+use crate::record::{Entry, Record, RecordHead, ARCHIVE_RECORD_SCHEMA};
 use crate::{ArchiveError, Result};
 
 const MAGIC: &[u8; 4] = b"Obj\x01";
@@ -155,16 +155,26 @@ pub(crate) fn encode_block(count: usize, data: &[u8], sync: &[u8; SYNC_LEN], out
     out.extend_from_slice(sync);
 }
 
-/// A segment read back: its header, its records and how many bytes of it are whole.
-pub(crate) struct ScannedSegment {
+/// A segment read back: its header, its records (each as `T`, by default whole) and how
+/// many bytes of it are whole.
+pub(crate) struct ScannedSegment<T = (u64, Entry)> {
     pub header: Header,
-    pub records: Vec<(u64, Entry)>,
+    pub records: Vec<T>,
     /// Bytes up to the end of the last complete block; anything after is a torn tail.
     pub valid_len: usize,
     pub torn: Option<String>,
 }
 
 pub(crate) fn scan(path: &Path, bytes: &[u8]) -> Result<ScannedSegment> {
+    scan_with(path, bytes, Entry::decode)
+}
+
+/// [`scan`], each record decoded by `decode`.
+fn scan_with<T>(
+    path: &Path,
+    bytes: &[u8],
+    decode: fn(&mut Reader<'_>) -> Option<T>,
+) -> Result<ScannedSegment<T>> {
     let mut r = Reader::new(bytes);
     let header = Header::decode(&mut r).map_err(|reason| ArchiveError::Corrupt {
         path: path.to_owned(),
@@ -176,7 +186,7 @@ pub(crate) fn scan(path: &Path, bytes: &[u8]) -> Result<ScannedSegment> {
     let mut torn = None;
     while r.pos < bytes.len() {
         let block_start = r.pos;
-        match scan_block(&mut r, &header, &mut records) {
+        match scan_block(&mut r, &header, &mut records, decode) {
             Ok(()) => valid_len = r.pos,
             Err(reason) => {
                 torn = Some(format!("{reason} at byte {block_start}"));
@@ -192,10 +202,11 @@ pub(crate) fn scan(path: &Path, bytes: &[u8]) -> Result<ScannedSegment> {
     })
 }
 
-fn scan_block(
+fn scan_block<T>(
     r: &mut Reader<'_>,
     header: &Header,
-    records: &mut Vec<(u64, Entry)>,
+    records: &mut Vec<T>,
+    decode: fn(&mut Reader<'_>) -> Option<T>,
 ) -> std::result::Result<(), String> {
     let count = r.long().ok_or("block count cut short")?;
     let size = r.long().ok_or("block size cut short")?;
@@ -209,7 +220,7 @@ fn scan_block(
     let mut inner = Reader::new(data);
     let before = records.len();
     for _ in 0..count {
-        let record = Entry::decode(&mut inner).ok_or("block holds an undecodable record")?;
+        let record = decode(&mut inner).ok_or("block holds an undecodable record")?;
         records.push(record);
     }
     if inner.pos != data.len() {
@@ -239,6 +250,32 @@ fn read_file_into(path: &Path, buffer: &mut Vec<u8>) -> Result<()> {
 
 /// Every record with `seq >= from_seq`, in order, one segment in memory at a time.
 pub fn read_records(dir: &Path, from_seq: u64) -> Result<impl Iterator<Item = Result<Record>>> {
+    read_with(dir, from_seq, Entry::decode, |number, (seq, entry)| {
+        Record {
+            seq,
+            segment: number,
+            entry,
+        }
+    })
+}
+
+/// Every record's head (seq, ChatUID, operation) without its document, in archive order:
+/// what a pass that only decides which records matter needs, at a fraction of the copying.
+pub fn read_heads(dir: &Path) -> Result<impl Iterator<Item = Result<RecordHead>>> {
+    read_with(dir, 0, RecordHead::decode, |_, head| head)
+}
+
+/// The records with `seq >= from_seq`, a segment at a time, each decoded by `decode` and
+/// made an item by `item` (with its segment's number).
+fn read_with<T, I>(
+    dir: &Path,
+    from_seq: u64,
+    decode: fn(&mut Reader<'_>) -> Option<T>,
+    item: fn(u64, T) -> I,
+) -> Result<impl Iterator<Item = Result<I>>>
+where
+    T: Seq,
+{
     let segments = list_segments(dir)?;
     // Skip whole segments that end before `from_seq`: a segment ends where the next begins.
     let mut start = 0;
@@ -259,25 +296,37 @@ pub fn read_records(dir: &Path, from_seq: u64) -> Result<impl Iterator<Item = Re
         .into_iter()
         .skip(start)
         .flat_map(move |(number, path)| {
-            let scanned = read_file_into(&path, &mut buffer).and_then(|()| scan(&path, &buffer));
-            let items: Vec<Result<Record>> = match scanned {
+            let scanned =
+                read_file_into(&path, &mut buffer).and_then(|()| scan_with(&path, &buffer, decode));
+            let items: Vec<Result<I>> = match scanned {
                 Ok(s) => s
                     .records
                     .into_iter()
-                    .filter(|(seq, _)| *seq >= from_seq)
-                    .map(|(seq, entry)| {
-                        Ok(Record {
-                            seq,
-                            segment: number,
-                            entry,
-                        })
-                    })
+                    .filter(|record| record.seq() >= from_seq)
+                    .map(|record| Ok(item(number, record)))
                     .collect(),
                 Err(e) => vec![Err(e)],
             };
             items
         });
     Ok(iter)
+}
+
+/// A decoded record's sequence number.
+trait Seq {
+    fn seq(&self) -> u64;
+}
+
+impl Seq for (u64, Entry) {
+    fn seq(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Seq for RecordHead {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 /// Replays records with `seq >= from_seq` on a blocking thread, each mapped by `map`,

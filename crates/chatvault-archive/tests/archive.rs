@@ -1,5 +1,6 @@
 use chatvault_archive::{
-    read_records, verify, Archive, ArchiveConfig, Entry, Operation, Position, Source,
+    read_heads, read_records, verify, Archive, ArchiveConfig, Entry, Operation, Position,
+    RecordHead, Source,
 };
 use chatvault_model::ContentHash;
 use proptest::prelude::*;
@@ -61,6 +62,38 @@ async fn appended_records_read_back_in_order_with_their_sequence_numbers() {
         .map(|r| r.expect("ok").seq)
         .collect();
     assert_eq!(from_seven, vec![7, 8, 9, 10]);
+}
+
+#[tokio::test]
+async fn heads_read_back_what_the_whole_records_say_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ArchiveConfig {
+        segment_max_bytes: 2_000,
+        ..ArchiveConfig::new(dir.path())
+    };
+    let (archive, _) = Archive::open(config).expect("open");
+    for i in 0..40 {
+        archive
+            .append(vec![entry(i, 10 + (i as usize * 37) % 300)])
+            .await
+            .expect("append");
+    }
+    let segments = std::fs::read_dir(dir.path()).expect("list").count();
+    assert!(segments > 3, "only {segments} segments");
+    let heads: Vec<RecordHead> = read_heads(dir.path())
+        .expect("readable")
+        .map(|h| h.expect("head"))
+        .collect();
+    let expected: Vec<RecordHead> = all_records(dir.path())
+        .into_iter()
+        .map(|(seq, e)| RecordHead {
+            seq,
+            chat_uid: e.chat_uid,
+            operation: e.operation,
+        })
+        .collect();
+    assert_eq!(heads.len(), 40);
+    assert_eq!(heads, expected);
 }
 
 /// `n` single-record appends of `size`-byte documents, all in flight at once; the

@@ -10,6 +10,8 @@
 
 mod frame;
 mod order;
+mod parquet;
+mod rebuild;
 mod store;
 
 pub use frame::{empty_frame, table_schema};

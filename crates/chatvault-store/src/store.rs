@@ -1,4 +1,4 @@
-use chatvault_archive::{replay_chunks, Operation, Record};
+use chatvault_archive::{read_heads, replay_chunks, Operation, Record};
 use chatvault_catalog::{Catalog, StoreChange, StoreFile, StoreSnapshot};
 use chatvault_model::{
     flatten, ChatDocument, ChatRow, FlatChat, LineRow, PageRow, SurveyRow, TableDef, TagRow, TABLES,
@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::frame::TableBuilder;
 use crate::order::in_file_order;
+use crate::parquet::{temporary_path, write_parquet, FileKind};
+use crate::rebuild::RebuildFiles;
 use crate::{Result, StoreError};
 
 const HIDE: &str = "HideBelow";
@@ -25,14 +27,15 @@ pub struct StoreConfig {
     pub flush_chats: usize,
     /// …or the oldest buffered change is this old.
     pub flush_age: Duration,
-    /// A replay (recovery, rebuild) flushes every this many chats instead: every flush
+    /// A recovery's replay flushes every this many chats instead: every flush
     /// writes a file per table and partition, and with chats spread over many partitions
     /// small flushes make many small files, which the filesystem is slow to create and a
     /// compaction must merge again. Costs memory: two flushes' worth of chats are held.
     pub replay_flush_chats: usize,
-    /// A rebuild keeps the columns it has converted in memory, up to this many bytes, and
-    /// writes each partition once at its end; past it, what it holds is written out as
-    /// intermediate files that its final merge reads back (slower, bounded memory).
+    /// A rebuild writes each table and partition's rows a row group at a time, once they
+    /// fill one (`row_group_rows`, or 64 MiB); the rows of all partitions waiting to fill
+    /// one are kept up to this many bytes, past which the largest waiting ones are written
+    /// as a smaller row group.
     pub rebuild_hold_bytes: usize,
     pub row_group_rows: usize,
     /// Compact a partition once it has this many files.
@@ -51,7 +54,7 @@ impl StoreConfig {
             flush_chats: 20_000,
             flush_age: Duration::from_secs(10),
             replay_flush_chats: 100_000,
-            rebuild_hold_bytes: 4 << 30,
+            rebuild_hold_bytes: 1 << 30,
             row_group_rows: 128 * 1024,
             compact_min_files: 8,
             compact_max_deletes: 50_000,
@@ -149,77 +152,38 @@ struct State {
     view: Option<(u64, Arc<View>)>,
     /// While a rebuild replays the archive, readers keep the view from before it.
     frozen: Option<Arc<View>>,
-    /// While a rebuild replays the archive, flushes convert the buffer into this
-    /// instead of writing files.
-    held: Option<Held>,
 }
 
 /// One partition's rows, keyed by (SiteKey, month), as a frame per table.
 type PartitionFrames = ((i32, String), [DataFrame; 5]);
 
-/// Partitions a rebuild has converted to columns but not written. Its final merge writes
-/// each partition once, sorted; writing them at every flush instead cost the Parquet
-/// encoding of every row twice and reading them back once.
-#[derive(Default)]
-struct Held {
-    partitions: BTreeMap<(i32, String), Vec<[DataFrame; 5]>>,
-    bytes: usize,
-    /// Every held flush as one: its newest seq is the registry's watermark once the rows
-    /// are written. None while nothing is held.
-    flush: Option<Flush>,
-}
-
-impl Held {
-    fn add(&mut self, partitions: Vec<PartitionFrames>, flush: Flush) {
-        for (partition, frames) in partitions {
-            self.bytes += frames.iter().map(DataFrame::estimated_size).sum::<usize>();
-            self.partitions.entry(partition).or_default().push(frames);
-        }
-        self.flush = Some(flush.after(self.flush.take()));
-    }
-
-    /// Each partition as one set of frames, to be written out.
-    fn into_flush(self) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
-        flush_partitions(self.partitions, stack, self.flush)
-    }
-}
-
-/// Each partition's frames, made by `frames`, with the flush that writes them; None when
-/// there is no flush (no change was gathered).
-fn flush_partitions<T>(
-    partitions: BTreeMap<(i32, String), T>,
-    frames: impl Fn(T) -> Result<[DataFrame; 5]>,
-    flush: Option<Flush>,
-) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
-    let Some(flush) = flush else {
-        return Ok(None);
-    };
-    let partitions = partitions
-        .into_iter()
-        .map(|(partition, gathered)| Ok((partition, frames(gathered)?)))
-        .collect::<Result<_>>()?;
-    Ok(Some((partitions, flush)))
-}
-
-/// The archive's records past a seq, a chunk at a time, each with whether it supersedes
-/// an earlier version of its chat.
+/// The archive's records past a seq, a chunk at a time, each with a flag: in a recovery,
+/// whether it supersedes an earlier version of its chat; in a rebuild, whether it is the
+/// chat's final version, the only one the rebuilt store holds.
 type ReplayChunks = tokio::sync::mpsc::Receiver<Result<Vec<(Record, bool)>>>;
 
-/// Chats a rebuild has replayed, in columns: one set of table builders per partition,
-/// and what their flush records besides the rows.
+/// A rebuild's worker hands its columns over once it has converted this many chats.
+const HAND_OVER_CHATS: usize = 20_000;
+
+/// Archived records a replay hands on at a time.
+const REPLAY_CHUNK: usize = 2000;
+
+/// A rebuild keeps at most this many files open (one per table and partition being
+/// written), well below the usual limit of 1,024 open files per process.
+const MAX_OPEN_REBUILD_FILES: usize = 512;
+
+/// Chats a rebuild has converted to columns: one set of table builders per partition.
 #[derive(Default)]
 struct Converted {
     partitions: BTreeMap<(i32, String), [TableBuilder; 5]>,
-    hide: Vec<(String, i64)>,
-    max_seq: Option<u64>,
     chats: usize,
 }
 
 impl Converted {
-    /// Flattens an archived change and appends its rows at once (its rows are freed
-    /// here, while still in the cache).
-    fn add(&mut self, r: &Record, supersedes: bool) -> Result<()> {
-        let (uid, b) = buffered_of(update_of(r, supersedes)?);
+    /// Flattens an archived chat and appends its rows at once (its rows are freed here,
+    /// while still in the cache).
+    fn add(&mut self, r: &Record) -> Result<()> {
+        let (_, b) = buffered_of(update_of(r, false)?);
         if let Some(flat) = &b.flat {
             let flats = [&**flat];
             let builders = self
@@ -228,17 +192,13 @@ impl Converted {
                 .or_insert_with(|| table_builders(&[]));
             put_flats(builders, &flats)?;
         }
-        if b.supersedes {
-            self.hide.push((uid, b.seq as i64));
-        }
-        self.max_seq = self.max_seq.max(Some(b.seq));
         self.chats += 1;
         Ok(())
     }
 
     /// What this holds, leaving builders for the same partitions, each sized for as many
     /// rows as it holds now: the next chats are much like the last, and builders that
-    /// grew by doubling kept unused capacity until the rebuild's end.
+    /// grew by doubling kept unused capacity until they were written.
     fn hand_over(&mut self) -> Converted {
         let next = Converted {
             partitions: self
@@ -251,137 +211,57 @@ impl Converted {
                     )
                 })
                 .collect(),
-            ..Converted::default()
+            chats: 0,
         };
         std::mem::replace(self, next)
     }
 
-    /// The partitions as frames, and the flush that holds them; None if no change was
-    /// added.
-    fn finish(self) -> Result<Option<(Vec<PartitionFrames>, Flush)>> {
-        let flush = Flush::of(self.max_seq, self.hide, self.chats);
-        flush_partitions(self.partitions, finish_tables, flush)
-    }
-}
-
-/// What a rebuild's worker hands over: its columns of one epoch, and the epoch it has
-/// moved on to (`u64::MAX` once it has ended).
-struct Part<T = Converted> {
-    worker: usize,
-    epoch: u64,
-    next_epoch: u64,
-    columns: T,
-}
-
-/// The parts of a rebuild's epochs that workers have handed over, kept until no worker
-/// can add to their epoch any more.
-struct Epochs<T> {
-    parts: BTreeMap<u64, Vec<T>>,
-    /// The epoch each worker is in (`u64::MAX` once it has ended).
-    frontier: Vec<u64>,
-}
-
-impl<T> Epochs<T> {
-    fn new(workers: usize) -> Epochs<T> {
-        Epochs {
-            parts: BTreeMap::new(),
-            frontier: vec![0; workers],
-        }
-    }
-
-    /// Adds a worker's part of its epoch; returns the epochs now complete, oldest
-    /// first. A worker moves on when it takes a chunk of a later epoch, and chunks are
-    /// taken in the archive's order, so once every worker is past an epoch, all of it
-    /// has been handed over.
-    fn add(&mut self, part: Part<T>) -> Vec<(u64, Vec<T>)> {
-        self.parts.entry(part.epoch).or_default().push(part.columns);
-        if let Some(at) = self.frontier.get_mut(part.worker) {
-            *at = part.next_epoch;
-        }
-        let oldest_open = self.frontier.iter().copied().min().unwrap_or(u64::MAX);
-        let open = self.parts.split_off(&oldest_open);
-        std::mem::replace(&mut self.parts, open)
+    /// The partitions as frames.
+    fn finish(self) -> Result<Vec<PartitionFrames>> {
+        self.partitions
             .into_iter()
+            .map(|(partition, builders)| Ok((partition, finish_tables(builders)?)))
             .collect()
-    }
-
-    /// Every epoch left, oldest first, once every worker has ended.
-    fn rest(self) -> Vec<(u64, Vec<T>)> {
-        self.parts.into_iter().collect()
     }
 }
 
 /// What a rebuild's workers share.
 struct Shared<'a> {
-    /// The reader's chunks, and how many records were taken before the next one.
-    queue: &'a std::sync::Mutex<(ReplayChunks, u64)>,
-    epoch_records: u64,
+    queue: &'a std::sync::Mutex<ReplayChunks>,
     failed: &'a AtomicBool,
     replayed: &'a AtomicU64,
-    handed_over: &'a tokio::sync::mpsc::Sender<Part>,
+    handed_over: &'a tokio::sync::mpsc::Sender<Converted>,
 }
 
 /// A rebuild worker's loop (see [`Store::replay_converting`]): takes chunks in turn,
-/// converts them, and hands over its columns whenever the next chunk starts a later
-/// epoch, and at the end.
-fn convert_epochs(worker: usize, shared: &Shared<'_>) -> Result<()> {
+/// converts the final versions in them, and hands its columns over every
+/// [`HAND_OVER_CHATS`] chats and at the end.
+fn convert_chunks(shared: &Shared<'_>) -> Result<()> {
     let mut converted = Converted::default();
-    let mut epoch = 0u64;
     while !shared.failed.load(Ordering::Relaxed) && !shared.handed_over.is_closed() {
-        // Taking a chunk and counting it happen together, so epochs follow the archive.
-        let (chunk, chunk_epoch) = {
-            let mut queue = shared.queue.lock().map_err(|_| poisoned())?;
-            let (rx, taken) = &mut *queue;
-            let chunk = rx.blocking_recv();
-            let chunk_epoch = *taken / shared.epoch_records;
-            if let Some(Ok(records)) = &chunk {
-                *taken += records.len() as u64;
-            }
-            (chunk, chunk_epoch)
-        };
+        let chunk = shared.queue.lock().map_err(|_| poisoned())?.blocking_recv();
         let Some(chunk) = chunk else { break };
         let chunk = chunk?;
-        if chunk_epoch > epoch {
-            let part = Part {
-                worker,
-                epoch,
-                next_epoch: chunk_epoch,
-                columns: converted.hand_over(),
-            };
-            if shared.handed_over.blocking_send(part).is_err() {
-                // Holding failed; that error is the one reported.
-                return Ok(());
+        for (r, is_final) in &chunk {
+            if *is_final {
+                converted.add(r)?;
             }
-            epoch = chunk_epoch;
-        }
-        for (r, supersedes) in &chunk {
-            converted.add(r, *supersedes)?;
         }
         shared
             .replayed
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-    }
-    let _ = shared.handed_over.blocking_send(Part {
-        worker,
-        epoch,
-        next_epoch: u64::MAX,
-        columns: converted,
-    });
-    Ok(())
-}
-
-/// Concatenates sets of table frames, table by table.
-fn stack(sets: Vec<[DataFrame; 5]>) -> Result<[DataFrame; 5]> {
-    let mut sets = sets.into_iter();
-    let Some(mut out) = sets.next() else {
-        return Ok(TABLES.map(|t| crate::frame::empty_frame(&t)));
-    };
-    for set in sets {
-        for (into, frame) in out.iter_mut().zip(set) {
-            into.vstack_mut_owned(frame)?;
+        if converted.chats >= HAND_OVER_CHATS
+            && shared
+                .handed_over
+                .blocking_send(converted.hand_over())
+                .is_err()
+        {
+            // Writing failed; that error is the one reported.
+            return Ok(());
         }
     }
-    Ok(out)
+    let _ = shared.handed_over.blocking_send(converted);
+    Ok(())
 }
 
 /// What one flush takes from the buffer, besides its rows.
@@ -390,28 +270,6 @@ struct Flush {
     /// (ChatUID, HideBelow) of the changes that supersede an earlier version.
     hide: Vec<(String, i64)>,
     chats: usize,
-}
-
-impl Flush {
-    /// `earlier` and this as one flush (`earlier`'s hide entries first).
-    fn after(self, earlier: Option<Flush>) -> Flush {
-        let Some(mut flush) = earlier else {
-            return self;
-        };
-        flush.max_seq = flush.max_seq.max(self.max_seq);
-        flush.hide.extend(self.hide);
-        flush.chats += self.chats;
-        flush
-    }
-
-    /// None when no change was gathered (no newest seq).
-    fn of(max_seq: Option<u64>, hide: Vec<(String, i64)>, chats: usize) -> Option<Flush> {
-        Some(Flush {
-            max_seq: max_seq?,
-            hide,
-            chats,
-        })
-    }
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -440,7 +298,7 @@ pub struct Store {
     files_opened: Arc<AtomicU64>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
         source,
@@ -451,7 +309,7 @@ fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-fn poisoned() -> StoreError {
+pub(crate) fn poisoned() -> StoreError {
     StoreError::Task("store state lock poisoned".into())
 }
 
@@ -473,7 +331,6 @@ impl Store {
                 generation: 0,
                 view: None,
                 frozen: None,
-                held: None,
             })),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             files_opened: Arc::new(AtomicU64::new(0)),
@@ -670,18 +527,16 @@ impl Store {
         self.flush_files().await
     }
 
-    /// Writes the buffer, or during a rebuild converts it into the rows the rebuild
-    /// holds (and writes those once they outgrow `rebuild_hold_bytes`).
+    /// Writes the buffer to Parquet and registers the files in one catalog transaction.
     async fn flush_files(&self) -> Result<Option<FlushReport>> {
         let _guard = self.write_lock.lock().await;
-        let (entries, holding): (Vec<(String, Buffered)>, bool) = {
+        let entries: Vec<(String, Buffered)> = {
             let state = self.state.read().map_err(|_| poisoned())?;
-            let entries = state
+            state
                 .buffer
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            (entries, state.held.is_some())
+                .collect()
         };
         let Some(flush) = flush_of(&entries) else {
             return Ok(None);
@@ -691,47 +546,9 @@ impl Store {
             buffer_partitions(&entries)
         }))
         .await?;
-        if !holding {
-            return self
-                .write_and_register(partitions, flush, &taken, FileOrder::Sorted)
-                .await
-                .map(Some);
-        }
-        let removed = {
-            let mut state = self.state.write().map_err(|_| poisoned())?;
-            take_from_buffer(&mut state, &taken)
-        };
-        release(removed);
-        self.hold(partitions, flush).await.map(Some)
-    }
-
-    /// Adds converted partitions to what a rebuild holds, and writes what it holds once
-    /// that outgrows `rebuild_hold_bytes` (unsorted: the final merge sorts every
-    /// partition, so sorting now would be work thrown away).
-    async fn hold(&self, partitions: Vec<PartitionFrames>, flush: Flush) -> Result<FlushReport> {
-        let chats = flush.chats;
-        let spill = {
-            let mut state = self.state.write().map_err(|_| poisoned())?;
-            let limit = self.config.rebuild_hold_bytes;
-            let held = state.held.get_or_insert_with(Held::default);
-            held.add(partitions, flush);
-            if held.bytes > limit {
-                std::mem::take(held).into_flush()?
-            } else {
-                None
-            }
-        };
-        match spill {
-            Some((partitions, flush)) => {
-                self.write_and_register(partitions, flush, &[], FileOrder::AsBuffered)
-                    .await
-            }
-            None => Ok(FlushReport {
-                chats,
-                flushed_seq: self.flushed_seq(),
-                ..FlushReport::default()
-            }),
-        }
+        self.write_and_register(partitions, flush, &taken)
+            .await
+            .map(Some)
     }
 
     /// Writes converted partitions as new files and registers them (and the flush's
@@ -741,7 +558,6 @@ impl Store {
         partitions: Vec<PartitionFrames>,
         flush: Flush,
         taken: &[(String, u64)],
-        order: FileOrder,
     ) -> Result<FlushReport> {
         let dir = self.config.dir.clone();
         let row_group = self.config.row_group_rows;
@@ -755,7 +571,7 @@ impl Store {
                 .unwrap_or_default()
         );
         let (change, report) = joined(tokio::task::spawn_blocking(move || {
-            write_flush(&dir, partitions, flush, &tag, row_group, order)
+            write_flush(&dir, partitions, flush, &tag, row_group)
         }))
         .await?;
         self.catalog.commit_store_change(&change, now_us()).await?;
@@ -791,17 +607,10 @@ impl Store {
     /// rows and retires all hide entries; otherwise merges, in each partition, the files
     /// of any size tier that has filled up (see `size_tiers_to_merge`).
     pub async fn compact(&self, full: bool) -> Result<CompactReport> {
-        self.compact_with(full, false).await
-    }
-
-    /// [`Store::compact`]; with `rebuilt`, a rebuild's end: what it holds in memory is
-    /// merged in, and the watermark moves past it.
-    async fn compact_with(&self, full: bool, rebuilt: bool) -> Result<CompactReport> {
         let _guard = self.write_lock.lock().await;
-        let (snapshot, hide, held) = {
-            let mut state = self.state.write().map_err(|_| poisoned())?;
-            let held = if rebuilt { state.held.take() } else { None };
-            (state.snapshot.clone(), state.persisted_hide.clone(), held)
+        let (snapshot, hide) = {
+            let state = self.state.read().map_err(|_| poisoned())?;
+            (state.snapshot.clone(), state.persisted_hide.clone())
         };
         let full = full
             || !snapshot.deletes.is_empty()
@@ -816,14 +625,10 @@ impl Store {
                 .push(f.clone());
         }
         let min_files = self.config.compact_min_files.max(2);
-        let mut chosen: Vec<Merge> = if full {
+        let chosen: Vec<Merge> = if full {
             groups
                 .into_iter()
-                .map(|(partition, files)| Merge {
-                    partition,
-                    files,
-                    frames: Vec::new(),
-                })
+                .map(|(partition, files)| Merge { partition, files })
                 .collect()
         } else {
             groups
@@ -834,16 +639,10 @@ impl Store {
                         .map(move |files| Merge {
                             partition: partition.clone(),
                             files,
-                            frames: Vec::new(),
                         })
                 })
                 .collect()
         };
-        let (held_seq, held_hide) = match held {
-            Some(held) => merge_held(&mut chosen, held)?,
-            None => (None, None),
-        };
-        let hide = stack_hide(hide, held_hide)?;
         let mut report = CompactReport {
             deletes_applied: if full {
                 hide.as_ref().map_or(0, DataFrame::height)
@@ -852,7 +651,7 @@ impl Store {
             },
             ..CompactReport::default()
         };
-        if chosen.is_empty() && (!full || snapshot.deletes.is_empty()) && held_seq.is_none() {
+        if chosen.is_empty() && (!full || snapshot.deletes.is_empty()) {
             return Ok(report);
         }
         let dir = self.config.dir.clone();
@@ -864,10 +663,7 @@ impl Store {
         };
         let (change, report) = joined(tokio::task::spawn_blocking(
             move || -> Result<(StoreChange, CompactReport)> {
-                let mut change = StoreChange {
-                    flushed_seq: held_seq.map(|seq| seq + 1),
-                    ..StoreChange::default()
-                };
+                let mut change = StoreChange::default();
                 let stamp = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| d.as_nanos())
@@ -880,15 +676,8 @@ impl Store {
                         .iter()
                         .map(|f| PlRefPath::try_from_path(&dir.join(&f.path)))
                         .collect::<PolarsResult<_>>()?;
-                    let mut parts: Vec<LazyFrame> =
-                        merge.frames.iter().map(|f| f.clone().lazy()).collect();
-                    if !paths.is_empty() {
-                        parts.push(LazyFrame::scan_parquet_files(
-                            paths.into_iter().collect(),
-                            scan_args(),
-                        )?);
-                    }
-                    let mut lf = concat(parts, UnionArgs::default())?;
+                    let mut lf =
+                        LazyFrame::scan_parquet_files(paths.into_iter().collect(), scan_args())?;
                     if let Some(h) = &hide_for_rewrite {
                         lf = hide_superseded(lf, h);
                     }
@@ -935,9 +724,6 @@ impl Store {
                 .snapshot
                 .files
                 .extend(change.add_files.iter().cloned());
-            if let Some(seq) = change.flushed_seq {
-                state.snapshot.flushed_seq = seq;
-            }
             if !change.remove_deletes.is_empty() {
                 let retired: HashSet<&String> = change.remove_deletes.iter().collect();
                 state.snapshot.deletes.retain(|d| !retired.contains(d));
@@ -961,94 +747,13 @@ impl Store {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         let from = self.flushed_seq();
-        self.replay(archive_dir, from, false, progress).await
-    }
-
-    /// Recreates the whole store from the archive. Readers go on seeing the store as it
-    /// was until the new one is complete: the old files stay where they are, no longer
-    /// registered, and are retired only then. After a crash they are orphans that opening
-    /// removes, and recovery finishes the replay from the registry's watermark.
-    /// Nothing else may apply changes meanwhile (the CLI holds the data directory's lock;
-    /// `serve` rebuilds only as the ingest pipeline's exclusive work): the replay's
-    /// changes bypass the buffer, so one applied meanwhile and also replayed would be
-    /// held twice.
-    pub async fn rebuild(
-        &self,
-        archive_dir: &Path,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64> {
-        let old = {
-            let _guard = self.write_lock.lock().await;
-            let before = self.view()?;
-            let old = self.catalog.store_snapshot().await?;
-            self.catalog.reset_store().await?;
-            let mut state = self.state.write().map_err(|_| poisoned())?;
-            state.frozen = Some(before);
-            state.buffer.clear();
-            state.oldest_change = None;
-            state.snapshot = StoreSnapshot::default();
-            state.persisted_hide = None;
-            state.held = Some(Held::default());
-            state.generation += 1;
-            old
-        };
-        let rebuilt = async {
-            let started = Instant::now();
-            let n = self.replay(archive_dir, 0, true, progress).await?;
-            tracing::info!(
-                records = n,
-                seconds = started.elapsed().as_secs_f64(),
-                "rebuild: archive replayed; writing each partition as one file"
-            );
-            let started = Instant::now();
-            let report = self.compact_with(true, true).await?;
-            tracing::info!(
-                files_before = report.files_before,
-                files_after = report.files_after,
-                seconds = started.elapsed().as_secs_f64(),
-                "rebuild: partitions merged"
-            );
-            Ok(n)
-        }
-        .await;
-        {
-            let mut state = self.state.write().map_err(|_| poisoned())?;
-            state.frozen = None;
-            // After a failure the rows held are gone; the watermark still stands before
-            // them, so the next start replays them.
-            state.held = None;
-            state.generation += 1;
-        }
-        if rebuilt.is_ok() {
-            retire(
-                &self.config.dir,
-                self.config.retired_file_grace,
-                old.files.iter().map(|f| &f.path).chain(&old.deletes),
-            )?;
-        }
-        rebuilt
-    }
-
-    async fn replay(
-        &self,
-        archive_dir: &Path,
-        from: u64,
-        exact: bool,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64> {
-        const CHUNK: usize = 2000;
-        // No chunk spans more than one flush (or a rebuild's epoch).
-        let chunk = CHUNK.min(self.config.replay_flush_chats.max(1));
-        // During a rebuild, a chat supersedes only if seen before; after a crash the
-        // earlier version may be in files, so every replayed change hides older rows.
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut rx: ReplayChunks = replay_chunks(archive_dir.to_owned(), from, chunk, move |r| {
-            let supersedes = !exact || !seen.insert(r.entry.chat_uid.clone());
-            Ok::<_, StoreError>((r, supersedes))
+        // No chunk spans more than one flush.
+        let chunk = REPLAY_CHUNK.min(self.config.replay_flush_chats.max(1));
+        // The earlier version of a replayed chat may be in files, so every replayed
+        // change hides older rows.
+        let mut rx: ReplayChunks = replay_chunks(archive_dir.to_owned(), from, chunk, |r| {
+            Ok::<_, StoreError>((r, true))
         });
-        if exact {
-            return self.replay_converting(rx, progress).await;
-        }
         let mut n = 0u64;
         // A flush writes on other threads while the next records are flattened; the one
         // before it must have finished first, so at most two flushes' worth of chats are
@@ -1086,42 +791,150 @@ impl Store {
         Ok(n)
     }
 
-    /// A rebuild's replay. Its changes bypass the buffer, which no reader sees meanwhile
-    /// (they keep the store as it was) and which would only be copied out of again. A
-    /// worker per core takes the next chunk of records as soon as it is done with the
-    /// last (waiting for the slower of two halves of every chunk left a core idle an
-    /// eighth of the time), flattens each chat and turns it into columns of its own at
-    /// once, while its rows are still in the cache.
-    ///
-    /// The archive is cut into epochs of `replay_flush_chats` records, in order; a
-    /// worker hands over its columns whenever the chunk it takes starts a later epoch,
-    /// and an epoch is held once no worker can still add to it. So whatever is held,
-    /// and whatever a spill past `rebuild_hold_bytes` writes with its watermark, is
-    /// always a prefix of the archive, as recovery after a crash requires.
+    /// Recreates the whole store from the archive. Readers go on seeing the store as it
+    /// was until the new one is complete: the old files stay where they are, no longer
+    /// registered, and are retired only then. After a crash they, and the new files not
+    /// yet registered, are orphans that opening removes, and recovery replays the archive
+    /// from the start. Nothing else may apply changes meanwhile (the CLI holds the data
+    /// directory's lock; `serve` rebuilds only as the ingest pipeline's exclusive work).
+    pub async fn rebuild(
+        &self,
+        archive_dir: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        let old = {
+            let _guard = self.write_lock.lock().await;
+            let before = self.view()?;
+            let old = self.catalog.store_snapshot().await?;
+            self.catalog.reset_store().await?;
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            state.frozen = Some(before);
+            state.buffer.clear();
+            state.oldest_change = None;
+            state.snapshot = StoreSnapshot::default();
+            state.persisted_hide = None;
+            state.generation += 1;
+            old
+        };
+        let rebuilt = self.rebuild_files(archive_dir, progress).await;
+        {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            state.frozen = None;
+            state.generation += 1;
+        }
+        if rebuilt.is_ok() {
+            retire(
+                &self.config.dir,
+                self.config.retired_file_grace,
+                old.files.iter().map(|f| &f.path).chain(&old.deletes),
+            )?;
+        }
+        rebuilt
+    }
+
+    /// A rebuild's work: decides from the records' heads which version of each chat is
+    /// its final one (a deleted chat has none), converts only those, writes each table
+    /// and partition's file as its rows come, and registers every file with the watermark
+    /// past the whole archive in one transaction. So the new store holds no superseded
+    /// or deleted row and needs no hide entries, nor a merge at the end.
+    async fn rebuild_files(
+        &self,
+        archive_dir: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64> {
+        let started = Instant::now();
+        let dir = archive_dir.to_owned();
+        let (finals, next_seq) =
+            joined(tokio::task::spawn_blocking(move || final_versions(&dir))).await?;
+        tracing::info!(
+            chats = finals.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "rebuild: final version of every chat found"
+        );
+        let started = Instant::now();
+        let rx: ReplayChunks = replay_chunks(archive_dir.to_owned(), 0, REPLAY_CHUNK, move |r| {
+            let is_final = finals.binary_search(&r.seq).is_ok();
+            Ok::<_, StoreError>((r, is_final))
+        });
+        let tag = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            .to_string();
+        let files = RebuildFiles::new(
+            self.config.dir.clone(),
+            tag,
+            self.config.row_group_rows,
+            self.config.rebuild_hold_bytes,
+            MAX_OPEN_REBUILD_FILES,
+        );
+        let (n, files) = self.replay_converting(rx, files, progress).await?;
+        tracing::info!(
+            records = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "rebuild: archive replayed; finishing the files"
+        );
+        let started = Instant::now();
+        let dir = self.config.dir.clone();
+        let add_files = joined(tokio::task::spawn_blocking(move || {
+            let files = files.finish()?;
+            make_durable(&dir, files.iter().map(|f| f.path.as_str()))?;
+            Ok(files)
+        }))
+        .await?;
+        let change = StoreChange {
+            add_files,
+            flushed_seq: next_seq,
+            ..StoreChange::default()
+        };
+        let _guard = self.write_lock.lock().await;
+        self.catalog.commit_store_change(&change, now_us()).await?;
+        {
+            let mut state = self.state.write().map_err(|_| poisoned())?;
+            state
+                .snapshot
+                .files
+                .extend(change.add_files.iter().cloned());
+            if let Some(seq) = next_seq {
+                state.snapshot.flushed_seq = seq;
+            }
+        }
+        tracing::info!(
+            files = change.add_files.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "rebuild: files finished and registered"
+        );
+        Ok(n)
+    }
+
+    /// A rebuild's replay. A worker per core takes the next chunk of records as soon as
+    /// it is done with the last (waiting for the slower of two halves of every chunk left
+    /// a core idle an eighth of the time), flattens each final version and turns it into
+    /// columns of its own at once, while its rows are still in the cache, and hands the
+    /// columns over every [`HAND_OVER_CHATS`] chats to be written into `files` here.
     async fn replay_converting(
         &self,
         rx: ReplayChunks,
+        files: RebuildFiles,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<u64> {
+    ) -> Result<(u64, RebuildFiles)> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let epoch_records = self.config.replay_flush_chats.max(1) as u64;
-        let queue = Arc::new(std::sync::Mutex::new((rx, 0u64)));
+        let queue = Arc::new(std::sync::Mutex::new(rx));
         let failed = Arc::new(AtomicBool::new(false));
         let replayed = Arc::new(AtomicU64::new(0));
-        let (handed_over, mut to_hold) = tokio::sync::mpsc::channel::<Part>(cores);
+        let (handed_over, mut to_write) = tokio::sync::mpsc::channel::<Converted>(cores);
         let workers: Vec<tokio::task::JoinHandle<Result<()>>> = (0..cores)
-            .map(|worker| {
+            .map(|_| {
                 let (queue, failed, replayed) = (queue.clone(), failed.clone(), replayed.clone());
                 let handed_over = handed_over.clone();
                 tokio::task::spawn_blocking(move || {
                     let shared = Shared {
                         queue: &queue,
-                        epoch_records,
                         failed: &failed,
                         replayed: &replayed,
                         handed_over: &handed_over,
                     };
-                    let result = convert_epochs(worker, &shared);
+                    let result = convert_chunks(&shared);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -1130,53 +943,37 @@ impl Store {
             })
             .collect();
         drop(handed_over);
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let held: Result<()> = async {
-            let mut epochs = Epochs::new(cores);
+        let replayed_so_far = replayed.clone();
+        // Owns the receiver: once it ends, on failure too, the workers stop at their next
+        // hand-over.
+        let written: Result<RebuildFiles> = async move {
+            let mut files = files;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tokio::select! {
-                    part = to_hold.recv() => {
+                    part = to_write.recv() => {
                         let Some(part) = part else { break };
-                        for (_, parts) in epochs.add(part) {
-                            self.hold_converted(parts).await?;
-                        }
+                        files = joined(tokio::task::spawn_blocking(move || {
+                            for ((site, month), frames) in part.finish()? {
+                                files.add(site, &month, frames)?;
+                            }
+                            Ok(files)
+                        }))
+                        .await?;
                     }
-                    _ = tick.tick() => progress(replayed.load(Ordering::Relaxed)),
+                    _ = tick.tick() => progress(replayed_so_far.load(Ordering::Relaxed)),
                 }
             }
-            // Every worker has ended: nothing more can be added to any epoch.
-            for (_, parts) in epochs.rest() {
-                self.hold_converted(parts).await?;
-            }
-            Ok(())
+            Ok(files)
         }
         .await;
-        // After a failure to hold, the workers stop at their next hand-over.
-        drop(to_hold);
         for worker in workers {
             joined(worker).await?;
         }
-        held?;
+        let files = written?;
         let n = replayed.load(Ordering::Relaxed);
         progress(n);
-        Ok(n)
-    }
-
-    /// The parts of one epoch of a rebuild, held together (see [`Store::hold`]).
-    async fn hold_converted(&self, parts: Vec<Converted>) -> Result<()> {
-        let mut partitions = Vec::new();
-        let mut flush: Option<Flush> = None;
-        for part in parts {
-            if let Some((part_partitions, part_flush)) = part.finish()? {
-                partitions.extend(part_partitions);
-                flush = Some(part_flush.after(flush));
-            }
-        }
-        let Some(flush) = flush else {
-            return Ok(());
-        };
-        let _guard = self.write_lock.lock().await;
-        self.hold(partitions, flush).await.map(drop)
+        Ok((n, files))
     }
 
     /// (ChatUID → ArchiveSeq) of every chat the store currently holds, for `verify`.
@@ -1242,49 +1039,10 @@ impl Background {
 }
 
 /// One merge a compaction makes: the files of a partition's table (all of them, or
-/// one size tier), and at a rebuild's end the frames it holds for it.
+/// one size tier).
 struct Merge {
     partition: (String, i64, String),
     files: Vec<StoreFile>,
-    frames: Vec<DataFrame>,
-}
-
-/// Adds a rebuild's held frames to the (full) merges, one merge per partition and table;
-/// returns the newest seq held and its hide entries.
-fn merge_held(merges: &mut Vec<Merge>, held: Held) -> Result<(Option<u64>, Option<DataFrame>)> {
-    let mut by_partition: HashMap<(String, i64, String), usize> = merges
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.partition.clone(), i))
-        .collect();
-    for ((site, month), sets) in held.partitions {
-        for set in sets {
-            for (table, frame) in TABLES.iter().zip(set) {
-                if frame.height() == 0 {
-                    continue;
-                }
-                let key = (table.name.to_owned(), i64::from(site), month.clone());
-                let i = *by_partition.entry(key.clone()).or_insert_with(|| {
-                    merges.push(Merge {
-                        partition: key,
-                        files: Vec::new(),
-                        frames: Vec::new(),
-                    });
-                    merges.len() - 1
-                });
-                merges[i].frames.push(frame);
-            }
-        }
-    }
-    let Some(flush) = held.flush else {
-        return Ok((None, None));
-    };
-    let hide = if flush.hide.is_empty() {
-        None
-    } else {
-        Some(hide_frame(&flush.hide)?)
-    };
-    Ok((Some(flush.max_seq), hide))
 }
 
 /// A change as the buffer keeps it, keyed by its ChatUID.
@@ -1321,15 +1079,15 @@ fn buffered_of(update: StoreUpdate) -> (String, Buffered) {
 
 /// What a flush of `entries` records besides their rows; None when there are none.
 fn flush_of(entries: &[(String, Buffered)]) -> Option<Flush> {
-    Flush::of(
-        entries.iter().map(|(_, b)| b.seq).max(),
-        entries
+    Some(Flush {
+        max_seq: entries.iter().map(|(_, b)| b.seq).max()?,
+        hide: entries
             .iter()
             .filter(|(_, b)| b.supersedes)
             .map(|(uid, b)| (uid.clone(), b.seq as i64))
             .collect(),
-        entries.len(),
-    )
+        chats: entries.len(),
+    })
 }
 
 /// The store's change for one archived record.
@@ -1355,9 +1113,28 @@ fn update_of(r: &Record, supersedes: bool) -> Result<StoreUpdate> {
     }
 }
 
+/// The seqs of every chat's final version, in order (a chat whose last record is a
+/// delete has none), and the seq after the archive's last record (None if it is empty).
+fn final_versions(archive_dir: &Path) -> Result<(Vec<u64>, Option<u64>)> {
+    let mut newest: HashMap<String, (u64, Operation)> = HashMap::new();
+    let mut next_seq = None;
+    for head in read_heads(archive_dir)? {
+        let head = head?;
+        next_seq = Some(head.seq + 1);
+        newest.insert(head.chat_uid, (head.seq, head.operation));
+    }
+    let mut finals: Vec<u64> = newest
+        .into_values()
+        .filter(|(_, operation)| *operation == Operation::Upsert)
+        .map(|(seq, _)| seq)
+        .collect();
+    finals.sort_unstable();
+    Ok((finals, next_seq))
+}
+
 /// `work` on every item, spread over one thread per core (partitions are small, so
 /// polars alone keeps one core busy); results in the items' order, the first error wins.
-fn on_every_core<T: Sync, R: Send>(
+pub(crate) fn on_every_core<T: Sync, R: Send>(
     items: &[T],
     work: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
@@ -1530,96 +1307,8 @@ fn scan_args() -> ScanArgsParquet {
     }
 }
 
-fn partition_path(table: &str, site: i64, month: &str, name: &str) -> String {
+pub(crate) fn partition_path(table: &str, site: i64, month: &str, name: &str) -> String {
     format!("{table}/SiteKey={site}/Month={month}/{name}.parquet")
-}
-
-/// How a file is written: what it holds decides what is worth spending on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FileKind {
-    /// A flush's small file, which a compaction soon merges: Snappy, whose encoder costs
-    /// nothing to set up (a zstd context per column chunk was a tenth of a rebuild), and
-    /// every column plain-encoded. polars decides on dictionary encoding per column chunk
-    /// with a HyperLogLog estimate whose cost does not depend on the rows (it zeroes and
-    /// scans 16,384 registers): about 30 µs for each of the tens of columns of every
-    /// partition a flush touches. Without it an import takes 8% less CPU; its files are
-    /// 4% larger until they are merged.
-    Flush,
-    /// A merged file, which stays: zstd, about a third smaller, and dictionaries where
-    /// polars finds them worth it.
-    Merged,
-}
-
-/// Writes `df` to `rel`'s temporary name; [`make_durable`] then syncs it and moves it
-/// into place, many files at once.
-fn write_parquet(
-    dir: &Path,
-    rel: &str,
-    df: &mut DataFrame,
-    row_group: usize,
-    kind: FileKind,
-) -> Result<u64> {
-    let path = dir.join(rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    let tmp = temporary_path(&path);
-    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    // The writer emits the footer a few bytes at a time: unbuffered, that was a system
-    // call per field and most of a rebuild's kernel time.
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    // Min, max and null counts, which prune row groups; not distinct counts (estimated
-    // per column chunk), which no reader uses.
-    let statistics = StatisticsOptions::default();
-    let bytes = match kind {
-        FileKind::Flush => write_plain_snappy(&mut out, df, row_group, statistics)?,
-        FileKind::Merged => ParquetWriter::new(&mut out)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(statistics)
-            .with_row_group_size(Some(row_group))
-            .finish(df)?,
-    };
-    out.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
-    Ok(bytes)
-}
-
-/// What `ParquetWriter::finish` does, with the encoding of every column fixed to plain
-/// instead of chosen by polars (see [`FileKind::Flush`]). The file carries the same Arrow
-/// schema in its footer, so readers see the same column types.
-fn write_plain_snappy(
-    out: &mut impl std::io::Write,
-    df: &mut DataFrame,
-    row_group: usize,
-    statistics: StatisticsOptions,
-) -> Result<u64> {
-    use polars_parquet::write::{
-        get_dtype_encoding, CompressionOptions, Encoding, FileWriter, RowGroupIterator, Version,
-        WriteOptions,
-    };
-    let df = polars::frame::chunk_df_for_writing(df, row_group)?;
-    let schema = df.schema().to_arrow(CompatLevel::newest());
-    let encodings: Vec<Vec<Encoding>> = schema
-        .iter_values()
-        .map(|field| vec![Encoding::Plain; get_dtype_encoding(&field.dtype).len()])
-        .collect();
-    let options = WriteOptions {
-        statistics,
-        compression: CompressionOptions::Snappy,
-        version: Version::V1,
-        data_page_size: None,
-    };
-    let batches = df.iter_chunks(CompatLevel::newest(), false).map(Ok);
-    let row_groups = RowGroupIterator::try_new(batches, &schema, options, encodings.into())?;
-    let mut writer = FileWriter::try_new(out, schema, options)?;
-    for row_group in row_groups {
-        // The row count is read from the encoded columns.
-        writer.write(u64::MAX, row_group?)?;
-    }
-    Ok(writer.end(None)?)
-}
-
-fn temporary_path(path: &Path) -> PathBuf {
-    path.with_extension("parquet.tmp")
 }
 
 /// At most this many fsyncs in flight: the disk and the filesystem's journal batch
@@ -1639,14 +1328,6 @@ fn make_durable<'a>(dir: &Path, rels: impl IntoIterator<Item = &'a str>) -> Resu
         std::fs::rename(&tmp, path).map_err(io(path))
     })?;
     Ok(())
-}
-
-/// Whether a flush orders each file as merges do (by ChatUID, a chat's rows as they were
-/// flattened), or leaves it in buffer order for the final merge of a rebuild to order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FileOrder {
-    Sorted,
-    AsBuffered,
 }
 
 /// Removes what a flush took from the buffer: only those versions, not a newer version
@@ -1706,7 +1387,6 @@ fn write_flush(
     flush: Flush,
     tag: &str,
     row_group: usize,
-    order: FileOrder,
 ) -> Result<(StoreChange, FlushReport)> {
     let mut change = StoreChange {
         flushed_seq: Some(flush.max_seq + 1),
@@ -1731,9 +1411,7 @@ fn write_flush(
             if df.height() == 0 {
                 continue;
             }
-            if order == FileOrder::Sorted {
-                df = in_file_order(&df)?;
-            }
+            df = in_file_order(&df)?;
             let rel = partition_path(table.name, i64::from(site), &month, &format!("part-{tag}"));
             let bytes = write_parquet(dir, &rel, &mut df, row_group, FileKind::Flush)?;
             files.push(StoreFile {
@@ -1921,7 +1599,6 @@ pub fn table(name: &str) -> Option<&'static TableDef> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::strategy::Strategy;
 
     fn file(name: &str, bytes: i64) -> StoreFile {
         StoreFile {
@@ -1939,61 +1616,6 @@ mod tests {
             .into_iter()
             .map(|tier| tier.into_iter().map(|f| f.path).collect())
             .collect()
-    }
-
-    proptest::proptest! {
-        /// Workers take chunks in the archive's order, each handing its part over when
-        /// its next chunk starts a later epoch, and at the end: every epoch is released
-        /// whole, once, in order, and only when all of its chunks are in.
-        #[test]
-        fn rebuild_epochs_are_released_whole_and_in_order(
-            takers in proptest::collection::vec(0usize..3, 0..60),
-            chunks_per_epoch in 1usize..5,
-            end_order in proptest::sample::subsequence(vec![0usize, 1, 2], 3).prop_shuffle(),
-        ) {
-            let epoch_of = |chunk: usize| (chunk / chunks_per_epoch) as u64;
-            let mut epochs: Epochs<Vec<usize>> = Epochs::new(3);
-            let mut current = [0u64; 3];
-            let mut collected: [Vec<usize>; 3] = Default::default();
-            let mut released = Vec::new();
-            for (chunk, &worker) in takers.iter().enumerate() {
-                let epoch = epoch_of(chunk);
-                if epoch > current[worker] {
-                    let part = std::mem::take(&mut collected[worker]);
-                    let part = Part { worker, epoch: current[worker], next_epoch: epoch, columns: part };
-                    for (e, parts) in epochs.add(part) {
-                        // Whole: every chunk of the epoch has been taken by now.
-                        proptest::prop_assert!(epoch_of(chunk) > e);
-                        released.push((e, parts.concat()));
-                    }
-                    current[worker] = epoch;
-                }
-                collected[worker].push(chunk);
-            }
-            for worker in end_order {
-                let part = std::mem::take(&mut collected[worker]);
-                released.extend(
-                    epochs
-                        .add(Part { worker, epoch: current[worker], next_epoch: u64::MAX, columns: part })
-                        .into_iter()
-                        .map(|(e, parts)| (e, parts.concat())),
-                );
-            }
-            released.extend(epochs.rest().into_iter().map(|(e, parts)| (e, parts.concat())));
-            let mut expected: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-            for chunk in 0..takers.len() {
-                expected.entry(epoch_of(chunk)).or_default().push(chunk);
-            }
-            let released: Vec<(u64, Vec<usize>)> = released
-                .into_iter()
-                .filter(|(_, chunks)| !chunks.is_empty())
-                .map(|(e, mut chunks)| {
-                    chunks.sort_unstable();
-                    (e, chunks)
-                })
-                .collect();
-            proptest::prop_assert_eq!(released, expected.into_iter().collect::<Vec<_>>());
-        }
     }
 
     #[test]

@@ -215,9 +215,8 @@ pub struct StoreSection {
     /// Flush size of a replay (recovery, `rebuild`): larger means fewer, bigger files
     /// and a faster rebuild, and more memory (two flushes' worth are held).
     pub replay_flush_chats: usize,
-    /// A rebuild keeps the columns it converts in memory up to this many MiB and writes
-    /// each partition once at its end; past it, it writes them out and merges them again
-    /// at its end (slower, bounded memory).
+    /// A rebuild keeps the rows waiting to fill a row group in memory up to this many
+    /// MiB; past it, the largest waiting ones are written as a smaller row group.
     pub rebuild_hold_mib: usize,
 }
 
