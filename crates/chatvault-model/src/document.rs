@@ -193,7 +193,7 @@ impl ChatDocument {
     pub fn from_json(bytes: &[u8]) -> Result<ChatDocument, serde_json::Error> {
         // Checked once for the whole document: parsed as bytes, every string (a few
         // hundred per chat) would be checked again on its own.
-        let text = std::str::from_utf8(bytes).map_err(serde::de::Error::custom)?;
+        let text = simdutf8::basic::from_utf8(bytes).map_err(serde::de::Error::custom)?;
         serde_json::from_str(text)
     }
 }
