@@ -80,22 +80,45 @@ pub struct RecordHead {
 }
 
 impl RecordHead {
-    /// Reads the fields [`Entry::decode`] reads, keeping three and copying no document.
+    /// Reads a record, keeping three of its fields and copying no document.
     pub(crate) fn decode(r: &mut Reader<'_>) -> Option<RecordHead> {
-        let seq = u64::try_from(r.long()?).ok()?;
-        let _received_at_us = r.long()?;
-        Source::ALL.get(usize::try_from(r.long()?).ok()?)?;
-        let _source_detail = r.string()?;
-        let chat_uid = r.string()?.to_owned();
-        let _site_key = r.long()?;
-        let operation = Operation::decode(r.long()?)?;
-        i32::try_from(r.long()?).ok()?;
-        r.take(32)?;
-        r.bytes()?;
+        let fields = Fields::decode(r)?;
         Some(RecordHead {
-            seq,
-            chat_uid,
-            operation,
+            seq: fields.seq,
+            chat_uid: fields.chat_uid.to_owned(),
+            operation: fields.operation,
+        })
+    }
+}
+
+/// A record's fields as they lie in a segment, in the schema's order: the one place that
+/// walks the record, for whole entries and for heads alike.
+struct Fields<'a> {
+    seq: u64,
+    received_at_us: i64,
+    source: Source,
+    source_detail: &'a str,
+    chat_uid: &'a str,
+    site_key: i64,
+    operation: Operation,
+    schema_version: i32,
+    content_hash: [u8; 32],
+    document: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn decode(r: &mut Reader<'a>) -> Option<Fields<'a>> {
+        Some(Fields {
+            seq: u64::try_from(r.long()?).ok()?,
+            received_at_us: r.long()?,
+            source: *Source::ALL.get(usize::try_from(r.long()?).ok()?)?,
+            source_detail: r.string()?,
+            chat_uid: r.string()?,
+            site_key: r.long()?,
+            operation: Operation::decode(r.long()?)?,
+            schema_version: i32::try_from(r.long()?).ok()?,
+            content_hash: r.take(32)?.try_into().ok()?,
+            document: r.bytes()?,
         })
     }
 }
@@ -125,28 +148,19 @@ impl Entry {
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Option<(u64, Entry)> {
-        let seq = u64::try_from(r.long()?).ok()?;
-        let received_at_us = r.long()?;
-        let source = *Source::ALL.get(usize::try_from(r.long()?).ok()?)?;
-        let source_detail = r.string()?.to_owned();
-        let chat_uid = r.string()?.to_owned();
-        let site_key = r.long()?;
-        let operation = Operation::decode(r.long()?)?;
-        let schema_version = i32::try_from(r.long()?).ok()?;
-        let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
-        let document = r.bytes()?.to_vec();
+        let fields = Fields::decode(r)?;
         Some((
-            seq,
+            fields.seq,
             Entry {
-                received_at_us,
-                source,
-                source_detail,
-                chat_uid,
-                site_key,
-                operation,
-                schema_version,
-                content_hash: ContentHash(hash),
-                document,
+                received_at_us: fields.received_at_us,
+                source: fields.source,
+                source_detail: fields.source_detail.to_owned(),
+                chat_uid: fields.chat_uid.to_owned(),
+                site_key: fields.site_key,
+                operation: fields.operation,
+                schema_version: fields.schema_version,
+                content_hash: ContentHash(fields.content_hash),
+                document: fields.document.to_vec(),
             },
         ))
     }
