@@ -49,7 +49,6 @@ pub(crate) struct RebuildFiles {
     max_open: usize,
     pending: HashMap<FileKey, Pending>,
     pending_bytes: usize,
-    open: usize,
     added: u64,
     finished: Vec<StoreFile>,
 }
@@ -70,7 +69,6 @@ impl RebuildFiles {
             max_open: max_open.max(1),
             pending: HashMap::new(),
             pending_bytes: 0,
-            open: 0,
             added: 0,
             finished: Vec::new(),
         }
@@ -123,17 +121,19 @@ impl RebuildFiles {
     /// Writes what `key` has pending as one row group, opening its file if need be.
     fn write_row_group(&mut self, key: &FileKey) -> Result<()> {
         let needs_file = self.pending.get(key).is_some_and(|p| p.file.is_none());
-        if needs_file && self.open >= self.max_open {
+        if needs_file && self.open_files() >= self.max_open {
             self.close_least_recent()?;
         }
         let Some(pending) = self.pending.get_mut(key) else {
             return Ok(());
         };
         self.pending_bytes -= pending.bytes;
-        if write_pending(&self.dir, &self.tag, key, pending)? {
-            self.open += 1;
-        }
-        Ok(())
+        write_pending(&self.dir, &self.tag, key, pending)
+    }
+
+    /// Files open now; counted only when a file is about to be opened.
+    fn open_files(&self) -> usize {
+        self.pending.values().filter(|p| p.file.is_some()).count()
     }
 
     /// Finishes the open file fed longest ago, with what it has pending.
@@ -155,7 +155,6 @@ impl RebuildFiles {
                 self.finished.push(file);
             }
             pending.closed += 1;
-            self.open -= 1;
         }
         Ok(())
     }
@@ -186,17 +185,15 @@ impl RebuildFiles {
     }
 }
 
-/// Writes what `pending` holds as one row group, creating its file first if it has none;
-/// returns whether it created one.
-fn write_pending(dir: &Path, tag: &str, key: &FileKey, pending: &mut Pending) -> Result<bool> {
+/// Writes what `pending` holds as one row group, creating its file first if it has none.
+fn write_pending(dir: &Path, tag: &str, key: &FileKey, pending: &mut Pending) -> Result<()> {
     let Some(mut df) = stacked(std::mem::take(&mut pending.frames))? else {
-        return Ok(false);
+        return Ok(());
     };
     pending.rows = 0;
     pending.bytes = 0;
     // One chunk, so the frame is one row group.
     df.rechunk_mut();
-    let created = pending.file.is_none();
     let writer = match &mut pending.file {
         Some((_, writer)) => writer,
         None => {
@@ -214,7 +211,7 @@ fn write_pending(dir: &Path, tag: &str, key: &FileKey, pending: &mut Pending) ->
     };
     writer.write(&df)?;
     pending.rows_in_file += df.height();
-    Ok(created)
+    Ok(())
 }
 
 /// Finishes `pending`'s file, if it has one, as a registry entry.
