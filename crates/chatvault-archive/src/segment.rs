@@ -3,7 +3,9 @@
 //! the previous segment, which chains the segments together.
 
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::codec::{put_bytes, put_long, Reader};
 use crate::record::{Entry, Record, RecordHead, ARCHIVE_RECORD_SCHEMA};
@@ -250,32 +252,6 @@ fn read_file_into(path: &Path, buffer: &mut Vec<u8>) -> Result<()> {
 
 /// Every record with `seq >= from_seq`, in order, one segment in memory at a time.
 pub fn read_records(dir: &Path, from_seq: u64) -> Result<impl Iterator<Item = Result<Record>>> {
-    read_with(dir, from_seq, Entry::decode, |number, (seq, entry)| {
-        Record {
-            seq,
-            segment: number,
-            entry,
-        }
-    })
-}
-
-/// Every record's head (seq, ChatUID, operation) without its document, in archive order:
-/// what a pass that only decides which records matter needs, at a fraction of the copying.
-pub fn read_heads(dir: &Path) -> Result<impl Iterator<Item = Result<RecordHead>>> {
-    read_with(dir, 0, RecordHead::decode, |_, head| head)
-}
-
-/// The records with `seq >= from_seq`, a segment at a time, each decoded by `decode` and
-/// made an item by `item` (with its segment's number).
-fn read_with<T, I>(
-    dir: &Path,
-    from_seq: u64,
-    decode: fn(&mut Reader<'_>) -> Option<T>,
-    item: fn(u64, T) -> I,
-) -> Result<impl Iterator<Item = Result<I>>>
-where
-    T: Seq,
-{
     let segments = list_segments(dir)?;
     // Skip whole segments that end before `from_seq`: a segment ends where the next begins.
     let mut start = 0;
@@ -296,37 +272,68 @@ where
         .into_iter()
         .skip(start)
         .flat_map(move |(number, path)| {
-            let scanned =
-                read_file_into(&path, &mut buffer).and_then(|()| scan_with(&path, &buffer, decode));
-            let items: Vec<Result<I>> = match scanned {
+            let scanned = read_file_into(&path, &mut buffer).and_then(|()| scan(&path, &buffer));
+            let records: Vec<Result<Record>> = match scanned {
                 Ok(s) => s
                     .records
                     .into_iter()
-                    .filter(|record| record.seq() >= from_seq)
-                    .map(|record| Ok(item(number, record)))
+                    .filter(|(seq, _)| *seq >= from_seq)
+                    .map(|(seq, entry)| {
+                        Ok(Record {
+                            seq,
+                            segment: number,
+                            entry,
+                        })
+                    })
                     .collect(),
                 Err(e) => vec![Err(e)],
             };
-            items
+            records
         });
     Ok(iter)
 }
 
-/// A decoded record's sequence number.
-trait Seq {
-    fn seq(&self) -> u64;
-}
-
-impl Seq for (u64, Entry) {
-    fn seq(&self) -> u64 {
-        self.0
-    }
-}
-
-impl Seq for RecordHead {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
+/// Every record's head (seq, ChatUID, operation) without its document, handed to `each`
+/// in archive order: what a pass that only decides which records matter needs, at a
+/// fraction of the copying. Up to `threads` threads read a segment each at a time: one
+/// alone spent most of its time copying segments into memory while other cores idled.
+pub fn read_heads(dir: &Path, threads: usize, mut each: impl FnMut(RecordHead)) -> Result<()> {
+    let segments = list_segments(dir)?;
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        // Bounded, so that readers run at most a few segments ahead of `each`.
+        let (tx, rx) = std::sync::mpsc::sync_channel(threads.max(1));
+        for _ in 0..threads.clamp(1, segments.len().max(1)) {
+            let (tx, segments, next) = (tx.clone(), &segments, &next);
+            scope.spawn(move || {
+                let mut buffer = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, path)) = segments.get(i) else {
+                        break;
+                    };
+                    let heads = read_file_into(path, &mut buffer)
+                        .and_then(|()| scan_with(path, &buffer, RecordHead::decode));
+                    // The receiver is gone only once it has failed.
+                    if tx.send((i, heads.map(|s| s.records))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        // Segments finish out of order: each waits until those before it are handed on.
+        let mut finished = BTreeMap::new();
+        let mut due = 0;
+        for (i, heads) in rx {
+            finished.insert(i, heads);
+            while let Some(heads) = finished.remove(&due) {
+                heads?.into_iter().for_each(&mut each);
+                due += 1;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Replays records with `seq >= from_seq` on a blocking thread, each mapped by `map`,

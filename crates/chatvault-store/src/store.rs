@@ -1146,13 +1146,13 @@ fn update_of(r: &Record, supersedes: bool) -> Result<StoreUpdate> {
 /// The seqs of every chat's final version, in order (a chat whose last record is a
 /// delete has none), and the seq after the archive's last record (None if it is empty).
 fn final_versions(archive_dir: &Path) -> Result<(Vec<u64>, Option<u64>)> {
-    let mut newest: HashMap<String, (u64, Operation)> = HashMap::new();
+    let mut newest: PlHashMap<String, (u64, Operation)> = PlHashMap::new();
     let mut next_seq = None;
-    for head in read_heads(archive_dir)? {
-        let head = head?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    read_heads(archive_dir, cores, |head| {
         next_seq = Some(head.seq + 1);
         newest.insert(head.chat_uid, (head.seq, head.operation));
-    }
+    })?;
     let mut finals: Vec<u64> = newest
         .into_values()
         .filter(|(_, operation)| *operation == Operation::Upsert)
