@@ -4,7 +4,7 @@
 use polars::prelude::*;
 use polars_parquet::write::{
     get_dtype_encoding, CompressionOptions, Encoding, FileWriter, RowGroupIterator, Version,
-    WriteOptions,
+    WriteOptions, ZstdLevel,
 };
 use std::fs::File;
 use std::io::BufWriter;
@@ -24,9 +24,9 @@ pub(crate) enum FileKind {
     /// partition a flush touches. Without it an import takes 8% less CPU; its files are
     /// 4% larger until they are merged.
     Flush,
-    /// A file that stays (merged, or written by a rebuild): zstd, about a third smaller,
+    /// A file that stays (merged, or written by a rebuild): zstd at the configured level,
     /// and dictionaries where polars finds them worth it.
-    Merged,
+    Merged { zstd_level: i32 },
 }
 
 /// Where a file is written before it is synced and moved into place.
@@ -69,7 +69,7 @@ impl RowGroupWriter {
                 let chosen = get_dtype_encoding(&field.dtype);
                 match kind {
                     FileKind::Flush => vec![Encoding::Plain; chosen.len()],
-                    FileKind::Merged => chosen,
+                    FileKind::Merged { .. } => chosen,
                 }
             })
             .collect();
@@ -79,7 +79,9 @@ impl RowGroupWriter {
             statistics: StatisticsOptions::default(),
             compression: match kind {
                 FileKind::Flush => CompressionOptions::Snappy,
-                FileKind::Merged => CompressionOptions::Zstd(None),
+                FileKind::Merged { zstd_level } => {
+                    CompressionOptions::Zstd(Some(ZstdLevel::try_new(zstd_level)?))
+                }
             },
             version: Version::V1,
             data_page_size: None,

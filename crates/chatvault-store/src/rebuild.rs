@@ -5,7 +5,7 @@ use chatvault_catalog::StoreFile;
 use chatvault_model::TABLES;
 use polars::prelude::*;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::parquet::{FileKind, RowGroupWriter};
 use crate::store::{on_every_core, partition_path, poisoned};
@@ -39,9 +39,7 @@ struct Pending {
 /// each table and partition keeps one file open and adds a row group to it whenever its
 /// rows fill one, or when everything pending together outgrows the memory budget.
 pub(crate) struct RebuildFiles {
-    dir: PathBuf,
-    /// Part of every file name, so that no rebuild's files collide with another's.
-    tag: String,
+    target: Target,
     row_group_rows: usize,
     hold_bytes: usize,
     /// Open files at most; past it the least recently fed one is finished, and its
@@ -60,10 +58,10 @@ impl RebuildFiles {
         row_group_rows: usize,
         hold_bytes: usize,
         max_open: usize,
+        kind: FileKind,
     ) -> RebuildFiles {
         RebuildFiles {
-            dir,
-            tag,
+            target: Target { dir, tag, kind },
             row_group_rows: row_group_rows.max(1),
             hold_bytes,
             max_open: max_open.max(1),
@@ -128,7 +126,7 @@ impl RebuildFiles {
             return Ok(());
         };
         self.pending_bytes -= pending.bytes;
-        write_pending(&self.dir, &self.tag, key, pending)
+        write_pending(&self.target, key, pending)
     }
 
     /// Files open now; counted only when a file is about to be opened.
@@ -163,8 +161,7 @@ impl RebuildFiles {
     /// files, all still under their temporary names.
     pub(crate) fn finish(self) -> Result<Vec<StoreFile>> {
         let RebuildFiles {
-            dir,
-            tag,
+            target,
             pending,
             mut finished,
             ..
@@ -177,7 +174,7 @@ impl RebuildFiles {
             let Some((key, mut pending)) = slot.lock().map_err(|_| poisoned())?.take() else {
                 return Ok(None);
             };
-            write_pending(&dir, &tag, &key, &mut pending)?;
+            write_pending(&target, &key, &mut pending)?;
             finish_file(&key, &mut pending)
         })?;
         finished.extend(written.into_iter().flatten());
@@ -185,8 +182,16 @@ impl RebuildFiles {
     }
 }
 
+/// Where and how a rebuild's files are written.
+struct Target {
+    dir: PathBuf,
+    /// Part of every file name, so that no rebuild's files collide with another's.
+    tag: String,
+    kind: FileKind,
+}
+
 /// Writes what `pending` holds as one row group, creating its file first if it has none.
-fn write_pending(dir: &Path, tag: &str, key: &FileKey, pending: &mut Pending) -> Result<()> {
+fn write_pending(target: &Target, key: &FileKey, pending: &mut Pending) -> Result<()> {
     let Some(mut df) = stacked(std::mem::take(&mut pending.frames))? else {
         return Ok(());
     };
@@ -202,10 +207,10 @@ fn write_pending(dir: &Path, tag: &str, key: &FileKey, pending: &mut Pending) ->
                 TABLES[*table].name,
                 i64::from(*site),
                 month,
-                &format!("rebuild-{tag}-{:05}", pending.closed),
+                &format!("rebuild-{}-{:05}", target.tag, pending.closed),
             );
             let writer =
-                RowGroupWriter::create(dir, &rel, df.schema(), FileKind::Merged, FILE_BUFFER)?;
+                RowGroupWriter::create(&target.dir, &rel, df.schema(), target.kind, FILE_BUFFER)?;
             &mut pending.file.insert((rel, writer)).1
         }
     };
@@ -250,6 +255,7 @@ mod tests {
     use crate::parquet::temporary_path;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     /// A frame of `rows` rows numbered from `first`, tagged with where it was sent.
     fn frame(first: i64, rows: i64, site: i32) -> DataFrame {
@@ -278,7 +284,14 @@ mod tests {
             max_open in 1usize..4,
         ) {
             let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let mut files = RebuildFiles::new(dir.path().to_owned(), "t".into(), row_group_rows, hold_bytes, max_open);
+            let mut files = RebuildFiles::new(
+                dir.path().to_owned(),
+                "t".into(),
+                row_group_rows,
+                hold_bytes,
+                max_open,
+                FileKind::Merged { zstd_level: 1 },
+            );
             let mut sent: BTreeMap<(String, i64), Vec<i64>> = BTreeMap::new();
             let mut next = 0i64;
             for &(table, site, rows) in &sends {

@@ -218,6 +218,9 @@ pub struct StoreSection {
     /// A rebuild keeps the rows waiting to fill a row group in memory up to this many
     /// MiB; past it, the largest waiting ones are written as a smaller row group.
     pub rebuild_hold_mib: usize,
+    /// zstd level (1–22) of the files a compaction or a rebuild writes: higher is a
+    /// smaller store and a slower rebuild.
+    pub zstd_level: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,6 +295,7 @@ impl Default for StoreSection {
             flush_age_secs: store.flush_age.as_secs(),
             replay_flush_chats: store.replay_flush_chats,
             rebuild_hold_mib: store.rebuild_hold_bytes >> 20,
+            zstd_level: store.zstd_level,
         }
     }
 }
@@ -327,6 +331,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "store.replay_flush_chats",
     ),
     ("CHATVAULT_STORE_REBUILD_HOLD_MIB", "store.rebuild_hold_mib"),
+    ("CHATVAULT_STORE_ZSTD_LEVEL", "store.zstd_level"),
     ("CHATVAULT_COSMOS_ENDPOINT", "cosmos.endpoint"),
     ("CHATVAULT_COSMOS_KEY", "cosmos.key"),
     ("CHATVAULT_COSMOS_KEY_FILE", "cosmos.key_file"),
@@ -412,6 +417,7 @@ impl Config {
             "folder.path" => self.folder.path = Some(PathBuf::from(value)),
             "store.replay_flush_chats" => self.store.replay_flush_chats = num(value)?,
             "store.rebuild_hold_mib" => self.store.rebuild_hold_mib = num(value)?,
+            "store.zstd_level" => self.store.zstd_level = num(value)?,
             "cosmos.endpoint" => self.cosmos.endpoint = Some(value.to_owned()),
             "cosmos.key" => self.cosmos.key = Some(value.to_owned()),
             "cosmos.key_file" => self.cosmos.key_file = Some(PathBuf::from(value)),
@@ -529,6 +535,7 @@ mod tests {
             ("CHATVAULT_DATA_DIR", "/data"),
             ("CHATVAULT_STORE_REPLAY_FLUSH_CHATS", "7000"),
             ("CHATVAULT_STORE_REBUILD_HOLD_MIB", "64"),
+            ("CHATVAULT_STORE_ZSTD_LEVEL", "9"),
         ]
         .into();
         let config =
@@ -542,9 +549,10 @@ mod tests {
                 config.store.flush_chats,
                 config.store.flush_age_secs,
                 config.store.replay_flush_chats,
-                config.store.rebuild_hold_mib
+                config.store.rebuild_hold_mib,
+                config.store.zstd_level
             ),
-            (500, 10, 7000, 64)
+            (500, 10, 7000, 64, 9)
         );
     }
 
@@ -588,6 +596,7 @@ mod tests {
                 || key.ends_with("chats")
                 || key.ends_with("mib")
                 || key.ends_with("workers")
+                || key.ends_with("level")
             {
                 "7"
             } else if key.ends_with("format") {
