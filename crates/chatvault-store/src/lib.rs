@@ -36,6 +36,9 @@ pub enum StoreError {
     Archive(#[from] chatvault_archive::ArchiveError),
     #[error("archive record {seq} holds a document the model cannot read: {reason}")]
     BadArchivedDocument { seq: u64, reason: String },
+    /// Names the setting: polars' own message gives only the valid range.
+    #[error("store zstd_level {level} cannot be used: {reason}")]
+    ZstdLevel { level: i32, reason: String },
     #[error("unknown table {0:?}")]
     UnknownTable(String),
     #[error("background task failed: {0}")]

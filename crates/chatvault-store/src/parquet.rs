@@ -2,9 +2,10 @@
 //! `make_durable` later syncs and moves into place.
 
 use polars::prelude::*;
+pub(crate) use polars_parquet::write::ZstdLevel;
 use polars_parquet::write::{
     get_dtype_encoding, CompressionOptions, Encoding, FileWriter, RowGroupIterator, Version,
-    WriteOptions, ZstdLevel,
+    WriteOptions,
 };
 use std::fs::File;
 use std::io::BufWriter;

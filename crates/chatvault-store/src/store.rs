@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::frame::TableBuilder;
 use crate::order::in_file_order;
-use crate::parquet::{temporary_path, write_parquet, FileKind};
+use crate::parquet::{temporary_path, write_parquet, FileKind, ZstdLevel};
 use crate::rebuild::RebuildFiles;
 use crate::{Result, StoreError};
 
@@ -64,6 +64,13 @@ impl StoreConfig {
             compact_min_files: 8,
             compact_max_deletes: 50_000,
             retired_file_grace: Duration::from_secs(600),
+        }
+    }
+
+    /// How the files that stay (a compaction's and a rebuild's) are written.
+    fn merged_files(&self) -> FileKind {
+        FileKind::Merged {
+            zstd_level: self.zstd_level,
         }
     }
 }
@@ -351,6 +358,11 @@ pub(crate) fn poisoned() -> StoreError {
 impl Store {
     /// Opens the store in `config.dir`, removing files a crashed flush left unregistered.
     pub async fn open(config: StoreConfig, catalog: Catalog) -> Result<Store> {
+        // Refused here rather than at the first compaction, which may be hours away.
+        ZstdLevel::try_new(config.zstd_level).map_err(|e| StoreError::ZstdLevel {
+            level: config.zstd_level,
+            reason: e.to_string(),
+        })?;
         std::fs::create_dir_all(&config.dir).map_err(io(&config.dir))?;
         let snapshot = catalog.store_snapshot().await?;
         remove_orphans(&config.dir, &snapshot)?;
@@ -691,9 +703,7 @@ impl Store {
         }
         let dir = self.config.dir.clone();
         let row_group = self.config.row_group_rows;
-        let merged = FileKind::Merged {
-            zstd_level: self.config.zstd_level,
-        };
+        let merged = self.config.merged_files();
         let hide_for_rewrite = if full {
             hide.clone().map(latest_hide).transpose()?
         } else {
@@ -905,9 +915,7 @@ impl Store {
             self.config.row_group_rows,
             self.config.rebuild_hold_bytes,
             MAX_OPEN_REBUILD_FILES,
-            FileKind::Merged {
-                zstd_level: self.config.zstd_level,
-            },
+            self.config.merged_files(),
         );
         let (n, files) = self.replay_converting(rx, files, progress).await?;
         tracing::info!(
@@ -959,7 +967,7 @@ impl Store {
         files: RebuildFiles,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(u64, RebuildFiles)> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = cores();
         let queue = Arc::new(std::sync::Mutex::new(rx));
         let failed = Arc::new(AtomicBool::new(false));
         let replayed = Arc::new(AtomicU64::new(0));
@@ -1159,8 +1167,7 @@ fn update_of(r: &Record, supersedes: bool) -> Result<StoreUpdate> {
 fn final_versions(archive_dir: &Path) -> Result<(Vec<u64>, Option<u64>)> {
     let mut newest: PlHashMap<String, (u64, Operation)> = PlHashMap::new();
     let mut next_seq = None;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    read_heads(archive_dir, cores, |head| {
+    read_heads(archive_dir, cores(), |head| {
         next_seq = Some(head.seq + 1);
         newest.insert(head.chat_uid, (head.seq, head.operation));
     })?;
@@ -1173,14 +1180,18 @@ fn final_versions(archive_dir: &Path) -> Result<(Vec<u64>, Option<u64>)> {
     Ok((finals, next_seq))
 }
 
+/// The cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// `work` on every item, spread over one thread per core (partitions are small, so
 /// polars alone keeps one core busy); results in the items' order, the first error wins.
 pub(crate) fn on_every_core<T: Sync, R: Send>(
     items: &[T],
     work: impl Fn(&T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    on_threads(cores, items, work)
+    on_threads(cores(), items, work)
 }
 
 /// `work` on every item from up to `threads` threads taking the next item in turn;

@@ -3,7 +3,7 @@
 use chatvault_archive::{Archive, ArchiveConfig, Entry, Operation, Source};
 use chatvault_catalog::{AppliedChange, Catalog};
 use chatvault_model::{content_hash, flatten, ChatDocument, ContentHash};
-use chatvault_store::{ScanFilter, Store, StoreConfig, StoreUpdate};
+use chatvault_store::{ScanFilter, Store, StoreConfig, StoreError, StoreUpdate};
 use polars::prelude::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -623,5 +623,30 @@ impl Literal for NaiveDateLit {
             .expect("midnight");
         lit(date.and_utc().timestamp_micros())
             .cast(DataType::Datetime(TimeUnit::Microseconds, None))
+    }
+}
+
+#[tokio::test]
+async fn a_zstd_level_outside_zstds_range_is_refused_when_the_store_opens() {
+    let h = Harness::new().await;
+    for level in [0, 23] {
+        let opened = Store::open(
+            StoreConfig {
+                zstd_level: level,
+                ..store_config(h.dir.path(), h.rebuild_hold_bytes)
+            },
+            h.catalog.clone(),
+        )
+        .await;
+        match opened {
+            Err(e @ StoreError::ZstdLevel { .. }) => {
+                assert!(
+                    e.to_string().contains(&format!("zstd_level {level}")),
+                    "{e}"
+                )
+            }
+            Err(e) => panic!("level {level}: another error: {e}"),
+            Ok(_) => panic!("level {level} was accepted"),
+        }
     }
 }

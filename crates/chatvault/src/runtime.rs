@@ -77,11 +77,6 @@ impl Runtime {
     }
 
     async fn open_with(config: &Config, serving: bool) -> anyhow::Result<Runtime> {
-        let zstd_level = config.store.zstd_level;
-        anyhow::ensure!(
-            (1..=22).contains(&zstd_level),
-            "store.zstd_level must be from 1 to 22, not {zstd_level}"
-        );
         let lock = lock_data_dir(config)?;
         let catalog = Catalog::connect(&config.catalog_url()).await?;
         let archive_config = ArchiveConfig {
@@ -99,7 +94,7 @@ impl Runtime {
             flush_age: std::time::Duration::from_secs(config.store.flush_age_secs),
             replay_flush_chats: config.store.replay_flush_chats.max(1),
             rebuild_hold_bytes: config.store.rebuild_hold_mib.saturating_mul(1 << 20),
-            zstd_level,
+            zstd_level: config.store.zstd_level,
             ..StoreConfig::new(config.store_dir())
         };
         if !serving {
