@@ -15,14 +15,14 @@ mod rewrite;
 mod segment;
 mod writer;
 
-pub use record::{Entry, Operation, Record, RecordHead, Source, ARCHIVE_RECORD_SCHEMA};
+pub use record::{Entry, Operation, Record, Source, ARCHIVE_RECORD_SCHEMA};
 pub use rewrite::{
     erase_entry, erase_in_segment, rewrite_segment, segments_holding, segments_where,
     SegmentRewrite,
 };
 pub use segment::{
-    read_heads, read_records, replay_chunks, segment_path, verify, ErasureNote, RewrittenSegment,
-    SegmentSummary, VerifyReport,
+    read_records, replay_chunks, replay_final_versions, segment_path, verify, ErasureNote,
+    FinalVersions, RewrittenSegment, SegmentSummary, VerifyReport,
 };
 pub use writer::{Archive, ArchiveConfig, ArchiveStats, OpenReport, Position};
 

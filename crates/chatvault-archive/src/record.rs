@@ -71,43 +71,23 @@ pub struct Record {
     pub entry: Entry,
 }
 
-/// What a record is about, without its document: see [`crate::read_heads`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordHead {
-    pub seq: u64,
-    pub chat_uid: String,
-    pub operation: Operation,
-}
-
-impl RecordHead {
-    /// Reads a record, keeping three of its fields and copying no document.
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Option<RecordHead> {
-        let fields = Fields::decode(r)?;
-        Some(RecordHead {
-            seq: fields.seq,
-            chat_uid: fields.chat_uid.to_owned(),
-            operation: fields.operation,
-        })
-    }
-}
-
 /// A record's fields as they lie in a segment, in the schema's order: the one place that
-/// walks the record, for whole entries and for heads alike.
-struct Fields<'a> {
-    seq: u64,
+/// walks the record, so that a reader can look at a record before copying any of it.
+pub(crate) struct Fields<'a> {
+    pub seq: u64,
     received_at_us: i64,
     source: Source,
     source_detail: &'a str,
-    chat_uid: &'a str,
+    pub chat_uid: &'a str,
     site_key: i64,
-    operation: Operation,
+    pub operation: Operation,
     schema_version: i32,
     content_hash: [u8; 32],
-    document: &'a [u8],
+    pub document: &'a [u8],
 }
 
 impl<'a> Fields<'a> {
-    fn decode(r: &mut Reader<'a>) -> Option<Fields<'a>> {
+    pub(crate) fn decode(r: &mut Reader<'a>) -> Option<Fields<'a>> {
         Some(Fields {
             seq: u64::try_from(r.long()?).ok()?,
             received_at_us: r.long()?,
@@ -120,6 +100,23 @@ impl<'a> Fields<'a> {
             content_hash: r.take(32)?.try_into().ok()?,
             document: r.bytes()?,
         })
+    }
+}
+
+impl Fields<'_> {
+    /// The entry, copied out of the segment.
+    pub(crate) fn to_entry(&self) -> Entry {
+        Entry {
+            received_at_us: self.received_at_us,
+            source: self.source,
+            source_detail: self.source_detail.to_owned(),
+            chat_uid: self.chat_uid.to_owned(),
+            site_key: self.site_key,
+            operation: self.operation,
+            schema_version: self.schema_version,
+            content_hash: ContentHash(self.content_hash),
+            document: self.document.to_vec(),
+        }
     }
 }
 
@@ -148,20 +145,6 @@ impl Entry {
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Option<(u64, Entry)> {
-        let fields = Fields::decode(r)?;
-        Some((
-            fields.seq,
-            Entry {
-                received_at_us: fields.received_at_us,
-                source: fields.source,
-                source_detail: fields.source_detail.to_owned(),
-                chat_uid: fields.chat_uid.to_owned(),
-                site_key: fields.site_key,
-                operation: fields.operation,
-                schema_version: fields.schema_version,
-                content_hash: ContentHash(fields.content_hash),
-                document: fields.document.to_vec(),
-            },
-        ))
+        Fields::decode(r).map(|fields| (fields.seq, fields.to_entry()))
     }
 }

@@ -3,12 +3,13 @@
 //! the previous segment, which chains the segments together.
 
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::HashSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::codec::{put_bytes, put_long, Reader};
-use crate::record::{Entry, Record, RecordHead, ARCHIVE_RECORD_SCHEMA};
+use crate::record::{Entry, Fields, Operation, Record, ARCHIVE_RECORD_SCHEMA};
 use crate::{ArchiveError, Result};
 
 const MAGIC: &[u8; 4] = b"Obj\x01";
@@ -171,11 +172,11 @@ pub(crate) fn scan(path: &Path, bytes: &[u8]) -> Result<ScannedSegment> {
     scan_with(path, bytes, Entry::decode)
 }
 
-/// [`scan`], each record decoded by `decode`.
-fn scan_with<T>(
+/// [`scan`], each record decoded by `decode`, which may borrow from `bytes`.
+fn scan_with<'a, T>(
     path: &Path,
-    bytes: &[u8],
-    decode: fn(&mut Reader<'_>) -> Option<T>,
+    bytes: &'a [u8],
+    decode: fn(&mut Reader<'a>) -> Option<T>,
 ) -> Result<ScannedSegment<T>> {
     let mut r = Reader::new(bytes);
     let header = Header::decode(&mut r).map_err(|reason| ArchiveError::Corrupt {
@@ -204,11 +205,11 @@ fn scan_with<T>(
     })
 }
 
-fn scan_block<T>(
-    r: &mut Reader<'_>,
+fn scan_block<'a, T>(
+    r: &mut Reader<'a>,
     header: &Header,
     records: &mut Vec<T>,
-    decode: fn(&mut Reader<'_>) -> Option<T>,
+    decode: fn(&mut Reader<'a>) -> Option<T>,
 ) -> std::result::Result<(), String> {
     let count = r.long().ok_or("block count cut short")?;
     let size = r.long().ok_or("block size cut short")?;
@@ -293,47 +294,105 @@ pub fn read_records(dir: &Path, from_seq: u64) -> Result<impl Iterator<Item = Re
     Ok(iter)
 }
 
-/// Every record's head (seq, ChatUID, operation) without its document, handed to `each`
-/// in archive order: what a pass that only decides which records matter needs, at a
-/// fraction of the copying. Up to `threads` threads read a segment each at a time: one
-/// alone spent most of its time copying segments into memory while other cores idled.
-pub fn read_heads(dir: &Path, threads: usize, mut each: impl FnMut(RecordHead)) -> Result<()> {
-    let segments = list_segments(dir)?;
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        // Bounded, so that readers run at most a few segments ahead of `each`.
-        let (tx, rx) = std::sync::mpsc::sync_channel(threads.max(1));
-        for _ in 0..threads.clamp(1, segments.len().max(1)) {
-            let (tx, segments, next) = (tx.clone(), &segments, &next);
-            scope.spawn(move || {
-                let mut buffer = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, path)) = segments.get(i) else {
-                        break;
-                    };
-                    let heads = read_file_into(path, &mut buffer)
-                        .and_then(|()| scan_with(path, &buffer, RecordHead::decode));
-                    // The receiver is gone only once it has failed.
-                    if tx.send((i, heads.map(|s| s.records))).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        // Segments finish out of order: each waits until those before it are handed on.
-        let mut finished = BTreeMap::new();
-        let mut due = 0;
-        for (i, heads) in rx {
-            finished.insert(i, heads);
-            while let Some(heads) = finished.remove(&due) {
-                heads?.into_iter().for_each(&mut each);
-                due += 1;
+/// Part of [`replay_final_versions`]: final versions in archive order, each a seq and a
+/// document left where it lies in the segment read (copying every document out was a
+/// twentieth of a rebuild), and how many records, final or not, the reader has passed
+/// since the chunk before, for progress.
+#[derive(Debug)]
+pub struct FinalVersions {
+    segment: Arc<Vec<u8>>,
+    versions: Vec<(u64, Range<usize>)>,
+    pub passed: u64,
+}
+
+impl FinalVersions {
+    /// Each final version's seq and document, in archive order.
+    pub fn documents(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.versions.iter().map(|(seq, document)| {
+            // The ranges were taken from this very segment.
+            let bytes = self.segment.get(document.clone()).unwrap_or_default();
+            (*seq, bytes)
+        })
+    }
+}
+
+/// Replays every chat's final version (its last record, unless that is a delete) on a
+/// blocking thread, in chunks of up to `chunk` records: the newest segment first, each
+/// segment's records in archive order. Read backwards, the first record met of a chat is
+/// its final one, so one pass over the archive is enough; read forwards, every record's
+/// head had to be read first to know which ones to keep. The task returns the seq after
+/// the archive's last record (None if it is empty); on an error the chunks stop early
+/// and the task returns the error.
+pub fn replay_final_versions(
+    dir: PathBuf,
+    chunk: usize,
+) -> (
+    tokio::sync::mpsc::Receiver<FinalVersions>,
+    tokio::task::JoinHandle<Result<Option<u64>>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut seen: HashSet<String, foldhash::fast::RandomState> = HashSet::default();
+        let mut next_seq = None;
+        // Segments read, each until no chunk holds it any more and it can be read into
+        // again: a fresh buffer per segment had the kernel zero every page of it.
+        let mut read: Vec<Arc<Vec<u8>>> = Vec::new();
+        let mut finals: Vec<(u64, Range<usize>, usize)> = Vec::new();
+        for path in list_segments(&dir)?.into_iter().rev().map(|(_, path)| path) {
+            let mut buffer = read
+                .iter()
+                .position(|b| Arc::strong_count(b) == 1)
+                .map(|i| read.swap_remove(i))
+                .and_then(|b| Arc::try_unwrap(b).ok())
+                .unwrap_or_default();
+            read_file_into(&path, &mut buffer)?;
+            let segment = Arc::new(buffer);
+            let records = scan_with(&path, &segment, Fields::decode)?.records;
+            if next_seq.is_none() {
+                next_seq = records.last().map(|newest| newest.seq + 1);
             }
+            finals.clear();
+            for (i, record) in records.iter().enumerate().rev() {
+                if seen.insert(record.chat_uid.to_owned()) && record.operation == Operation::Upsert
+                {
+                    // Where the document lies in the segment, from the slice read of it.
+                    let start = record.document.as_ptr() as usize - segment.as_ptr() as usize;
+                    finals.push((record.seq, start..start + record.document.len(), i));
+                }
+            }
+            finals.reverse();
+            // A segment without a final version still counts towards the progress.
+            let pieces: Vec<&[(u64, Range<usize>, usize)]> = if finals.is_empty() {
+                vec![&[]]
+            } else {
+                finals.chunks(chunk.max(1)).collect()
+            };
+            let mut passed = 0;
+            for (k, piece) in pieces.iter().enumerate() {
+                let end = match piece.last() {
+                    Some((_, _, i)) if k + 1 < pieces.len() => i + 1,
+                    _ => records.len(),
+                };
+                let part = FinalVersions {
+                    segment: segment.clone(),
+                    versions: piece
+                        .iter()
+                        .map(|(seq, document, _)| (*seq, document.clone()))
+                        .collect(),
+                    passed: (end - passed) as u64,
+                };
+                passed = end;
+                if tx.blocking_send(part).is_err() {
+                    // The receiver gave up, on an error of its own that it reports.
+                    return Ok(next_seq);
+                }
+            }
+            drop(records);
+            read.push(segment);
         }
-        Ok(())
-    })
+        Ok(next_seq)
+    });
+    (rx, reading)
 }
 
 /// Replays records with `seq >= from_seq` on a blocking thread, each mapped by `map`,

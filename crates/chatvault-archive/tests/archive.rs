@@ -1,6 +1,6 @@
 use chatvault_archive::{
-    read_heads, read_records, verify, Archive, ArchiveConfig, Entry, Operation, Position,
-    RecordHead, Source,
+    read_records, replay_final_versions, verify, Archive, ArchiveConfig, Entry, Operation,
+    Position, Source,
 };
 use chatvault_model::ContentHash;
 use proptest::prelude::*;
@@ -65,26 +65,74 @@ async fn appended_records_read_back_in_order_with_their_sequence_numbers() {
 }
 
 #[tokio::test]
-async fn heads_read_back_what_the_whole_records_say_across_segments() {
-    let dir = small_segments().await;
-    let segments = std::fs::read_dir(dir.path()).expect("list").count();
-    assert!(segments > 3, "only {segments} segments");
-    let expected: Vec<RecordHead> = all_records(dir.path())
-        .into_iter()
-        .map(|(seq, e)| RecordHead {
-            seq,
-            chat_uid: e.chat_uid,
-            operation: e.operation,
-        })
-        .collect();
-    assert_eq!(expected.len(), 6);
-    assert!(expected.iter().any(|h| h.operation == Operation::Delete));
-    // More readers than segments too: segments finish out of order, heads never do.
-    for threads in [1, 2, segments + 2] {
-        let mut heads = Vec::new();
-        read_heads(dir.path(), threads, |head| heads.push(head)).expect("readable");
-        assert_eq!(heads, expected, "{threads} threads");
+async fn final_versions_are_each_chats_last_record_newest_segment_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ArchiveConfig {
+        segment_max_bytes: 4096,
+        ..ArchiveConfig::new(dir.path())
+    };
+    let (archive, _) = Archive::open(config).expect("open");
+    // Thirteen chats re-sent over many segments; every seventh record a delete, so some
+    // chats end deleted and some are sent again after a delete.
+    for i in 0..90u64 {
+        let resent = Entry {
+            chat_uid: format!("chat-{}", i % 13),
+            document: format!("document {i} {}", "x".repeat(300)).into_bytes(),
+            ..entry(i, 0)
+        };
+        archive.append(vec![resent]).await.expect("append");
     }
+    drop(archive);
+    let all: Vec<chatvault_archive::Record> = read_records(dir.path(), 0)
+        .expect("readable")
+        .map(|r| r.expect("record"))
+        .collect();
+    let mut last = std::collections::HashMap::new();
+    for record in &all {
+        last.insert(record.entry.chat_uid.clone(), record);
+    }
+    let mut expected: Vec<&chatvault_archive::Record> = last
+        .into_values()
+        .filter(|r| r.entry.operation == Operation::Upsert)
+        .collect();
+    expected.sort_by_key(|r| (std::cmp::Reverse(r.segment), r.seq));
+    let segments: std::collections::HashSet<u64> = expected.iter().map(|r| r.segment).collect();
+    assert!(
+        segments.len() > 2,
+        "finals in {} segments only",
+        segments.len()
+    );
+    assert!(expected.len() < 13, "no chat ends deleted");
+
+    let (mut rx, reading) = replay_final_versions(dir.path().to_owned(), 2);
+    let (mut finals, mut passed) = (Vec::new(), 0);
+    while let Some(part) = rx.recv().await {
+        let documents: Vec<(u64, Vec<u8>)> =
+            part.documents().map(|(seq, d)| (seq, d.to_vec())).collect();
+        assert!(documents.len() <= 2);
+        passed += part.passed;
+        finals.extend(documents);
+    }
+    let next_seq = reading.await.expect("join").expect("readable");
+    let expected: Vec<(u64, Vec<u8>)> = expected
+        .iter()
+        .map(|r| (r.seq, r.entry.document.clone()))
+        .collect();
+    assert_eq!(finals, expected);
+    assert_eq!(
+        passed,
+        all.len() as u64,
+        "every record counts towards the progress"
+    );
+    assert_eq!(next_seq, Some(90));
+}
+
+#[tokio::test]
+async fn an_empty_archive_has_no_final_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut rx, reading) = replay_final_versions(dir.path().to_owned(), 2);
+    assert!(rx.recv().await.is_none());
+    assert_eq!(reading.await.expect("join").expect("readable"), None);
 }
 
 /// `n` single-record appends of `size`-byte documents, all in flight at once; the

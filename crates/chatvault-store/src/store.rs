@@ -1,4 +1,4 @@
-use chatvault_archive::{read_heads, replay_chunks, Operation, Record};
+use chatvault_archive::{replay_chunks, replay_final_versions, FinalVersions, Operation, Record};
 use chatvault_catalog::{Catalog, StoreChange, StoreFile, StoreSnapshot};
 use chatvault_model::{
     flatten, ChatDocument, ChatRow, FlatChat, LineRow, PageRow, SurveyRow, TableDef, TagRow, TABLES,
@@ -169,11 +169,6 @@ struct State {
 /// One partition's rows, keyed by (SiteKey, month), as a frame per table.
 type PartitionFrames = ((i32, String), [DataFrame; 5]);
 
-/// The archive's records past a seq, a chunk at a time, each with a flag: in a recovery,
-/// whether it supersedes an earlier version of its chat; in a rebuild, whether it is the
-/// chat's final version, the only one the rebuilt store holds.
-type ReplayChunks = tokio::sync::mpsc::Receiver<Result<Vec<(Record, bool)>>>;
-
 /// A rebuild's worker hands its columns over once it has converted this many chats.
 const HAND_OVER_CHATS: usize = 20_000;
 
@@ -213,25 +208,23 @@ struct Converted {
 }
 
 impl Converted {
-    /// Flattens an archived chat and appends its lines, answers, pages and tags at once,
-    /// while they are still in the cache; its Chats row waits for others of its partition.
-    fn add(&mut self, r: &Record) -> Result<()> {
-        // A rebuild replays final versions only, which are never deletes.
-        if let StoreUpdate::Upsert { seq, mut flat, .. } = update_of(r, false)? {
-            flat.set_archive_seq(seq as i64);
-            let partition = self
-                .partitions
-                .entry((flat.chat.site_key, month_of(flat.chat.started)))
-                .or_insert_with(|| PartitionColumns {
-                    builders: table_builders(&[]),
-                    chats: Vec::with_capacity(CHATS_ROWS_AT_ONCE),
-                });
-            put_child_rows(&mut partition.builders, &[&*flat])?;
-            let FlatChat { chat, .. } = *flat;
-            partition.chats.push(chat);
-            if partition.chats.len() >= CHATS_ROWS_AT_ONCE {
-                partition.put_chats()?;
-            }
+    /// Flattens an archived chat's final version and appends its lines, answers, pages
+    /// and tags at once, while they are still in the cache; its Chats row waits for
+    /// others of its partition.
+    fn add(&mut self, seq: u64, document: &[u8]) -> Result<()> {
+        let flat = flat_chat(seq, document)?;
+        let partition = self
+            .partitions
+            .entry((flat.chat.site_key, month_of(flat.chat.started)))
+            .or_insert_with(|| PartitionColumns {
+                builders: table_builders(&[]),
+                chats: Vec::with_capacity(CHATS_ROWS_AT_ONCE),
+            });
+        put_child_rows(&mut partition.builders, &[&flat])?;
+        let FlatChat { chat, .. } = flat;
+        partition.chats.push(chat);
+        if partition.chats.len() >= CHATS_ROWS_AT_ONCE {
+            partition.put_chats()?;
         }
         self.chats += 1;
         Ok(())
@@ -269,29 +262,24 @@ impl Converted {
 
 /// What a rebuild's workers share.
 struct Shared<'a> {
-    queue: &'a std::sync::Mutex<ReplayChunks>,
+    queue: &'a std::sync::Mutex<tokio::sync::mpsc::Receiver<FinalVersions>>,
     failed: &'a AtomicBool,
     replayed: &'a AtomicU64,
     handed_over: &'a tokio::sync::mpsc::Sender<Converted>,
 }
 
-/// A rebuild worker's loop (see [`Store::replay_converting`]): takes chunks in turn,
-/// converts the final versions in them, and hands its columns over every
+/// A rebuild worker's loop (see [`Store::replay_converting`]): takes chunks of final
+/// versions in turn, converts them, and hands its columns over every
 /// [`HAND_OVER_CHATS`] chats and at the end.
 fn convert_chunks(shared: &Shared<'_>) -> Result<()> {
     let mut converted = Converted::default();
     while !shared.failed.load(Ordering::Relaxed) && !shared.handed_over.is_closed() {
         let chunk = shared.queue.lock().map_err(|_| poisoned())?.blocking_recv();
         let Some(chunk) = chunk else { break };
-        let chunk = chunk?;
-        for (r, is_final) in &chunk {
-            if *is_final {
-                converted.add(r)?;
-            }
+        for (seq, document) in chunk.documents() {
+            converted.add(seq, document)?;
         }
-        shared
-            .replayed
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        shared.replayed.fetch_add(chunk.passed, Ordering::Relaxed);
         if converted.chats >= HAND_OVER_CHATS
             && shared
                 .handed_over
@@ -799,9 +787,7 @@ impl Store {
         let chunk = REPLAY_CHUNK.min(self.config.replay_flush_chats.max(1));
         // The earlier version of a replayed chat may be in files, so every replayed
         // change hides older rows.
-        let mut rx: ReplayChunks = replay_chunks(archive_dir.to_owned(), from, chunk, |r| {
-            Ok::<_, StoreError>((r, true))
-        });
+        let mut rx = replay_chunks(archive_dir.to_owned(), from, chunk, Ok::<_, StoreError>);
         let mut n = 0u64;
         // A flush writes on other threads while the next records are flattened; the one
         // before it must have finished first, so at most two flushes' worth of chats are
@@ -815,7 +801,7 @@ impl Store {
             // Parsing and flattening are most of a replay's work: spread them over the
             // cores while the archive reader decodes the next chunk.
             let updates = joined(tokio::task::spawn_blocking(move || {
-                on_every_core(&chunk, |(r, supersedes)| update_of(r, *supersedes))
+                on_every_core(&chunk, |r| update_of(r, true))
             }))
             .await?;
             self.apply(updates)?;
@@ -880,10 +866,10 @@ impl Store {
         rebuilt
     }
 
-    /// A rebuild's work: decides from the records' heads which version of each chat is
-    /// its final one (a deleted chat has none), converts only those, writes each table
-    /// and partition's file as its rows come, and registers every file with the watermark
-    /// past the whole archive in one transaction. So the new store holds no superseded
+    /// A rebuild's work: converts each chat's final version only (a deleted chat has
+    /// none), read from the newest segment back, writes each table and partition's file
+    /// as its rows come, and registers every file with the watermark past the whole
+    /// archive in one transaction. So the new store holds no superseded
     /// or deleted row and needs no hide entries, nor a merge at the end.
     async fn rebuild_files(
         &self,
@@ -891,19 +877,7 @@ impl Store {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         let started = Instant::now();
-        let dir = archive_dir.to_owned();
-        let (finals, next_seq) =
-            joined(tokio::task::spawn_blocking(move || final_versions(&dir))).await?;
-        tracing::info!(
-            chats = finals.len(),
-            seconds = started.elapsed().as_secs_f64(),
-            "rebuild: final version of every chat found"
-        );
-        let started = Instant::now();
-        let rx: ReplayChunks = replay_chunks(archive_dir.to_owned(), 0, REPLAY_CHUNK, move |r| {
-            let is_final = finals.binary_search(&r.seq).is_ok();
-            Ok::<_, StoreError>((r, is_final))
-        });
+        let (rx, reading) = replay_final_versions(archive_dir.to_owned(), REPLAY_CHUNK);
         let tag = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -918,6 +892,10 @@ impl Store {
             self.config.merged_files(),
         );
         let (n, files) = self.replay_converting(rx, files, progress).await?;
+        // A reading error ends the chunks early: the files are not registered.
+        let next_seq = reading
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
         tracing::info!(
             records = n,
             seconds = started.elapsed().as_secs_f64(),
@@ -963,7 +941,7 @@ impl Store {
     /// columns over every [`HAND_OVER_CHATS`] chats to be written into `files` here.
     async fn replay_converting(
         &self,
-        rx: ReplayChunks,
+        rx: tokio::sync::mpsc::Receiver<FinalVersions>,
         files: RebuildFiles,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(u64, RebuildFiles)> {
@@ -1146,38 +1124,22 @@ fn update_of(r: &Record, supersedes: bool) -> Result<StoreUpdate> {
             seq: r.seq,
             chat_uid: r.entry.chat_uid.clone(),
         }),
-        Operation::Upsert => {
-            let document = ChatDocument::from_json(&r.entry.document).map_err(|e| {
-                StoreError::BadArchivedDocument {
-                    seq: r.seq,
-                    reason: e.to_string(),
-                }
-            })?;
-            Ok(StoreUpdate::Upsert {
-                seq: r.seq,
-                flat: Box::new(flatten(document, r.seq as i64)),
-                supersedes,
-            })
-        }
+        Operation::Upsert => Ok(StoreUpdate::Upsert {
+            seq: r.seq,
+            flat: Box::new(flat_chat(r.seq, &r.entry.document)?),
+            supersedes,
+        }),
     }
 }
 
-/// The seqs of every chat's final version, in order (a chat whose last record is a
-/// delete has none), and the seq after the archive's last record (None if it is empty).
-fn final_versions(archive_dir: &Path) -> Result<(Vec<u64>, Option<u64>)> {
-    let mut newest: PlHashMap<String, (u64, Operation)> = PlHashMap::new();
-    let mut next_seq = None;
-    read_heads(archive_dir, cores(), |head| {
-        next_seq = Some(head.seq + 1);
-        newest.insert(head.chat_uid, (head.seq, head.operation));
-    })?;
-    let mut finals: Vec<u64> = newest
-        .into_values()
-        .filter(|(_, operation)| *operation == Operation::Upsert)
-        .map(|(seq, _)| seq)
-        .collect();
-    finals.sort_unstable();
-    Ok((finals, next_seq))
+/// The rows of the archived document of record `seq`.
+fn flat_chat(seq: u64, document: &[u8]) -> Result<FlatChat> {
+    let document =
+        ChatDocument::from_json(document).map_err(|e| StoreError::BadArchivedDocument {
+            seq,
+            reason: e.to_string(),
+        })?;
+    Ok(flatten(document, seq as i64))
 }
 
 /// The cores this process may use.
