@@ -1,4 +1,5 @@
 use chrono::{NaiveDate, NaiveDateTime};
+use std::cell::Cell;
 
 /// A site wall-clock time (the chat server writes local time without an offset).
 /// `None` is the chat server's "not set" value `0001-01-01T00:00:00`.
@@ -18,8 +19,33 @@ pub fn parse_local_timestamp(value: &str) -> Result<LocalTimestamp, TimestampErr
         .ok_or_else(|| TimestampError {
             value: value.to_owned(),
         })?;
-    let unset = NaiveDate::from_ymd_opt(1, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0));
-    Ok((Some(parsed) != unset).then_some(parsed))
+    Ok((Some(parsed) != UNSET).then_some(parsed))
+}
+
+/// The chat server's "not set".
+const UNSET: LocalTimestamp = match NaiveDate::from_ymd_opt(1, 1, 1) {
+    Some(date) => date.and_hms_opt(0, 0, 0),
+    None => None,
+};
+
+thread_local! {
+    /// The last date read on this thread, as `yyyyMMdd`: a chat's dozens of timestamps
+    /// mostly fall on one day, and checking a date against the calendar was a tenth of
+    /// reading a timestamp.
+    static LAST_DATE: Cell<(u32, Option<NaiveDate>)> = const { Cell::new((0, None)) };
+}
+
+/// [`NaiveDate::from_ymd_opt`], remembering the last date asked for.
+fn date(year: u32, month: u32, day: u32) -> Option<NaiveDate> {
+    let key = year * 10_000 + month * 100 + day;
+    LAST_DATE.with(|last| match last.get() {
+        (k, date) if k == key && date.is_some() => date,
+        _ => {
+            let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day);
+            last.set((key, date));
+            date
+        }
+    })
 }
 
 /// The chat server's own spelling, read byte by byte: every chat has dozens of
@@ -47,11 +73,7 @@ fn parse_fixed(b: &[u8]) -> Option<NaiveDateTime> {
         }
         _ => return None,
     };
-    let date = NaiveDate::from_ymd_opt(
-        i32::try_from(digits(&b[0..4])?).ok()?,
-        digits(&b[5..7])?,
-        digits(&b[8..10])?,
-    )?;
+    let date = date(digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?)?;
     date.and_hms_nano_opt(
         digits(&b[11..13])?,
         digits(&b[14..16])?,
@@ -83,6 +105,31 @@ mod tests {
             "2024-08-14T09:12:03.4170000",
         ] {
             assert!(matches!(parse_local_timestamp(text), Ok(Some(_))), "{text}");
+        }
+    }
+
+    #[test]
+    fn each_timestamp_keeps_its_own_date_whatever_was_read_before() {
+        let read = |text: &str| {
+            parse_local_timestamp(text)
+                .ok()
+                .flatten()
+                .map(|t| t.to_string())
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                read("2024-02-29T10:00:00").as_deref(),
+                Some("2024-02-29 10:00:00")
+            );
+            assert_eq!(read("2023-02-29T10:00:00"), None);
+            assert_eq!(
+                read("2024-03-01T23:59:59").as_deref(),
+                Some("2024-03-01 23:59:59")
+            );
+            assert_eq!(
+                read("2024-03-01T00:00:01").as_deref(),
+                Some("2024-03-01 00:00:01")
+            );
         }
     }
 
