@@ -68,7 +68,7 @@ async fn appended_records_read_back_in_order_with_their_sequence_numbers() {
 async fn final_versions_are_each_chats_last_record_newest_segment_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = ArchiveConfig {
-        segment_max_bytes: 4096,
+        segment_max_bytes: 1024,
         ..ArchiveConfig::new(dir.path())
     };
     let (archive, _) = Archive::open(config).expect("open");
