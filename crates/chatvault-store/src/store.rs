@@ -785,8 +785,6 @@ impl Store {
         let from = self.flushed_seq();
         // No chunk spans more than one flush.
         let chunk = REPLAY_CHUNK.min(self.config.replay_flush_chats.max(1));
-        // The earlier version of a replayed chat may be in files, so every replayed
-        // change hides older rows.
         let mut rx = replay_chunks(archive_dir.to_owned(), from, chunk, Ok::<_, StoreError>);
         let mut n = 0u64;
         // A flush writes on other threads while the next records are flattened; the one
@@ -801,7 +799,7 @@ impl Store {
             // Parsing and flattening are most of a replay's work: spread them over the
             // cores while the archive reader decodes the next chunk.
             let updates = joined(tokio::task::spawn_blocking(move || {
-                on_every_core(&chunk, |r| update_of(r, true))
+                on_every_core(&chunk, replayed_update)
             }))
             .await?;
             self.apply(updates)?;
@@ -1117,8 +1115,9 @@ fn flush_of(entries: &[(String, Buffered)]) -> Option<Flush> {
     })
 }
 
-/// The store's change for one archived record.
-fn update_of(r: &Record, supersedes: bool) -> Result<StoreUpdate> {
+/// The store's change for one record a recovery replays. The chat's earlier version may
+/// be in files already, so an upsert always hides older rows.
+fn replayed_update(r: &Record) -> Result<StoreUpdate> {
     match r.entry.operation {
         Operation::Delete => Ok(StoreUpdate::Delete {
             seq: r.seq,
@@ -1127,7 +1126,7 @@ fn update_of(r: &Record, supersedes: bool) -> Result<StoreUpdate> {
         Operation::Upsert => Ok(StoreUpdate::Upsert {
             seq: r.seq,
             flat: Box::new(flat_chat(r.seq, &r.entry.document)?),
-            supersedes,
+            supersedes: true,
         }),
     }
 }
