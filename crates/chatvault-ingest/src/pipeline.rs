@@ -44,7 +44,7 @@ pub enum Prepared {
         content_hash: ContentHash,
         /// The document's rows, flattened where it was validated (on the source's
         /// threads, in parallel) rather than in the single writer.
-        flat: Box<FlatChat>,
+        flat: Box<FlatChat<'static>>,
     },
     Delete {
         chat_uid: String,
@@ -103,7 +103,7 @@ pub fn prepare_one(
             } else {
                 format!("{detail} {location}")
             },
-            flat: Box::new(flatten(document.document, 0)),
+            flat: Box::new(flatten(document.document, 0).into_owned()),
             schema_version: document.schema_version,
             content_hash: document.content_hash,
             // A redacted document is archived as redacted: the original never reaches disk.
@@ -589,7 +589,7 @@ impl Worker {
         // (submission, item) each entry answers, so sequence numbers can be filled in.
         let mut slots: Vec<(usize, usize)> = Vec::new();
         // What the columnar store must mirror once the batch is durable, per entry.
-        let mut mirrored: Vec<Option<Box<FlatChat>>> = Vec::new();
+        let mut mirrored: Vec<Option<Box<FlatChat<'static>>>> = Vec::new();
         let mut stats: BTreeMap<(Source, OutcomeKind), (i64, i64)> = BTreeMap::new();
 
         for (si, (source, items)) in submissions.into_iter().enumerate() {
@@ -810,7 +810,7 @@ fn decide(
     source: Source,
     received_at_us: i64,
     known: &mut HashMap<String, Known>,
-) -> (Outcome, Option<Entry>, Option<Box<FlatChat>>) {
+) -> (Outcome, Option<Entry>, Option<Box<FlatChat<'static>>>) {
     match item {
         Prepared::Rejected {
             location,

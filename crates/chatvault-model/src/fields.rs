@@ -7,27 +7,40 @@
 //! takes each field straight from the parser and collects the rest into `extra`, and a
 //! writer that puts them back, so a document round-trips without losing a field.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{DeserializeOwned, DeserializeSeed, Visitor};
+use serde::de::{DeserializeSeed, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::time::{format_local_timestamp, parse_local_timestamp, LocalTimestamp};
 
-/// How one field is read from JSON and written back.
-pub(crate) trait Codec<T> {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<T, D::Error>;
+/// Text of a document: borrowed from the JSON it was read from wherever the JSON
+/// string needed no unescaping. A rebuild reads millions of documents and keeps only
+/// their columns, so a copy of every string would be allocated and freed for nothing.
+pub type Text<'a> = Cow<'a, str>;
+
+/// How one field is read from JSON (by a parser whose input lives for `'de`).
+pub(crate) trait Decode<'de, T> {
+    fn read<D: Deserializer<'de>>(d: D) -> Result<T, D::Error>;
+}
+
+/// How one field is written back.
+pub(crate) trait Encode<T> {
     fn write<S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error>;
 }
 
 /// As the type reads and writes itself.
 pub(crate) struct Plain;
 
-impl<T: DeserializeOwned + Serialize> Codec<T> for Plain {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+impl<'de, T: Deserialize<'de>> Decode<'de, T> for Plain {
+    fn read<D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         T::deserialize(d)
     }
+}
+
+impl<T: Serialize> Encode<T> for Plain {
     fn write<S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
         value.serialize(s)
     }
@@ -36,10 +49,13 @@ impl<T: DeserializeOwned + Serialize> Codec<T> for Plain {
 /// The chat server writes `null` where it has nothing; the model uses the type's empty value.
 pub(crate) struct OrDefault;
 
-impl<T: DeserializeOwned + Serialize + Default> Codec<T> for OrDefault {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+impl<'de, T: Deserialize<'de> + Default> Decode<'de, T> for OrDefault {
+    fn read<D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
     }
+}
+
+impl<T: Serialize> Encode<T> for OrDefault {
     fn write<S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
         value.serialize(s)
     }
@@ -49,42 +65,91 @@ impl<T: DeserializeOwned + Serialize + Default> Codec<T> for OrDefault {
 /// meaningful. `null` is the empty string.
 pub(crate) struct Trimmed;
 
-impl Codec<String> for Trimmed {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        d.deserialize_option(TrimmedVisitor)
-    }
-    fn write<S: Serializer>(value: &String, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(value)
+/// Free text, kept exactly as written (newlines, markdown and leading spaces are
+/// content); `null` is an error.
+pub(crate) struct Verbatim;
+
+/// Free text kept exactly as written; `null` is the empty string.
+pub(crate) struct VerbatimOrEmpty;
+
+macro_rules! text_codec {
+    ($codec:ident, trim: $trim:expr, null: $null:expr) => {
+        impl<'de: 'a, 'a> Decode<'de, Text<'a>> for $codec {
+            fn read<D: Deserializer<'de>>(d: D) -> Result<Text<'a>, D::Error> {
+                let visitor = TextVisitor {
+                    trim: $trim,
+                    null: $null,
+                    life: PhantomData,
+                };
+                if $null {
+                    d.deserialize_option(visitor)
+                } else {
+                    d.deserialize_str(visitor)
+                }
+            }
+        }
+
+        impl Encode<Text<'_>> for $codec {
+            fn write<S: Serializer>(value: &Text<'_>, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(value)
+            }
+        }
+    };
+}
+
+text_codec!(Trimmed, trim: true, null: true);
+text_codec!(Verbatim, trim: false, null: false);
+text_codec!(VerbatimOrEmpty, trim: false, null: true);
+
+struct TextVisitor<'a> {
+    trim: bool,
+    null: bool,
+    life: PhantomData<&'a ()>,
+}
+
+impl TextVisitor<'_> {
+    fn cut<'t>(&self, text: &'t str) -> &'t str {
+        if self.trim {
+            text.trim()
+        } else {
+            text
+        }
     }
 }
 
-struct TrimmedVisitor;
-
-impl<'de> Visitor<'de> for TrimmedVisitor {
-    type Value = String;
+impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+    type Value = Text<'a>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string or null")
+        f.write_str(if self.null {
+            "a string or null"
+        } else {
+            "a string"
+        })
     }
-    fn visit_none<E: serde::de::Error>(self) -> Result<String, E> {
-        Ok(String::new())
+    // Only reached through `deserialize_option`, for the codecs that allow `null`.
+    fn visit_none<E: serde::de::Error>(self) -> Result<Text<'a>, E> {
+        Ok(Text::Borrowed(""))
     }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<String, E> {
-        Ok(String::new())
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Text<'a>, E> {
+        Ok(Text::Borrowed(""))
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Text<'a>, D::Error> {
         d.deserialize_str(self)
     }
-    // Borrowed from the input: one allocation, of the trimmed length.
-    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<String, E> {
-        Ok(text.trim().to_owned())
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Text<'a>, E> {
+        Ok(Text::Borrowed(self.cut(text)))
     }
-    // Already owned (read from a `Value`): kept as it is unless it needs trimming.
-    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<String, E> {
-        Ok(if text.trim().len() == text.len() {
+    // Unescaped by the parser into a scratch buffer: one allocation, of the kept length.
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Text<'a>, E> {
+        Ok(Text::Owned(self.cut(text).to_owned()))
+    }
+    // Already owned (read from an owned `Value`): kept as it is unless it needs trimming.
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Text<'a>, E> {
+        Ok(Text::Owned(if self.cut(&text).len() == text.len() {
             text
         } else {
-            text.trim().to_owned()
-        })
+            self.cut(&text).to_owned()
+        }))
     }
 }
 
@@ -92,10 +157,13 @@ impl<'de> Visitor<'de> for TrimmedVisitor {
 /// set"; written back in normalised (millisecond) form.
 pub(crate) struct Local;
 
-impl Codec<LocalTimestamp> for Local {
-    fn read<'de, D: Deserializer<'de>>(d: D) -> Result<LocalTimestamp, D::Error> {
+impl<'de> Decode<'de, LocalTimestamp> for Local {
+    fn read<D: Deserializer<'de>>(d: D) -> Result<LocalTimestamp, D::Error> {
         d.deserialize_option(LocalVisitor)
     }
+}
+
+impl Encode<LocalTimestamp> for Local {
     fn write<S: Serializer>(value: &LocalTimestamp, s: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(ts) => s.serialize_str(&format_local_timestamp(ts)),
@@ -128,7 +196,7 @@ impl<'de> Visitor<'de> for LocalVisitor {
 /// Reads one field's value with its codec.
 pub(crate) struct Read<C, T>(pub PhantomData<(C, T)>);
 
-impl<'de, C: Codec<T>, T> DeserializeSeed<'de> for Read<C, T> {
+impl<'de, C: Decode<'de, T>, T> DeserializeSeed<'de> for Read<C, T> {
     type Value = T;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
         C::read(d)
@@ -138,7 +206,7 @@ impl<'de, C: Codec<T>, T> DeserializeSeed<'de> for Read<C, T> {
 /// Writes one field's value with its codec.
 pub(crate) struct Written<'a, C, T>(pub &'a T, pub PhantomData<C>);
 
-impl<C: Codec<T>, T> Serialize for Written<'_, C, T> {
+impl<C: Encode<T>, T> Serialize for Written<'_, C, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         C::write(self.0, s)
     }
@@ -190,13 +258,14 @@ macro_rules! field_value {
     };
 }
 
-/// Declares a document object: its fields, each with its JSON name, its [`Codec`] and
-/// whether it is required, plus `extra` for every field this version does not know.
-/// A repeated key reads as JSON parsers read it: the last one wins.
+/// Declares a document object: its fields, each with its JSON name, its codec
+/// ([`Decode`], [`Encode`]) and whether it is required, plus `extra` for every field
+/// this version does not know. The object's lifetime is that of the JSON its text may
+/// borrow. A repeated key reads as JSON parsers read it: the last one wins.
 macro_rules! document_object {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident {
+        pub struct $name:ident<$life:lifetime> {
             $(
                 $(#[$fmeta:meta])*
                 $field:ident : $ty:ty = $json:literal by $codec:ident $($required:ident)?
@@ -205,14 +274,14 @@ macro_rules! document_object {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
-        pub struct $name {
+        pub struct $name<$life> {
             $($(#[$fmeta])* pub $field: $ty,)*
             /// Fields this version does not know, kept so that writing the document back
             /// never drops what a newer producer sent.
             pub extra: serde_json::Map<String, serde_json::Value>,
         }
 
-        impl serde::Serialize for $name {
+        impl<$life> serde::Serialize for $name<$life> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 use serde::ser::SerializeMap;
                 const FIELDS: usize = [$($json),*].len();
@@ -233,8 +302,8 @@ macro_rules! document_object {
             }
         }
 
-        impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+        impl<'de: $life, $life> serde::Deserialize<'de> for $name<$life> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name<$life>, D::Error> {
                 #[allow(non_camel_case_types)]
                 enum Field {
                     $($field,)*
@@ -245,16 +314,16 @@ macro_rules! document_object {
                         _ => None,
                     }
                 }
-                struct ObjectVisitor;
-                impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
-                    type Value = $name;
+                struct ObjectVisitor<$life>(std::marker::PhantomData<&$life ()>);
+                impl<'de: $life, $life> serde::de::Visitor<'de> for ObjectVisitor<$life> {
+                    type Value = $name<$life>;
                     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                         f.write_str(concat!("a ", stringify!($name), " object"))
                     }
                     fn visit_map<A: serde::de::MapAccess<'de>>(
                         self,
                         mut map: A,
-                    ) -> Result<$name, A::Error> {
+                    ) -> Result<$name<$life>, A::Error> {
                         $(let mut $field: Option<$ty> = None;)*
                         let mut extra = serde_json::Map::new();
                         while let Some(key) = map.next_key_seed($crate::fields::KeySeed(known))? {
@@ -279,7 +348,7 @@ macro_rules! document_object {
                         })
                     }
                 }
-                d.deserialize_map(ObjectVisitor)
+                d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
             }
         }
     };

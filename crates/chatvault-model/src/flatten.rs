@@ -2,20 +2,37 @@
 
 use std::sync::Arc;
 
-use crate::document::{ChatDocument, Role, SurveyAnswer};
+use crate::document::{ChatDocument, GeoIp, Role, SurveyAnswer, VisitDetail};
+use crate::fields::Text;
 use crate::tables::{ChatRow, LineRow, PageRow, SurveyRow, TagRow};
 
-/// Every row one version of a chat contributes.
+/// Every row one version of a chat contributes; their text may borrow from the
+/// document's JSON.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FlatChat {
-    pub chat: ChatRow,
-    pub lines: Vec<LineRow>,
-    pub surveys: Vec<SurveyRow>,
-    pub pages: Vec<PageRow>,
-    pub tags: Vec<TagRow>,
+pub struct FlatChat<'a> {
+    pub chat: ChatRow<'a>,
+    pub lines: Vec<LineRow<'a>>,
+    pub surveys: Vec<SurveyRow<'a>>,
+    pub pages: Vec<PageRow<'a>>,
+    pub tags: Vec<TagRow<'a>>,
 }
 
-impl FlatChat {
+impl FlatChat<'_> {
+    /// The rows with their own copy of what they borrowed, to keep beyond the JSON.
+    pub fn into_owned(self) -> FlatChat<'static> {
+        FlatChat {
+            chat: self.chat.into_owned(),
+            lines: self.lines.into_iter().map(LineRow::into_owned).collect(),
+            surveys: self
+                .surveys
+                .into_iter()
+                .map(SurveyRow::into_owned)
+                .collect(),
+            pages: self.pages.into_iter().map(PageRow::into_owned).collect(),
+            tags: self.tags.into_iter().map(TagRow::into_owned).collect(),
+        }
+    }
+
     /// Names the version these rows belong to once the archive has numbered it: sources
     /// flatten in parallel before the single writer knows the sequence number.
     pub fn set_archive_seq(&mut self, archive_seq: i64) {
@@ -36,8 +53,8 @@ impl FlatChat {
 }
 
 /// Flattens a validated document; `archive_seq` identifies the version. The document's
-/// strings move into the rows rather than being copied.
-pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
+/// text moves (or stays borrowed) into the rows rather than being copied.
+pub fn flatten<'a>(doc: ChatDocument<'a>, archive_seq: i64) -> FlatChat<'a> {
     let ChatDocument {
         chat_header: h,
         pre_chat_survey,
@@ -92,7 +109,7 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
         (Some(start), Some(reply)) => i32::try_from((reply - start).num_seconds().max(0)).ok(),
         _ => None,
     };
-    let survey = |kind: &'static str, answers: Vec<SurveyAnswer>| -> Vec<SurveyRow> {
+    let survey = |kind: &'static str, answers: Vec<SurveyAnswer<'a>>| -> Vec<SurveyRow<'a>> {
         answers
             .into_iter()
             .enumerate()
@@ -140,7 +157,7 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
             chat_uid: uid.clone(),
             site_key,
             archive_seq,
-            tag: tag.clone(),
+            tag: Text::Owned(tag.clone()),
         })
         .collect();
     let total_visits = visit.as_ref().map_or(0, |v| v.total_visits);
@@ -152,25 +169,20 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
         .as_ref()
         .map_or((None, None, None), |g| (g.latitude, g.longitude, g.radius));
     let operators_named = operators.len();
-    let mut text = |f: fn(&mut crate::VisitDetail) -> &mut String| {
+    let mut text = |f: for<'r> fn(&'r mut VisitDetail<'a>) -> &'r mut Text<'a>| {
         visit
             .as_mut()
             .map(|v| std::mem::take(f(v)))
             .unwrap_or_default()
     };
-    let mut geo_text = |f: fn(&mut crate::GeoIp) -> &mut String| {
+    let mut geo_text = |f: for<'r> fn(&'r mut GeoIp<'a>) -> &'r mut Text<'a>| {
         geo.as_mut()
             .map(|g| std::mem::take(f(g)))
             .unwrap_or_default()
     };
     let country_name = geo_text(|g| &mut g.country_name);
     let visitor_country = if country_name.is_empty() {
-        h.location
-            .split(" - ")
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
+        country_of_location(&h.location)
     } else {
         country_name.clone()
     };
@@ -267,18 +279,31 @@ pub fn flatten(doc: ChatDocument, archive_seq: i64) -> FlatChat {
     }
 }
 
+/// The country part of a Location ("United Kingdom - London"), borrowed where the
+/// location is.
+fn country_of_location<'a>(location: &Text<'a>) -> Text<'a> {
+    fn country(location: &str) -> &str {
+        location.split(" - ").next().unwrap_or_default().trim()
+    }
+    match location {
+        Text::Borrowed(location) => Text::Borrowed(country(location)),
+        Text::Owned(location) => Text::Owned(country(location).to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tables::{ColumnDef, ColumnKind, ColumnSink, TABLES};
     use std::convert::Infallible;
 
-    fn sample(name: &str) -> ChatDocument {
+    fn sample(name: &str) -> ChatDocument<'static> {
         let path = crate::reference_samples().join(name);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         let value: serde_json::Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-        ChatDocument::from_value(&value).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+        // Read from the owned tree, the document owns its text.
+        serde::Deserialize::deserialize(value).unwrap_or_else(|e| panic!("{path:?}: {e}"))
     }
 
     #[test]
@@ -301,7 +326,7 @@ mod tests {
         );
         assert_eq!(c.operator_names, vec!["Amelia Brook"]);
         assert_eq!(
-            (c.visitor_country.as_str(), c.country_iso.as_str()),
+            (&*c.visitor_country, &*c.country_iso),
             ("United Kingdom", "GB")
         );
         assert!(!c.transferred && !c.answered_by_bot && !c.missed_followed_up);
@@ -338,6 +363,20 @@ mod tests {
         let early = flatten(doc, 77);
         assert!(!early.lines.is_empty() && !early.surveys.is_empty() && !early.pages.is_empty());
         assert_eq!(late, early);
+    }
+
+    #[test]
+    fn rows_borrow_the_documents_text_until_made_owned() {
+        let path = crate::reference_samples().join("answered-with-surveys.json");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let flat = flatten(ChatDocument::from_json(&bytes).expect("reads"), 5);
+        let borrowed = |text: &Text<'_>| matches!(text, Text::Borrowed(_));
+        assert!(flat.lines.iter().any(|l| borrowed(&l.message)));
+        assert!(borrowed(&flat.chat.taken_by_users) && borrowed(&flat.pages[0].name));
+        let owned: FlatChat<'static> = flat.clone().into_owned();
+        assert!(!borrowed(&owned.lines[0].message) && !borrowed(&owned.chat.browser));
+        assert_eq!(owned, flat);
+        assert_eq!(owned, flatten(sample("answered-with-surveys.json"), 5));
     }
 
     /// What each column handed over: its definition, the kind the sink method taken

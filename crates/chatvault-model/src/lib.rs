@@ -27,6 +27,7 @@ pub use document::{
     ChatDocument, ChatHeader, GeoIp, Line, Page, Role, SurveyAnswer, VisitDetail,
     COSMOS_SYSTEM_PROPERTIES,
 };
+pub use fields::Text;
 pub use flatten::{flatten, FlatChat};
 pub use hash::{content_hash, ContentHash};
 pub use redact::{mask_card_numbers, Redaction, RedactionPolicy};

@@ -4,6 +4,8 @@
 use chrono::NaiveDateTime;
 use std::sync::Arc;
 
+use crate::fields::Text;
+
 /// The type of a column, as every consumer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
@@ -105,7 +107,10 @@ macro_rules! column_value {
                 sink: &mut S,
                 def: &ColumnDef,
                 values: impl ExactSizeIterator<Item = &'a Self>,
-            ) -> Result<(), S::Error> {
+            ) -> Result<(), S::Error>
+            where
+                Self: 'a,
+            {
                 sink.$put(def, values.map(|$v| $conv))
             }
         }
@@ -113,6 +118,7 @@ macro_rules! column_value {
 }
 
 column_value!(String, Str, false, strs, |v| Some(v.as_str()));
+column_value!(Text<'_>, Str, false, strs, |v| Some(&**v));
 column_value!(Option<String>, Str, true, strs, |v| v.as_deref());
 // A chat's child rows share its ChatUID and operator names, and every line's role is one
 // of three words: a row apiece of each would be tens of millions of small allocations
@@ -128,6 +134,45 @@ column_value!(Option<NaiveDateTime>, Timestamp, true, timestamps, |v| v
     .map(|t| t.and_utc().timestamp_micros()));
 column_value!(Vec<String>, StrList, false, str_lists, |v| v.as_slice());
 
+/// A row's field that outlives the document it was read from: text borrowed from the
+/// document becomes a copy, everything else stays as it is.
+pub(crate) trait IntoStatic {
+    type Static: 'static;
+    fn into_static(self) -> Self::Static;
+}
+
+impl IntoStatic for Text<'_> {
+    type Static = Text<'static>;
+    fn into_static(self) -> Text<'static> {
+        Text::Owned(self.into_owned())
+    }
+}
+
+macro_rules! static_as_is {
+    ($($ty:ty),* $(,)?) => {$(
+        impl IntoStatic for $ty {
+            type Static = $ty;
+            fn into_static(self) -> $ty {
+                self
+            }
+        }
+    )*};
+}
+
+static_as_is!(
+    String,
+    Option<String>,
+    Arc<str>,
+    &'static str,
+    i32,
+    Option<i32>,
+    i64,
+    bool,
+    Option<f64>,
+    Option<NaiveDateTime>,
+    Vec<String>,
+);
+
 /// The definition of a column named `name` holding `T`s.
 const fn column_def<T: ColumnValue>(name: &'static str) -> ColumnDef {
     ColumnDef {
@@ -140,14 +185,14 @@ const fn column_def<T: ColumnValue>(name: &'static str) -> ColumnDef {
 /// Declares a row struct together with its table definition and column extraction, so
 /// the three can never disagree.
 macro_rules! table {
-    ($(#[$meta:meta])* $row:ident, $name:literal, keys [$($key:literal),*], { $($(#[$fmeta:meta])* $field:ident : $ty:ty => $col:literal),* $(,)? }) => {
+    ($(#[$meta:meta])* $row:ident<$life:lifetime>, $name:literal, keys [$($key:literal),*], { $($(#[$fmeta:meta])* $field:ident : $ty:ty => $col:literal),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq)]
-        pub struct $row {
+        pub struct $row<$life> {
             $($(#[$fmeta])* pub $field: $ty),*
         }
 
-        impl $row {
+        impl<$life> $row<$life> {
             pub const TABLE: TableDef = TableDef {
                 name: $name,
                 keys: &[$($key),*],
@@ -155,11 +200,18 @@ macro_rules! table {
             };
 
             /// Hands the rows to `sink` column by column, in `TABLE.columns` order.
-            pub fn put_columns<'a, S: ColumnSink<'a>>(rows: &[&'a $row], sink: &mut S) -> Result<(), S::Error> {
+            pub fn put_columns<'r, S: ColumnSink<'r>>(rows: &[&'r $row<$life>], sink: &mut S) -> Result<(), S::Error> {
                 $(
                     <$ty as ColumnValue>::put(sink, &column_def::<$ty>($col), rows.iter().map(|&r| &r.$field))?;
                 )*
                 Ok(())
+            }
+
+            /// The row with its own copy of what it borrowed from the document.
+            pub fn into_owned(self) -> $row<'static> {
+                $row {
+                    $($field: IntoStatic::into_static(self.$field)),*
+                }
             }
         }
     };
@@ -167,7 +219,7 @@ macro_rules! table {
 
 table! {
     /// One row per chat: every header field, the visit and GeoIP flattened, and derived figures.
-    ChatRow, "Chats", keys ["ChatUID"], {
+    ChatRow<'a>, "Chats", keys ["ChatUID"], {
         chat_uid: String => "ChatUID",
         site_key: i32 => "SiteKey",
         /// Archive sequence number of this version; the store keeps only the newest.
@@ -176,69 +228,69 @@ table! {
         finished: Option<NaiveDateTime> => "Finished",
         waited_seconds: i32 => "WaitedSeconds",
         duration_seconds: i32 => "DurationSeconds",
-        taken_by_users: String => "TakenByUsers",
-        taken_by_dept: String => "TakenByDept",
+        taken_by_users: Text<'a> => "TakenByUsers",
+        taken_by_dept: Text<'a> => "TakenByDept",
         taken_by_bot: bool => "TakenByBot",
-        requested_dept: String => "RequestedDept",
-        skill_names: String => "SkillNames",
-        channel: String => "Channel",
+        requested_dept: Text<'a> => "RequestedDept",
+        skill_names: Text<'a> => "SkillNames",
+        channel: Text<'a> => "Channel",
         state: i32 => "State",
-        lang: String => "Lang",
+        lang: Text<'a> => "Lang",
         translation: bool => "Translation",
         rating: i32 => "Rating",
         sentiment_score: i32 => "SentimentScore",
-        wrap_up_value: String => "WrapUpValue",
+        wrap_up_value: Text<'a> => "WrapUpValue",
         tags: Vec<String> => "Tags",
-        summary: String => "Summary",
+        summary: Text<'a> => "Summary",
         missed: bool => "Missed",
-        missed_message: String => "MissedMessage",
+        missed_message: Text<'a> => "MissedMessage",
         missed_seen: bool => "MissedSeen",
-        missed_seen_by_user_name: String => "MissedSeenByUserName",
+        missed_seen_by_user_name: Text<'a> => "MissedSeenByUserName",
         missed_seen_on: Option<NaiveDateTime> => "MissedSeenOn",
         missed_callback: bool => "MissedCallback",
         missed_callback_on: Option<NaiveDateTime> => "MissedCallbackOn",
-        name: String => "Name",
-        email: String => "Email",
-        phone: String => "Phone",
-        ip: String => "IP",
-        dns: String => "DNS",
-        location: String => "Location",
-        tracking_id: String => "TrackingId",
+        name: Text<'a> => "Name",
+        email: Text<'a> => "Email",
+        phone: Text<'a> => "Phone",
+        ip: Text<'a> => "IP",
+        dns: Text<'a> => "DNS",
+        location: Text<'a> => "Location",
+        tracking_id: Text<'a> => "TrackingId",
         visit_no: i32 => "VisitNo",
-        transcript_url: String => "TranscriptURL",
-        site_name: String => "SiteName",
+        transcript_url: Text<'a> => "TranscriptURL",
+        site_name: Text<'a> => "SiteName",
         total_visits: i32 => "TotalVisits",
-        browser: String => "Browser",
-        os: String => "OS",
-        referrer: String => "Referrer",
+        browser: Text<'a> => "Browser",
+        os: Text<'a> => "OS",
+        referrer: Text<'a> => "Referrer",
         session_started: Option<NaiveDateTime> => "SessionStarted",
-        chatting_language: String => "ChattingLanguage",
+        chatting_language: Text<'a> => "ChattingLanguage",
         chatting_translate: bool => "ChattingTranslate",
         page_views: i32 => "PageViews",
-        first_page: String => "FirstPage",
+        first_page: Text<'a> => "FirstPage",
         first_visit: Option<NaiveDateTime> => "FirstVisit",
-        contact_name: String => "ContactName",
-        contact_email: String => "ContactEmail",
-        contact_company: String => "ContactCompany",
-        contact_telephone: String => "ContactTelephone",
-        contact_notes: String => "ContactNotes",
-        contact_street: String => "ContactStreet",
-        contact_city: String => "ContactCity",
-        contact_post_code: String => "ContactPostCode",
-        contact_country: String => "ContactCountry",
-        contact_web_address: String => "ContactWebAddress",
-        contact_organization: String => "ContactOrganization",
-        crm_id: String => "CRMId",
-        country_name: String => "CountryName",
-        country_iso: String => "CountryISO",
-        city: String => "City",
-        post_code: String => "PostCode",
-        metro_code: String => "MetroCode",
+        contact_name: Text<'a> => "ContactName",
+        contact_email: Text<'a> => "ContactEmail",
+        contact_company: Text<'a> => "ContactCompany",
+        contact_telephone: Text<'a> => "ContactTelephone",
+        contact_notes: Text<'a> => "ContactNotes",
+        contact_street: Text<'a> => "ContactStreet",
+        contact_city: Text<'a> => "ContactCity",
+        contact_post_code: Text<'a> => "ContactPostCode",
+        contact_country: Text<'a> => "ContactCountry",
+        contact_web_address: Text<'a> => "ContactWebAddress",
+        contact_organization: Text<'a> => "ContactOrganization",
+        crm_id: Text<'a> => "CRMId",
+        country_name: Text<'a> => "CountryName",
+        country_iso: Text<'a> => "CountryISO",
+        city: Text<'a> => "City",
+        post_code: Text<'a> => "PostCode",
+        metro_code: Text<'a> => "MetroCode",
         latitude: Option<f64> => "Latitude",
         longitude: Option<f64> => "Longitude",
         radius: Option<f64> => "Radius",
-        isp: String => "ISP",
-        organization: String => "Organization",
+        isp: Text<'a> => "ISP",
+        organization: Text<'a> => "Organization",
         line_count: i32 => "LineCount",
         visitor_lines: i32 => "VisitorLines",
         operator_lines: i32 => "OperatorLines",
@@ -248,7 +300,7 @@ table! {
         operator_names: Vec<String> => "OperatorNames",
         operator_count: i32 => "OperatorCount",
         /// GeoIP country, else the country part of Location.
-        visitor_country: String => "VisitorCountry",
+        visitor_country: Text<'a> => "VisitorCountry",
         answered_by_bot: bool => "AnsweredByBot",
         transferred: bool => "Transferred",
         translated: bool => "Translated",
@@ -258,7 +310,7 @@ table! {
 }
 
 table! {
-    LineRow, "ChatLines", keys ["ChatUID", "Seq"], {
+    LineRow<'a>, "ChatLines", keys ["ChatUID", "Seq"], {
         chat_uid: Arc<str> => "ChatUID",
         site_key: i32 => "SiteKey",
         archive_seq: i64 => "ArchiveSeq",
@@ -268,40 +320,40 @@ table! {
         role: &'static str => "Role",
         /// The operator's name from TakenByUsers; empty for visitor and system lines.
         operator_name: Arc<str> => "OperatorName",
-        message: String => "Message",
+        message: Text<'a> => "Message",
     }
 }
 
 table! {
-    SurveyRow, "SurveyAnswers", keys ["ChatUID", "Survey", "Seq"], {
+    SurveyRow<'a>, "SurveyAnswers", keys ["ChatUID", "Survey", "Seq"], {
         chat_uid: Arc<str> => "ChatUID",
         site_key: i32 => "SiteKey",
         archive_seq: i64 => "ArchiveSeq",
         /// `pre` or `post`.
         survey: &'static str => "Survey",
         seq: i32 => "Seq",
-        name: String => "Name",
-        value: String => "Value",
+        name: Text<'a> => "Name",
+        value: Text<'a> => "Value",
     }
 }
 
 table! {
-    PageRow, "PageViews", keys ["ChatUID", "Seq"], {
+    PageRow<'a>, "PageViews", keys ["ChatUID", "Seq"], {
         chat_uid: Arc<str> => "ChatUID",
         site_key: i32 => "SiteKey",
         archive_seq: i64 => "ArchiveSeq",
         seq: i32 => "Seq",
         dated: Option<NaiveDateTime> => "Dated",
-        name: String => "Name",
+        name: Text<'a> => "Name",
     }
 }
 
 table! {
-    TagRow, "ChatTags", keys ["ChatUID", "Tag"], {
+    TagRow<'a>, "ChatTags", keys ["ChatUID", "Tag"], {
         chat_uid: Arc<str> => "ChatUID",
         site_key: i32 => "SiteKey",
         archive_seq: i64 => "ArchiveSeq",
-        tag: String => "Tag",
+        tag: Text<'a> => "Tag",
     }
 }
 

@@ -66,14 +66,15 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-/// A document that passed every check, with what the pipeline needs to file it.
+/// A document that passed every check, with what the pipeline needs to file it. Its
+/// text may borrow from the bytes it was read from.
 #[derive(Debug, Clone)]
-pub struct ValidatedDocument {
+pub struct ValidatedDocument<'a> {
     pub chat_uid: String,
     pub site_key: i32,
     pub schema_version: u32,
     pub content_hash: ContentHash,
-    pub document: ChatDocument,
+    pub document: ChatDocument<'a>,
     /// The bytes to store instead of the ones received, when the site's redaction
     /// changed the document (see `RedactionPolicy`).
     pub redacted: Option<Vec<u8>>,
@@ -139,7 +140,7 @@ impl SchemaRegistry {
 
     /// Every check a document must pass before anything is stored, in the order that gives
     /// the most useful first error: size, encoding, syntax, schema, then semantic parsing.
-    pub fn validate(&self, bytes: &[u8]) -> Result<ValidatedDocument, Rejection> {
+    pub fn validate<'a>(&self, bytes: &'a [u8]) -> Result<ValidatedDocument<'a>, Rejection> {
         let text = self.text_of(bytes)?;
         match self.accept_in_one_pass(text) {
             Some(accepted) => Ok(accepted),
@@ -173,7 +174,7 @@ impl SchemaRegistry {
     /// Accepts a valid document read once into a [`Tree`], or gives up (`None`) on
     /// anything else: a rejection, or a site whose redaction edits documents. What it
     /// accepts equals what [`SchemaRegistry::validate_carefully`] would make of it.
-    fn accept_in_one_pass(&self, text: &str) -> Option<ValidatedDocument> {
+    fn accept_in_one_pass<'a>(&self, text: &'a str) -> Option<ValidatedDocument<'a>> {
         let tree = Tree::parse(text).ok()?;
         let version = match tree.get("SchemaVersion") {
             None => 1,
@@ -194,7 +195,7 @@ impl SchemaRegistry {
 
     /// Validation through a `Value`, which explains every rejection precisely and which
     /// redaction edits.
-    fn validate_carefully(&self, text: &str) -> Result<ValidatedDocument, Rejection> {
+    fn validate_carefully(&self, text: &str) -> Result<ValidatedDocument<'static>, Rejection> {
         // From the checked text, so the parser does not check each string's UTF-8 again.
         let mut value: Value = serde_json::from_str(text).map_err(|e| {
             Rejection::whole(format!(
@@ -215,7 +216,7 @@ impl SchemaRegistry {
         })
     }
 
-    pub fn validate_value(&self, value: &Value) -> Result<ValidatedDocument, Rejection> {
+    pub fn validate_value(&self, value: &Value) -> Result<ValidatedDocument<'static>, Rejection> {
         self.validate_parsed(value.clone(), || Some(value.clone()))
     }
 
@@ -225,7 +226,7 @@ impl SchemaRegistry {
         &self,
         value: Value,
         again: impl FnOnce() -> Option<Value>,
-    ) -> Result<ValidatedDocument, Rejection> {
+    ) -> Result<ValidatedDocument<'static>, Rejection> {
         let Value::Object(map) = &value else {
             return Err(Rejection::whole(format!(
                 "document must be a JSON object, found {}",
@@ -294,8 +295,10 @@ impl SchemaRegistry {
         let content_hash = content_hash(&value);
         // Tracking the path costs on every value; it is only needed to explain a failure.
         let document = ChatDocument::deserialize(value).map_err(|plain| {
-            match again().map(|v| serde_path_to_error::deserialize::<_, ChatDocument>(&v)) {
-                Some(Err(e)) => (path_to_pointer(e.path()), e.into_inner()),
+            match again()
+                .and_then(|v| serde_path_to_error::deserialize::<_, ChatDocument<'_>>(&v).err())
+            {
+                Some(e) => (path_to_pointer(e.path()), e.into_inner()),
                 _ => (String::new(), plain),
             }
         });
@@ -315,8 +318,8 @@ impl SchemaRegistry {
     }
 }
 
-impl ValidatedDocument {
-    fn new(document: ChatDocument, schema_version: u32, content_hash: ContentHash) -> Self {
+impl<'a> ValidatedDocument<'a> {
+    fn new(document: ChatDocument<'a>, schema_version: u32, content_hash: ContentHash) -> Self {
         ValidatedDocument {
             chat_uid: document.chat_header.chat_uid.to_ascii_lowercase(),
             site_key: document.chat_header.site_key,

@@ -49,7 +49,9 @@ async fn fixture() -> Fixture {
             .enumerate()
             .map(|(i, d)| StoreUpdate::Upsert {
                 seq: (offset + i) as u64,
-                flat: Box::new(flatten(ChatDocument::from_value(d).expect("model"), 0)),
+                flat: Box::new(
+                    flatten(ChatDocument::from_value(d).expect("model"), 0).into_owned(),
+                ),
                 supersedes: false,
             })
             .collect();

@@ -82,7 +82,7 @@ pub enum StoreUpdate {
         seq: u64,
         /// The version's rows; `apply` numbers them with `seq`, so they may be flattened
         /// before the archive has numbered the version.
-        flat: Box<FlatChat>,
+        flat: Box<FlatChat<'static>>,
         /// An earlier version may exist (the chat was updated): readers must hide it.
         supersedes: bool,
     },
@@ -137,7 +137,7 @@ struct Buffered {
     site_key: i32,
     month: String,
     /// None: the chat was deleted.
-    flat: Option<Arc<FlatChat>>,
+    flat: Option<Arc<FlatChat<'static>>>,
     supersedes: bool,
 }
 
@@ -179,85 +179,83 @@ const REPLAY_CHUNK: usize = 2000;
 /// written), well below the usual limit of 1,024 open files per process.
 const MAX_OPEN_REBUILD_FILES: usize = 512;
 
-/// A rebuild appends the Chats rows of a partition this many at a time. A Chats row has
-/// about ninety columns and a chat only one row: appended one by one, handing each
-/// column over cost more than the values themselves (a seventh of a rebuild's CPU).
+/// A rebuild appends the Chats rows of a partition up to this many at a time. A Chats
+/// row has about ninety columns and a chat only one row: appended one by one, handing
+/// each column over cost more than the values themselves (a seventh of a rebuild's CPU).
 const CHATS_ROWS_AT_ONCE: usize = 128;
 
-/// One partition of what a rebuild has converted: its table builders, and the Chats rows
-/// waiting to be appended together.
-struct PartitionColumns {
-    builders: [TableBuilder; 5],
-    chats: Vec<ChatRow>,
-}
-
-impl PartitionColumns {
-    fn put_chats(&mut self) -> Result<()> {
-        let rows: Vec<&ChatRow> = self.chats.iter().collect();
-        ChatRow::put_columns(&rows, &mut self.builders[0])?;
-        self.chats.clear();
-        Ok(())
-    }
-}
-
-/// Chats a rebuild has converted to columns, by partition.
+/// Chats a rebuild has converted to columns: table builders by partition.
 #[derive(Default)]
 struct Converted {
-    partitions: BTreeMap<(i32, String), PartitionColumns>,
+    partitions: BTreeMap<(i32, String), [TableBuilder; 5]>,
     chats: usize,
 }
 
 impl Converted {
-    /// Flattens an archived chat's final version and appends its lines, answers, pages
-    /// and tags at once, while they are still in the cache; its Chats row waits for
-    /// others of its partition.
-    fn add(&mut self, seq: u64, document: &[u8]) -> Result<()> {
-        let flat = flat_chat(seq, document)?;
-        let partition = self
-            .partitions
-            .entry((flat.chat.site_key, month_of(flat.chat.started)))
-            .or_insert_with(|| PartitionColumns {
-                builders: table_builders(&[]),
-                chats: Vec::with_capacity(CHATS_ROWS_AT_ONCE),
-            });
-        put_child_rows(&mut partition.builders, &[&flat])?;
-        let FlatChat { chat, .. } = flat;
-        partition.chats.push(chat);
-        if partition.chats.len() >= CHATS_ROWS_AT_ONCE {
-            partition.put_chats()?;
+    /// Flattens a chunk of archived final versions. Each chat's lines, answers, pages and
+    /// tags are appended at once, while they are still in the cache; its Chats row waits
+    /// for others of its partition, at most until the end of the chunk, whose documents
+    /// its text borrows.
+    fn add_chunk(&mut self, chunk: &FinalVersions) -> Result<()> {
+        let mut waiting: HashMap<(i32, String), Vec<ChatRow<'_>>> = HashMap::new();
+        for (seq, document) in chunk.documents() {
+            let flat = flat_chat(seq, document)?;
+            let partition = (flat.chat.site_key, month_of(flat.chat.started));
+            let builders = self
+                .partitions
+                .entry(partition.clone())
+                .or_insert_with(|| table_builders(&[]));
+            put_child_rows(builders, &[&flat])?;
+            let chats = waiting
+                .entry(partition)
+                .or_insert_with(|| Vec::with_capacity(CHATS_ROWS_AT_ONCE));
+            chats.push(flat.chat);
+            if chats.len() >= CHATS_ROWS_AT_ONCE {
+                put_chats(builders, chats)?;
+            }
+            self.chats += 1;
         }
-        self.chats += 1;
+        for (partition, mut chats) in waiting {
+            if let Some(builders) = self.partitions.get_mut(&partition) {
+                put_chats(builders, &mut chats)?;
+            }
+        }
         Ok(())
     }
 
     /// What this holds, leaving builders for the same partitions, each sized for as many
     /// rows as it holds now: the next chats are much like the last, and builders that
     /// grew by doubling kept unused capacity until they were written.
-    fn hand_over(&mut self) -> Result<Converted> {
-        let mut next = BTreeMap::new();
-        for (partition, columns) in &mut self.partitions {
-            columns.put_chats()?;
-            let builders = columns.builders.each_ref().map(TableBuilder::sized_alike);
-            let chats = Vec::with_capacity(CHATS_ROWS_AT_ONCE);
-            next.insert(partition.clone(), PartitionColumns { builders, chats });
-        }
+    fn hand_over(&mut self) -> Converted {
         let next = Converted {
-            partitions: next,
+            partitions: self
+                .partitions
+                .iter()
+                .map(|(partition, builders)| {
+                    let next = builders.each_ref().map(TableBuilder::sized_alike);
+                    (partition.clone(), next)
+                })
+                .collect(),
             chats: 0,
         };
-        Ok(std::mem::replace(self, next))
+        std::mem::replace(self, next)
     }
 
     /// The partitions as frames.
     fn finish(self) -> Result<Vec<PartitionFrames>> {
         self.partitions
             .into_iter()
-            .map(|(partition, mut columns)| {
-                columns.put_chats()?;
-                Ok((partition, finish_tables(columns.builders)?))
-            })
+            .map(|(partition, builders)| Ok((partition, finish_tables(builders)?)))
             .collect()
     }
+}
+
+/// Appends the waiting Chats rows to their partition's builders, and empties the wait.
+fn put_chats(builders: &mut [TableBuilder; 5], chats: &mut Vec<ChatRow<'_>>) -> Result<()> {
+    let rows: Vec<&ChatRow<'_>> = chats.iter().collect();
+    ChatRow::put_columns(&rows, &mut builders[0])?;
+    chats.clear();
+    Ok(())
 }
 
 /// What a rebuild's workers share.
@@ -276,14 +274,12 @@ fn convert_chunks(shared: &Shared<'_>) -> Result<()> {
     while !shared.failed.load(Ordering::Relaxed) && !shared.handed_over.is_closed() {
         let chunk = shared.queue.lock().map_err(|_| poisoned())?.blocking_recv();
         let Some(chunk) = chunk else { break };
-        for (seq, document) in chunk.documents() {
-            converted.add(seq, document)?;
-        }
+        converted.add_chunk(&chunk)?;
         shared.replayed.fetch_add(chunk.passed, Ordering::Relaxed);
         if converted.chats >= HAND_OVER_CHATS
             && shared
                 .handed_over
-                .blocking_send(converted.hand_over()?)
+                .blocking_send(converted.hand_over())
                 .is_err()
         {
             // Writing failed; that error is the one reported.
@@ -1125,14 +1121,14 @@ fn replayed_update(r: &Record) -> Result<StoreUpdate> {
         }),
         Operation::Upsert => Ok(StoreUpdate::Upsert {
             seq: r.seq,
-            flat: Box::new(flat_chat(r.seq, &r.entry.document)?),
+            flat: Box::new(flat_chat(r.seq, &r.entry.document)?.into_owned()),
             supersedes: true,
         }),
     }
 }
 
 /// The rows of the archived document of record `seq`.
-fn flat_chat(seq: u64, document: &[u8]) -> Result<FlatChat> {
+fn flat_chat(seq: u64, document: &[u8]) -> Result<FlatChat<'_>> {
     let document =
         ChatDocument::from_json(document).map_err(|e| StoreError::BadArchivedDocument {
             seq,
@@ -1226,15 +1222,15 @@ fn size_tiers_to_merge(files: Vec<StoreFile>, min_files: usize) -> Vec<Vec<Store
 }
 
 fn buffer_frames(buffered: &[&Buffered]) -> Result<[DataFrame; 5]> {
-    let flats: Vec<&FlatChat> = buffered.iter().filter_map(|b| b.flat.as_deref()).collect();
+    let flats: Vec<&FlatChat<'_>> = buffered.iter().filter_map(|b| b.flat.as_deref()).collect();
     let mut builders = table_builders(&flats);
     put_flats(&mut builders, &flats)?;
     finish_tables(builders)
 }
 
 /// A builder for every table, sized for `flats`' rows.
-fn table_builders(flats: &[&FlatChat]) -> [TableBuilder; 5] {
-    let rows = |count: fn(&FlatChat) -> usize| flats.iter().map(|f| count(f)).sum::<usize>();
+fn table_builders(flats: &[&FlatChat<'_>]) -> [TableBuilder; 5] {
+    let rows = |count: fn(&FlatChat<'_>) -> usize| flats.iter().map(|f| count(f)).sum::<usize>();
     [
         TableBuilder::new(&ChatRow::TABLE, flats.len()),
         TableBuilder::new(&LineRow::TABLE, rows(|f| f.lines.len())),
@@ -1245,19 +1241,19 @@ fn table_builders(flats: &[&FlatChat]) -> [TableBuilder; 5] {
 }
 
 /// Appends the rows of `flats` to the table builders, in `TABLES` order.
-fn put_flats(builders: &mut [TableBuilder; 5], flats: &[&FlatChat]) -> Result<()> {
-    let chats: Vec<&ChatRow> = flats.iter().map(|f| &f.chat).collect();
+fn put_flats(builders: &mut [TableBuilder; 5], flats: &[&FlatChat<'_>]) -> Result<()> {
+    let chats: Vec<&ChatRow<'_>> = flats.iter().map(|f| &f.chat).collect();
     ChatRow::put_columns(&chats, &mut builders[0])?;
     put_child_rows(builders, flats)
 }
 
 /// Appends the rows of `flats` to every table builder but Chats'.
-fn put_child_rows(builders: &mut [TableBuilder; 5], flats: &[&FlatChat]) -> Result<()> {
+fn put_child_rows(builders: &mut [TableBuilder; 5], flats: &[&FlatChat<'_>]) -> Result<()> {
     let [_, lines_to, surveys_to, pages_to, tags_to] = builders;
-    let lines: Vec<&LineRow> = flats.iter().flat_map(|f| &f.lines).collect();
-    let surveys: Vec<&SurveyRow> = flats.iter().flat_map(|f| &f.surveys).collect();
-    let pages: Vec<&PageRow> = flats.iter().flat_map(|f| &f.pages).collect();
-    let tags: Vec<&TagRow> = flats.iter().flat_map(|f| &f.tags).collect();
+    let lines: Vec<&LineRow<'_>> = flats.iter().flat_map(|f| &f.lines).collect();
+    let surveys: Vec<&SurveyRow<'_>> = flats.iter().flat_map(|f| &f.surveys).collect();
+    let pages: Vec<&PageRow<'_>> = flats.iter().flat_map(|f| &f.pages).collect();
+    let tags: Vec<&TagRow<'_>> = flats.iter().flat_map(|f| &f.tags).collect();
     LineRow::put_columns(&lines, lines_to)?;
     SurveyRow::put_columns(&surveys, surveys_to)?;
     PageRow::put_columns(&pages, pages_to)?;

@@ -91,7 +91,9 @@ impl Harness {
         let update = match doc {
             Some(d) => StoreUpdate::Upsert {
                 seq: pos.seq,
-                flat: Box::new(flatten(ChatDocument::from_value(d).expect("model"), 0)),
+                flat: Box::new(
+                    flatten(ChatDocument::from_value(d).expect("model"), 0).into_owned(),
+                ),
                 supersedes: existed,
             },
             None => StoreUpdate::Delete {
