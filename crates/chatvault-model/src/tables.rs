@@ -98,8 +98,17 @@ pub trait ColumnValue {
         Self: 'a;
 }
 
+/// A row's field that outlives the document it was read from: text borrowed from the
+/// document becomes a copy, everything else stays as it is.
+pub(crate) trait IntoStatic {
+    type Static: 'static;
+    fn into_static(self) -> Self::Static;
+}
+
+/// Declares a column type: how its values are handed to a sink and, unless it borrows
+/// from the document (`borrowing`), that it outlives the document as it is.
 macro_rules! column_value {
-    ($ty:ty, $kind:ident, $nullable:expr, $put:ident, |$v:ident| $conv:expr) => {
+    (borrowing $ty:ty, $kind:ident, $nullable:expr, $put:ident, |$v:ident| $conv:expr) => {
         impl ColumnValue for $ty {
             const KIND: ColumnKind = ColumnKind::$kind;
             const NULLABLE: bool = $nullable;
@@ -115,10 +124,20 @@ macro_rules! column_value {
             }
         }
     };
+    ($ty:ty, $kind:ident, $nullable:expr, $put:ident, |$v:ident| $conv:expr) => {
+        column_value!(borrowing $ty, $kind, $nullable, $put, |$v| $conv);
+
+        impl IntoStatic for $ty {
+            type Static = $ty;
+            fn into_static(self) -> $ty {
+                self
+            }
+        }
+    };
 }
 
 column_value!(String, Str, false, strs, |v| Some(v.as_str()));
-column_value!(Text<'_>, Str, false, strs, |v| Some(&**v));
+column_value!(borrowing Text<'_>, Str, false, strs, |v| Some(&**v));
 column_value!(Option<String>, Str, true, strs, |v| v.as_deref());
 // A chat's child rows share its ChatUID and operator names, and every line's role is one
 // of three words: a row apiece of each would be tens of millions of small allocations
@@ -134,44 +153,12 @@ column_value!(Option<NaiveDateTime>, Timestamp, true, timestamps, |v| v
     .map(|t| t.and_utc().timestamp_micros()));
 column_value!(Vec<String>, StrList, false, str_lists, |v| v.as_slice());
 
-/// A row's field that outlives the document it was read from: text borrowed from the
-/// document becomes a copy, everything else stays as it is.
-pub(crate) trait IntoStatic {
-    type Static: 'static;
-    fn into_static(self) -> Self::Static;
-}
-
 impl IntoStatic for Text<'_> {
     type Static = Text<'static>;
     fn into_static(self) -> Text<'static> {
         Text::Owned(self.into_owned())
     }
 }
-
-macro_rules! static_as_is {
-    ($($ty:ty),* $(,)?) => {$(
-        impl IntoStatic for $ty {
-            type Static = $ty;
-            fn into_static(self) -> $ty {
-                self
-            }
-        }
-    )*};
-}
-
-static_as_is!(
-    String,
-    Option<String>,
-    Arc<str>,
-    &'static str,
-    i32,
-    Option<i32>,
-    i64,
-    bool,
-    Option<f64>,
-    Option<NaiveDateTime>,
-    Vec<String>,
-);
 
 /// The definition of a column named `name` holding `T`s.
 const fn column_def<T: ColumnValue>(name: &'static str) -> ColumnDef {
