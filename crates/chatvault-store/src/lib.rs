@@ -12,6 +12,7 @@ mod frame;
 mod order;
 mod parquet;
 mod rebuild;
+mod runs;
 mod store;
 
 pub use frame::{empty_frame, table_schema};
