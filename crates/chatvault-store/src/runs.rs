@@ -5,9 +5,8 @@
 //! build the dictionary. Comparing each value with the one before costs less, and only
 //! the first value of each run needs hashing.
 
-use polars_arrow::array::{
-    Array, DictionaryArray, MutableBinaryViewArray, PrimitiveArray, Utf8ViewArray,
-};
+use itertools::Itertools;
+use polars_arrow::array::{Array, DictionaryArray, PrimitiveArray, Utf8ViewArray};
 use polars_arrow::datatypes::{ArrowDataType, PhysicalType, PrimitiveType};
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -29,12 +28,7 @@ pub(crate) fn dictionary_of_runs(array: &dyn Array) -> Option<Box<dyn Array>> {
         PhysicalType::Utf8View => {
             let strings = array.as_any().downcast_ref::<Utf8ViewArray>()?;
             let (keys, distinct) = keys_of_runs(strings.len(), |i| strings.value(i))?;
-            let mut values = MutableBinaryViewArray::<str>::with_capacity(distinct.len());
-            for value in distinct {
-                values.push_value_ignore_validity(value);
-            }
-            let values: Utf8ViewArray = values.into();
-            dictionary(keys, values.boxed())
+            dictionary(keys, Utf8ViewArray::from_slice_values(distinct).boxed())
         }
         PhysicalType::Primitive(PrimitiveType::Int64) => {
             let numbers = array.as_any().downcast_ref::<PrimitiveArray<i64>>()?;
@@ -64,29 +58,19 @@ fn keys_of_runs<T: Copy + Eq + Hash>(
     let mut keys = Vec::with_capacity(len.min(SAMPLE));
     let mut distinct: Vec<T> = Vec::new();
     let mut index: HashMap<T, u32, foldhash::fast::RandomState> = HashMap::default();
-    let mut runs = 0;
-    let mut current: Option<(T, u32)> = None;
-    for i in 0..len {
-        if i == SAMPLE {
-            keys.reserve_exact(len - SAMPLE);
+    for (runs, (rows, value)) in (1..).zip((0..len).map(value_at).dedup_with_count()) {
+        let start = keys.len();
+        if runs > most_runs || (start < SAMPLE && runs > SAMPLE / 2) {
+            return None;
         }
-        let value = value_at(i);
-        let key = match current {
-            Some((previous, key)) if previous == value => key,
-            _ => {
-                runs += 1;
-                if runs > most_runs || (i < SAMPLE && runs > SAMPLE / 2) {
-                    return None;
-                }
-                let key = *index.entry(value).or_insert_with(|| {
-                    distinct.push(value);
-                    (distinct.len() - 1) as u32
-                });
-                current = Some((value, key));
-                key
-            }
-        };
-        keys.push(key);
+        if start >= SAMPLE {
+            keys.reserve_exact(len - start);
+        }
+        let key = *index.entry(value).or_insert_with(|| {
+            distinct.push(value);
+            (distinct.len() - 1) as u32
+        });
+        keys.extend(std::iter::repeat_n(key, rows));
     }
     Some((keys, distinct))
 }
