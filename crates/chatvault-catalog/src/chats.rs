@@ -343,13 +343,28 @@ impl Catalog {
     }
 
     /// (live chats, deleted chats).
-    pub async fn chat_counts(&self) -> Result<(u64, u64)> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(deleted), 0) AS BIGINT) AS d FROM chats",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(query_err("counting chats"))?;
+    /// Live and deleted chats, of every site or only of `sites`.
+    pub async fn chat_counts(&self, sites: Option<&[i64]>) -> Result<(u64, u64)> {
+        // SiteKeys are numbers, so the list is written into the SQL rather than bound one
+        // placeholder at a time (the Any driver has no array binding for both back-ends).
+        let filter = sites.map_or_else(String::new, |sites| {
+            let list: Vec<String> = sites.iter().map(i64::to_string).collect();
+            format!(
+                " WHERE site_key IN ({})",
+                if list.is_empty() {
+                    "NULL".to_owned()
+                } else {
+                    list.join(",")
+                }
+            )
+        });
+        let sql = format!(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(deleted), 0) AS BIGINT) AS d FROM chats{filter}"
+        );
+        let row = sqlx::query(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err("counting chats"))?;
         let total: i64 = row.try_get("n").map_err(query_err("counting chats"))?;
         let deleted: i64 = row.try_get("d").map_err(query_err("counting chats"))?;
         Ok(((total - deleted) as u64, deleted as u64))

@@ -83,7 +83,20 @@ async fn versions_deletes_and_replay(catalog: Catalog) {
     assert_eq!(states["b"].version, 2);
     assert!(states["b"].deleted);
     assert_eq!(catalog.next_seq().await.expect("watermark"), 4);
-    assert_eq!(catalog.chat_counts().await.expect("counts"), (1, 1));
+    assert_eq!(catalog.chat_counts(None).await.expect("counts"), (1, 1));
+    // Every chat here is on site 3: a site-restricted count sees them or nothing.
+    assert_eq!(
+        catalog.chat_counts(Some(&[3, 4])).await.expect("counts"),
+        (1, 1)
+    );
+    assert_eq!(
+        catalog.chat_counts(Some(&[4])).await.expect("counts"),
+        (0, 0)
+    );
+    assert_eq!(
+        catalog.chat_counts(Some(&[])).await.expect("counts"),
+        (0, 0)
+    );
 
     // Replaying records the catalog already holds changes nothing.
     catalog
@@ -168,7 +181,7 @@ async fn versions_deletes_and_replay(catalog: Catalog) {
     assert_eq!(after["bulk1199"].version, 1);
     assert_eq!(after["bulk1199"].archive_seq, 1209);
     assert_eq!(catalog.next_seq().await.expect("watermark"), 1213);
-    assert_eq!(catalog.chat_counts().await.expect("counts"), (1202, 2));
+    assert_eq!(catalog.chat_counts(None).await.expect("counts"), (1202, 2));
 }
 
 async fn checkpoints_and_keys(catalog: Catalog) {

@@ -115,7 +115,7 @@ pub async fn verify_all(
             "catalog has applied the archive up to seq {watermark}, but the archive ends at {archive_end}"
         ));
     }
-    let (chats, deleted_chats) = catalog.chat_counts().await?;
+    let (chats, deleted_chats) = catalog.chat_counts(None).await?;
     Ok(VerifyOutcome {
         archive,
         chats,

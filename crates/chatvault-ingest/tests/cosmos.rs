@@ -319,7 +319,7 @@ impl Vault {
     }
 
     async fn live_chats(&self) -> u64 {
-        self.catalog.chat_counts().await.expect("count").0
+        self.catalog.chat_counts(None).await.expect("count").0
     }
 
     /// Archive records per ChatUID (all from the Cosmos source).
