@@ -39,6 +39,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
+        Server::start_with(data_dir, envs, Stdio::inherit())
+    }
+
+    /// As [`Server::start`], with the server's log (stderr) written to `log`.
+    pub fn start_logging_to(data_dir: &Path, envs: &[(&str, &str)], log: &Path) -> Server {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Server::start_with(data_dir, envs, Stdio::from(file))
+    }
+
+    fn start_with(data_dir: &Path, envs: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
@@ -49,7 +59,7 @@ impl Server {
         }
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn chatvault serve");
         let stdout = child.stdout.take().expect("stdout");

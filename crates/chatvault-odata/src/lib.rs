@@ -173,13 +173,8 @@ impl Service {
         };
         match resource {
             Resource::ServiceDocument => Ok(json(csdl::service_document(&metadata_url))),
-            Resource::Metadata => {
-                let wants_json = options
-                    .format
-                    .as_deref()
-                    .or(request.accept)
-                    .is_some_and(|f| f.to_ascii_lowercase().contains("json"));
-                Ok(if wants_json {
+            Resource::Metadata => Ok(
+                if metadata_as_json(options.format.as_deref(), request.accept) {
                     Reply {
                         content_type: "application/json;charset=utf-8".into(),
                         body: Body::Bytes(csdl::metadata_json().to_string().into_bytes()),
@@ -191,8 +186,8 @@ impl Service {
                         body: Body::Bytes(csdl::metadata_xml().into_bytes()),
                         preference_applied: None,
                     }
-                })
-            }
+                },
+            ),
             Resource::Collection { set, from, count } => {
                 let from_key = match &from {
                     Some((_, key, _)) => Some((JOIN_KEY, key_value(key)?)),
@@ -203,6 +198,9 @@ impl Service {
                     let n =
                         self.engine
                             .count(set, &options, from_ref, &request.access, request.now)?;
+                    if n == 0 {
+                        self.require_parent(&from, request)?;
+                    }
                     return Ok(Reply {
                         content_type: "text/plain;charset=utf-8".into(),
                         body: Body::Bytes(n.to_string().into_bytes()),
@@ -221,6 +219,9 @@ impl Service {
                     page_size,
                     request.now,
                 )?;
+                if page.frame.height() == 0 {
+                    self.require_parent(&from, request)?;
+                }
                 let context = if options.apply.is_some() {
                     format!("{metadata_url}#{}({})", set.name, page.output.join(","))
                 } else {
@@ -316,6 +317,63 @@ impl Service {
     }
 }
 
+impl Service {
+    /// A navigation from an entity the caller cannot see (another site's chat, or none at
+    /// all) is 404, as the entity itself is: an empty collection would tell that it exists.
+    /// Only asked when the navigation found nothing, since rows found are on the caller's
+    /// sites and so is their chat.
+    fn require_parent(
+        &self,
+        from: &Option<(
+            &'static model::EntitySet,
+            resource::Key,
+            &'static model::Navigation,
+        )>,
+        request: &Request<'_>,
+    ) -> Result<()> {
+        let Some((parent, key, _)) = from else {
+            return Ok(());
+        };
+        let just_the_key = QueryOptions {
+            select: Some(vec![JOIN_KEY.to_owned()]),
+            ..QueryOptions::default()
+        };
+        self.engine
+            .entity(parent, key, &just_the_key, &request.access, request.now)
+            .map(|_| ())
+    }
+}
+
+/// Whether `$metadata` is answered as JSON CSDL: for `$format=json`, or for an `Accept`
+/// that names JSON and nothing XML satisfies. Power Query's OData connector ranks JSON
+/// first and `application/xml` lower, yet reads only XML CSDL: any acceptable XML wins.
+fn metadata_as_json(format: Option<&str>, accept: Option<&str>) -> bool {
+    if let Some(format) = format {
+        return format.to_ascii_lowercase().contains("json");
+    }
+    let Some(accept) = accept else {
+        return false;
+    };
+    let (mut json, mut xml) = (false, false);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if quality <= 0.0 {
+            continue;
+        }
+        match media.as_str() {
+            "application/json" => json = true,
+            "application/xml" | "text/xml" | "application/*" | "*/*" => xml = true,
+            _ => {}
+        }
+    }
+    json && !xml
+}
+
 /// The ChatUID a key addresses (every key in this model includes it).
 fn key_value(key: &Key) -> Result<syntax::Lit> {
     key.0
@@ -337,4 +395,58 @@ fn property_value(frame: &DataFrame, property: &str, format: &Format, raw: bool)
     let mut out = Vec::new();
     writer.write(0, &mut out, format);
     String::from_utf8(out).map_err(|e| QueryError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metadata_as_json;
+    use proptest::prelude::*;
+
+    /// What Power Query's OData connector sends with every request.
+    const POWER_QUERY_ACCEPT: &str = "application/json;odata.metadata=minimal;q=1.0,application/json;odata=minimalmetadata;q=0.9,application/atomsvc+xml;q=0.8,application/atom+xml;q=0.8,application/xml;q=0.7,text/plain;q=0.7";
+
+    #[test]
+    fn metadata_is_xml_whenever_xml_is_acceptable() {
+        assert!(!metadata_as_json(None, Some(POWER_QUERY_ACCEPT)));
+        assert!(!metadata_as_json(None, None));
+        assert!(!metadata_as_json(None, Some("*/*")));
+        assert!(!metadata_as_json(None, Some("application/json, */*;q=0.1")));
+        assert!(!metadata_as_json(None, Some("application/xml")));
+        assert!(metadata_as_json(None, Some("application/json")));
+        assert!(metadata_as_json(
+            None,
+            Some("Application/JSON; charset=utf-8")
+        ));
+        // XML refused outright (q=0) leaves JSON.
+        assert!(metadata_as_json(
+            None,
+            Some("application/json, application/xml;q=0")
+        ));
+        // $format decides over Accept.
+        assert!(metadata_as_json(Some("json"), Some(POWER_QUERY_ACCEPT)));
+        assert!(metadata_as_json(Some("application/json"), None));
+        assert!(!metadata_as_json(Some("xml"), Some("application/json")));
+    }
+
+    proptest! {
+        /// Adding an acceptable XML range to any Accept list makes the answer XML.
+        #[test]
+        fn any_acceptable_xml_range_wins(
+            ranges in proptest::collection::vec(
+                prop_oneof![
+                    Just("application/json"), Just("text/plain"), Just("application/atom+xml"),
+                    Just("application/json;odata.metadata=full"), Just("text/html"),
+                ],
+                0..5,
+            ),
+            xml in prop_oneof![Just("application/xml"), Just("*/*"), Just("application/*"), Just("text/xml")],
+            q in 1u32..=10,
+            at in 0usize..5,
+        ) {
+            let mut list: Vec<String> = ranges.iter().map(|r| (*r).to_owned()).collect();
+            let at = at.min(list.len());
+            list.insert(at, format!("{xml};q={}", f64::from(q) / 10.0));
+            prop_assert!(!metadata_as_json(None, Some(&list.join(","))));
+        }
+    }
 }

@@ -4,34 +4,30 @@
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use chatvault_catalog::{ApiKey, AuditEvent, AuditRecord, HoldScope, LegalHold, Scope};
+use chatvault_catalog::{AuditEvent, AuditRecord, HoldScope, LegalHold, Scope};
 use chatvault_compliance::{Person, Removed};
 use std::net::SocketAddr;
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::{auth, AppState};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
 
-/// How an API caller appears in the audit log.
-pub fn actor(key: &ApiKey) -> String {
-    format!("key:{} ({})", key.id, key.name)
-}
-
-/// Records what `key` did from `peer`. An action that succeeded but could not be audited
+/// Records what `who` did from `peer`. An action that succeeded but could not be audited
 /// is reported as an error: compliance requires the record, and the caller can retry
 /// (every audited action is idempotent).
 pub async fn record(
     state: &AppState,
-    key: &ApiKey,
+    who: &Principal,
     peer: SocketAddr,
     action: &str,
     target: &str,
     detail: serde_json::Value,
 ) -> Result<AuditRecord, ApiError> {
     let event = AuditEvent {
-        actor: actor(key),
+        actor: who.actor.clone(),
         address: peer.ip().to_string(),
         action: action.to_owned(),
         target: target.to_owned(),
@@ -171,7 +167,7 @@ pub async fn place_hold(
     let (scope, reason) = body.scope()?;
     let hold = state
         .catalog
-        .place_hold(&scope, &reason, &actor(&key))
+        .place_hold(&scope, &reason, &key.actor)
         .await
         .map_err(catalog_error)?;
     record(
@@ -232,7 +228,7 @@ pub async fn release_hold(
     let key = auth::require(&state, &headers, Scope::Admin).await?;
     let released = state
         .catalog
-        .release_hold(&id, &actor(&key))
+        .release_hold(&id, &key.actor)
         .await
         .map_err(catalog_error)?;
     let hold = state.catalog.hold(&id).await.map_err(catalog_error)?;
@@ -325,7 +321,7 @@ pub async fn erase(
         ));
     };
     let requested_by = AuditEvent {
-        actor: actor(&key),
+        actor: key.actor.clone(),
         address: peer.ip().to_string(),
         action: "erasure.apply".to_owned(),
         target: String::new(),

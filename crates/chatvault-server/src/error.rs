@@ -13,7 +13,8 @@ pub struct ApiError {
     /// The part of the request the error is about (an OData query option).
     pub target: Option<String>,
     pub retry_after_secs: Option<u64>,
-    pub www_authenticate: bool,
+    /// The challenge a 401 carries.
+    pub www_authenticate: Option<HeaderValue>,
 }
 
 /// The error body, as written and as the OpenAPI document describes it.
@@ -45,7 +46,7 @@ impl ApiError {
             details: Vec::new(),
             target: None,
             retry_after_secs: None,
-            www_authenticate: false,
+            www_authenticate: None,
         }
     }
 
@@ -61,7 +62,9 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError {
-            www_authenticate: true,
+            www_authenticate: Some(HeaderValue::from_static(
+                "Basic realm=\"chatvault\", Bearer realm=\"chatvault\"",
+            )),
             ..ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
         }
     }
@@ -89,11 +92,10 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if self.www_authenticate {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"chatvault\", Bearer realm=\"chatvault\""),
-            );
+        if let Some(challenge) = self.www_authenticate {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

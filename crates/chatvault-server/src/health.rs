@@ -96,8 +96,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
         (status = 404, description = "Metrics are not enabled in this process", body = crate::openapi::ErrorBody),
     ),
-    security(()))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    security((), ("bearer" = [])))]
+pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let crate::MetricsAccess::Restricted { token } = &state.config.metrics_access {
+        let presented = crate::auth::presented_credential(&headers);
+        let token_matches = match (token, &presented) {
+            (Some(token), Some(presented)) => same_secret(token, presented),
+            _ => false,
+        };
+        if !token_matches {
+            if let Err(e) = crate::auth::require(&state, &headers, Scope::Admin).await {
+                return e.into_response();
+            }
+        }
+    }
     match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -113,10 +125,23 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Ingest totals per source and outcome, and chat counts (scope `read`).
+/// Compares two secrets in time that depends on neither: both are hashed first, and the
+/// digests compared without stopping at the first difference.
+fn same_secret(expected: &str, presented: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let a = Sha256::digest(expected.as_bytes());
+    let b = Sha256::digest(presented.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+        == 0
+}
+
+/// Chat counts of the sites the caller may see and, for a caller that sees every site,
+/// ingest totals per source and outcome (scope `read`).
 #[utoipa::path(get, path = "/api/v1/stats", tag = "operations",
     responses(
-        (status = 200, description = "Chat counts and ingest totals", body = Object),
+        (status = 200, description = "Chat counts of the caller's sites; ingest totals (which span every site) only for a caller that sees every site", body = Object),
         (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
         (status = 403, description = "The key lacks the read scope", body = crate::openapi::ErrorBody),
     ))]
@@ -124,7 +149,7 @@ pub async fn stats(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    crate::auth::require(&state, &headers, Scope::Read).await?;
+    let caller = crate::auth::require(&state, &headers, Scope::Read).await?;
     let unavailable = |e: chatvault_catalog::CatalogError| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -132,12 +157,19 @@ pub async fn stats(
             e.to_string(),
         )
     };
-    let ingest = state.catalog.ingest_stats().await.map_err(unavailable)?;
-    let (live, deleted) = state.catalog.chat_counts().await.map_err(unavailable)?;
-    Ok(
-        Json(serde_json::json!({"chats": live, "deleted_chats": deleted, "ingest": ingest}))
-            .into_response(),
-    )
+    let (live, deleted) = state
+        .catalog
+        .chat_counts(caller.sites.as_deref())
+        .await
+        .map_err(unavailable)?;
+    let body = match &caller.sites {
+        Some(sites) => serde_json::json!({"chats": live, "deleted_chats": deleted, "sites": sites}),
+        None => {
+            let ingest = state.catalog.ingest_stats().await.map_err(unavailable)?;
+            serde_json::json!({"chats": live, "deleted_chats": deleted, "ingest": ingest})
+        }
+    };
+    Ok(Json(body).into_response())
 }
 
 /// Request counts and latencies per route, for Prometheus.

@@ -2,6 +2,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chatvault_catalog::Scope;
 use chatvault_ingest::{
@@ -15,8 +16,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::error::ApiError;
-use crate::AppState;
 use crate::{admin, auth};
+use crate::{AppState, Connection};
 
 pub const SIGNATURE_HEADER: &str = "x-chatvault-signature";
 
@@ -43,7 +44,7 @@ struct IngestResponse {
         (status = 200, description = "Durable; a result per document (accepted, updated, unchanged, rejected with reasons)", body = Object),
         (status = 400, description = "Not JSON, NDJSON or gzip", body = crate::openapi::ErrorBody),
         (status = 401, description = "No or unknown API key, or a bad signature", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the ingest scope", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the ingest scope, or mutual TLS is configured and the connection presented no client certificate", body = crate::openapi::ErrorBody),
         (status = 413, description = "Body over the limit", body = crate::openapi::ErrorBody),
         (status = 415, description = "Unsupported Content-Type or Content-Encoding", body = crate::openapi::ErrorBody),
         (status = 422, description = "Every document was rejected; same body as 200", body = Object),
@@ -53,9 +54,11 @@ struct IngestResponse {
 pub async fn post_chats(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    connection: Option<Extension<Connection>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    check_client_certificate(&state, connection)?;
     auth::require(&state, &headers, Scope::Ingest).await?;
     let _slot = state
         .ingest_slots
@@ -140,16 +143,18 @@ pub async fn post_chats(
         (status = 200, description = "Deleted (a tombstone in the archive), or already deleted", body = Object),
         (status = 400, description = "Not a ChatUID", body = crate::openapi::ErrorBody),
         (status = 401, description = "No or unknown API key", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The key lacks the ingest scope", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The key lacks the ingest scope, or mutual TLS is configured and the connection presented no client certificate", body = crate::openapi::ErrorBody),
         (status = 404, description = "The archive never saw this chat", body = crate::openapi::ErrorBody),
         (status = 503, description = "The pipeline is unavailable (Retry-After)", body = crate::openapi::ErrorBody),
     ))]
 pub async fn delete_chat(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    connection: Option<Extension<Connection>>,
     headers: HeaderMap,
     Path(chat_uid): Path<String>,
 ) -> Result<Response, ApiError> {
+    check_client_certificate(&state, connection)?;
     let key = auth::require(&state, &headers, Scope::Ingest).await?;
     if chat_uid.len() != 24 || !chat_uid.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(ApiError::new(
@@ -192,6 +197,23 @@ pub async fn delete_chat(
     )
     .await?;
     Ok(Json(outcome).into_response())
+}
+
+/// With mutual TLS configured, the webhook takes documents only from a client that
+/// presented a certificate the client CA vouches for (the TLS handshake checked it).
+fn check_client_certificate(
+    state: &AppState,
+    connection: Option<Extension<Connection>>,
+) -> Result<(), ApiError> {
+    let presented = connection.is_some_and(|c| c.client_certificate);
+    if state.config.require_client_certificate && !presented {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ClientCertificateRequired",
+            "this webhook requires a TLS client certificate issued by the configured client CA",
+        ));
+    }
+    Ok(())
 }
 
 fn payload_format(headers: &HeaderMap) -> Result<PayloadFormat, ApiError> {

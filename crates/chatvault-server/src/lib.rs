@@ -14,9 +14,11 @@ mod error;
 mod export;
 mod health;
 mod ingest;
+mod listen;
 mod odata;
 mod openapi;
 mod reports;
+mod tls;
 
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -27,8 +29,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+pub use auth::{Principal, ThrottleConfig};
 pub use error::ApiError;
+pub use listen::{serve, Connection, Listening};
 pub use reports::ReportService;
+pub use tls::{Tls, TlsError, TlsFiles};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -38,6 +43,41 @@ pub struct ServerConfig {
     pub webhook_secret: Option<String>,
     /// Ingest requests handled at once; more get 429.
     pub max_concurrent_ingest: usize,
+    /// Ingest routes refuse a connection without a client certificate from the configured
+    /// client CA (mutual TLS).
+    pub require_client_certificate: bool,
+    /// The query parameter the feed and exports take a key from (Power BI's "Web API"
+    /// credential); None turns it off.
+    pub api_key_param: Option<String>,
+    /// Sites a request without any credential may read (published read-only); empty
+    /// refuses such requests.
+    pub anonymous_sites: Vec<i64>,
+    /// Who may read `/metrics`.
+    pub metrics_access: MetricsAccess,
+    pub throttle: ThrottleConfig,
+    /// Responses are compressed at this level (gzip, deflate, br and zstd alike) when
+    /// the client accepts it.
+    pub compression_level: CompressionLevel,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub enum MetricsAccess {
+    /// Anyone who reaches the port (a scraper on a private network).
+    #[default]
+    Open,
+    /// A key or token with the admin scope, or `Authorization: Bearer` with this token
+    /// when one is set (for a scraper that should hold nothing else).
+    Restricted { token: Option<String> },
+}
+
+/// How hard responses are compressed: a level of each algorithm's own scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionLevel {
+    Fastest,
+    Default,
+    Best,
+    Precise(i32),
 }
 
 impl Default for ServerConfig {
@@ -46,6 +86,12 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             webhook_secret: None,
             max_concurrent_ingest: 256,
+            require_client_certificate: false,
+            api_key_param: Some("api_key".into()),
+            anonymous_sites: Vec::new(),
+            metrics_access: MetricsAccess::Open,
+            throttle: ThrottleConfig::default(),
+            compression_level: CompressionLevel::Fastest,
         }
     }
 }
@@ -65,8 +111,11 @@ pub struct AppState {
     pub reports: Option<Arc<ReportService>>,
     /// The data directory's stores, for erasure requests; 503 without them.
     pub compliance: Option<chatvault_compliance::Stores>,
+    /// Verifies single sign-on tokens; None accepts API keys only.
+    pub oidc: Option<chatvault_oidc::Verifier>,
     ingest_slots: Arc<Semaphore>,
     keys: Arc<auth::KeyCache>,
+    throttle: Arc<auth::AuthThrottle>,
 }
 
 impl AppState {
@@ -80,6 +129,8 @@ impl AppState {
         AppState {
             ingest_slots: Arc::new(Semaphore::new(config.max_concurrent_ingest.max(1))),
             keys: Arc::default(),
+            throttle: Arc::new(auth::AuthThrottle::new(config.throttle)),
+            oidc: None,
             catalog,
             pipeline,
             registry,
@@ -102,6 +153,11 @@ impl AppState {
         self
     }
 
+    pub fn with_oidc(mut self, verifier: chatvault_oidc::Verifier) -> AppState {
+        self.oidc = Some(verifier);
+        self
+    }
+
     pub fn with_compliance(mut self, stores: chatvault_compliance::Stores) -> AppState {
         self.compliance = Some(stores);
         self
@@ -109,6 +165,25 @@ impl AppState {
 }
 
 pub use health::{Health, SourceStatus};
+
+/// Streamed compression of every response the client accepts it for, except what is
+/// compressed already (Parquet, and bodies that carry their own Content-Encoding).
+fn compression(
+    level: CompressionLevel,
+) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate};
+    let level = match level {
+        CompressionLevel::Fastest => tower_http::CompressionLevel::Fastest,
+        CompressionLevel::Default => tower_http::CompressionLevel::Default,
+        CompressionLevel::Best => tower_http::CompressionLevel::Best,
+        CompressionLevel::Precise(n) => tower_http::CompressionLevel::Precise(n),
+    };
+    tower_http::compression::CompressionLayer::new()
+        .quality(level)
+        .compress_when(tower_http::compression::DefaultPredicate::new().and(
+            NotForContentType::new(chatvault_odata::export::ExportFormat::Parquet.content_type()),
+        ))
+}
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
@@ -140,6 +215,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/reports/{id}/run", post(reports::run))
         .merge(openapi::routes())
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .layer(compression(state.config.compression_level))
         .layer(axum::middleware::from_fn(health::track_requests))
         .with_state(state)
 }

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chatvault_catalog::Scope;
 use chatvault_odata::{Access, Body, QueryError, Request, Service};
+use futures::StreamExt as _;
 
 use crate::auth;
 use crate::error::ApiError;
@@ -167,8 +168,10 @@ fn stream(writer: Box<chatvault_odata::PageWriter>) -> axum::body::Body {
             }
         }
     });
+    // Fused: the compression layer polls once more after the end, which `unfold` forbids.
     let chunks =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+            .fuse();
     axum::body::Body::from_stream(chunks)
 }
 

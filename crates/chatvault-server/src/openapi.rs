@@ -62,7 +62,9 @@ pub enum AdminRefusals {
     Forbidden(ErrorBody<'static>),
 }
 
-/// The three ways an API key may be presented.
+/// The ways a credential may be presented: a key in a header, as a bearer token (a key,
+/// or a JWT from the configured sign-in) or as the Basic password; on exports also in the
+/// URL's query (Power BI's "Web API" credential).
 struct Security;
 
 impl Modify for Security {
@@ -74,11 +76,22 @@ impl Modify for Security {
         );
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key, or a token from the configured OpenID Connect issuer",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "basic",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        components.add_security_scheme(
+            "api_key_query",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("api_key"))),
         );
     }
 }

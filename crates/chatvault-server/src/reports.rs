@@ -6,7 +6,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chatvault_catalog::{ApiKey, Scope};
+use chatvault_catalog::Scope;
 use chatvault_reports::{Engine, Library, ReportDefinition, ReportsError, RunRequest};
 use serde::Deserialize;
 
@@ -78,7 +78,7 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
 }
 
 /// A key limited to some sites sees the reports that can run for at least one of them.
-fn visible(key: &ApiKey, report: &ReportDefinition) -> bool {
+fn visible(key: &crate::Principal, report: &ReportDefinition) -> bool {
     match &key.sites {
         None => true,
         Some(sites) => sites.iter().any(|s| report.allows_site(*s)),

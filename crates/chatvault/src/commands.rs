@@ -31,27 +31,78 @@ pub fn init_logging(config: &Config) {
     }
 }
 
+/// Plain HTTP off loopback would put keys and transcripts on the network in clear text.
+async fn refuse_plain_http_off_loopback(listen: &str) -> anyhow::Result<()> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(listen)
+        .await
+        .with_context(|| format!("cannot resolve the listen address {listen}"))?
+        .collect();
+    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        bail!(
+            "refusing to serve plain HTTP on {listen} ({}), which is reachable from the network: \
+             API keys and chat transcripts would cross it unencrypted. Either give a certificate \
+             (CHATVAULT_TLS_CERT and CHATVAULT_TLS_KEY, or tls_cert and tls_key in [server]; the \
+             README shows how to make a self-signed one for a first try), or, behind a proxy that \
+             terminates TLS, pass --allow-plain-http (CHATVAULT_ALLOW_PLAIN_HTTP=true)",
+            open.ip()
+        );
+    }
+    Ok(())
+}
+
 fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<ExitCode> {
+pub async fn serve(
+    mut config: Config,
+    listen: Option<String>,
+    allow_plain_http: bool,
+) -> anyhow::Result<ExitCode> {
     if let Some(listen) = listen {
         config.listen = listen;
     }
+    config.server.allow_plain_http |= allow_plain_http;
+    // Everything about the network is checked before the data directory is opened, so
+    // a mistake is told at once rather than after a replay.
+    let tls = match config.tls_files()? {
+        Some(files) => Some(std::sync::Arc::new(chatvault_server::Tls::load(files)?)),
+        None => None,
+    };
+    if tls.is_none() && !config.server.allow_plain_http {
+        refuse_plain_http_off_loopback(&config.listen).await?;
+    }
+    let oidc = config
+        .oidc()
+        .map(|oidc| chatvault_oidc::Verifier::new(oidc.clone()))
+        .transpose()
+        .context("[auth.oidc] is invalid")?;
+    let server_config = ServerConfig {
+        max_body_bytes: config.ingest.max_body_bytes,
+        webhook_secret: config.ingest.webhook_secret.clone(),
+        max_concurrent_ingest: config.ingest.max_concurrent_requests,
+        require_client_certificate: tls
+            .as_ref()
+            .is_some_and(|t| t.requires_client_certificates()),
+        api_key_param: Some(config.auth.api_key_param.clone()).filter(|p| !p.is_empty()),
+        anonymous_sites: config.auth.anonymous_sites.clone(),
+        metrics_access: config.metrics_access(),
+        throttle: chatvault_server::ThrottleConfig {
+            burst: config.auth.failures_burst.max(1),
+            per_minute: config.auth.failures_per_minute.max(1),
+            ..chatvault_server::ThrottleConfig::default()
+        },
+        compression_level: config.compression_level()?,
+    };
     let runtime = Runtime::open_serving(&config).await?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();
-    let state = AppState::new(
+    let mut state = AppState::new(
         runtime.catalog.clone(),
         runtime.pipeline.clone(),
         runtime.registry.clone(),
-        ServerConfig {
-            max_body_bytes: config.ingest.max_body_bytes,
-            webhook_secret: config.ingest.webhook_secret.clone(),
-            max_concurrent_ingest: config.ingest.max_concurrent_requests,
-        },
+        server_config,
         metrics,
     )
     .with_odata(chatvault_odata::Service::new(query_engine(
@@ -59,6 +110,13 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     )?))
     .with_reports(crate::report::service(&runtime, &config).await?)
     .with_compliance(runtime.stores.clone());
+    if let Some(oidc) = oidc {
+        // An issuer that does not answer now is asked again at the first token.
+        if let Err(e) = oidc.discover().await {
+            tracing::warn!(issuer = oidc.issuer(), error = %e, "cannot reach the sign-in issuer yet");
+        }
+        state = state.with_oidc(oidc);
+    }
     let first_key = if runtime.catalog.has_keys().await? {
         None
     } else {
@@ -131,7 +189,8 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let base = format!("http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{addr}");
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -181,20 +240,26 @@ pub async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result
     out.flush()?;
     drop(out);
 
-    // Responses stream in chunks: without TCP_NODELAY a chunk can wait for the client's
-    // delayed ACK (40 ms here), which made one feed page in two four times slower.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(
+    let reloader = tls.as_ref().map(|tls| tls.spawn_reloader());
+    let hsts = (tls.is_some() && config.server.hsts_max_age_secs > 0)
+        .then(|| {
+            axum::http::HeaderValue::from_str(&format!(
+                "max-age={}",
+                config.server.hsts_max_age_secs
+            ))
+            .ok()
+        })
+        .flatten();
+    chatvault_server::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state),
+        chatvault_server::Listening { tls, hsts },
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("HTTP server failed")?;
+    .await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for task in [folder_task, cosmos_task].into_iter().flatten() {

@@ -26,6 +26,8 @@ pub struct Config {
     /// for every core only competes with them and parks and wakes more often.
     pub runtime_workers: Option<usize>,
     pub log: LogConfig,
+    pub server: ServerSection,
+    pub auth: AuthSection,
     pub ingest: IngestConfig,
     pub archive: ArchiveSection,
     pub store: StoreSection,
@@ -33,6 +35,87 @@ pub struct Config {
     pub cosmos: CosmosSection,
     pub retention: RetentionSection,
     pub reports: ReportsSection,
+}
+
+/// How `serve` meets the network: TLS, and who may read the metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// PEM certificate chain; with `tls_key`, `serve` speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: the webhook then takes documents only from clients with a certificate it
+    /// issued (mutual TLS). Other routes do not ask for one.
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the certificate files are checked for a renewal.
+    pub tls_reload_secs: u64,
+    /// Serve plain HTTP on a non-loopback address (behind a proxy that terminates TLS).
+    pub allow_plain_http: bool,
+    /// `Strict-Transport-Security: max-age=…` on HTTPS responses; 0 leaves it out.
+    pub hsts_max_age_secs: u64,
+    /// Response compression: `fastest` (default), `default`, `best`, or a number on each
+    /// algorithm's own scale.
+    pub compression: String,
+    /// `/metrics` for anyone (`open`, the default) or only for an admin key, an admin
+    /// token, or `metrics_token` (`admin`). Setting `metrics_token` implies `admin`.
+    pub metrics_auth: MetricsAuth,
+    /// A token that may read `/metrics` and nothing else (`Authorization: Bearer …`).
+    pub metrics_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAuth {
+    #[default]
+    Open,
+    Admin,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_reload_secs: 10,
+            allow_plain_http: false,
+            hsts_max_age_secs: 365 * 24 * 3600,
+            compression: "fastest".into(),
+            metrics_auth: MetricsAuth::Open,
+            metrics_token: None,
+        }
+    }
+}
+
+/// How callers prove who they are, besides API keys in headers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// The query parameter the feed and exports take a key from (Power BI's "Web API"
+    /// credential); empty turns it off.
+    pub api_key_param: String,
+    /// SiteKeys published read-only: requests without any credential may read them.
+    pub anonymous_sites: Vec<i64>,
+    /// Failed authentications an address may make in a burst…
+    pub failures_burst: u32,
+    /// …and how many a minute it earns back; past the burst it is refused (429).
+    pub failures_per_minute: u32,
+    /// Single sign-on (`[auth.oidc]`): enabled when `issuer` is set.
+    pub oidc: chatvault_oidc::OidcConfig,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        let throttle = chatvault_server::ThrottleConfig::default();
+        AuthSection {
+            api_key_param: "api_key".into(),
+            anonymous_sites: Vec::new(),
+            failures_burst: throttle.burst,
+            failures_per_minute: throttle.per_minute,
+            oidc: chatvault_oidc::OidcConfig::default(),
+        }
+    }
 }
 
 /// How long chats are kept after Started, per SiteKey and by default; none when unset;
@@ -244,6 +327,8 @@ impl Default for Config {
             page_size: 5000,
             runtime_workers: None,
             log: LogConfig::default(),
+            server: ServerSection::default(),
+            auth: AuthSection::default(),
             ingest: IngestConfig::default(),
             archive: ArchiveSection::default(),
             store: StoreSection::default(),
@@ -323,6 +408,18 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CHATVAULT_RUNTIME_WORKERS", "runtime_workers"),
     ("CHATVAULT_LOG", "log.level"),
     ("CHATVAULT_LOG_FORMAT", "log.format"),
+    ("CHATVAULT_TLS_CERT", "server.tls_cert"),
+    ("CHATVAULT_TLS_KEY", "server.tls_key"),
+    ("CHATVAULT_TLS_CLIENT_CA", "server.tls_client_ca"),
+    ("CHATVAULT_TLS_RELOAD_SECS", "server.tls_reload_secs"),
+    ("CHATVAULT_ALLOW_PLAIN_HTTP", "server.allow_plain_http"),
+    ("CHATVAULT_COMPRESSION", "server.compression"),
+    ("CHATVAULT_METRICS_AUTH", "server.metrics_auth"),
+    ("CHATVAULT_METRICS_TOKEN", "server.metrics_token"),
+    ("CHATVAULT_API_KEY_PARAM", "auth.api_key_param"),
+    ("CHATVAULT_ANONYMOUS_SITES", "auth.anonymous_sites"),
+    ("CHATVAULT_OIDC_ISSUER", "auth.oidc.issuer"),
+    ("CHATVAULT_OIDC_AUDIENCE", "auth.oidc.audience"),
     ("CHATVAULT_MAX_BODY_BYTES", "ingest.max_body_bytes"),
     ("CHATVAULT_WEBHOOK_SECRET", "ingest.webhook_secret"),
     ("CHATVAULT_FOLDER_PATH", "folder.path"),
@@ -398,6 +495,18 @@ impl Config {
                 other => bail!("{other:?} is not true or false"),
             }
         }
+        /// A comma-separated list, blanks dropped.
+        fn list<T>(
+            value: &str,
+            item: impl Fn(&str) -> anyhow::Result<T>,
+        ) -> anyhow::Result<Vec<T>> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(item)
+                .collect()
+        }
         match key {
             "data_dir" => self.data_dir = PathBuf::from(value),
             "listen" => self.listen = value.to_owned(),
@@ -412,6 +521,24 @@ impl Config {
                 }
                 self.log.format = value.to_owned();
             }
+            "server.tls_cert" => self.server.tls_cert = Some(PathBuf::from(value)),
+            "server.tls_key" => self.server.tls_key = Some(PathBuf::from(value)),
+            "server.tls_client_ca" => self.server.tls_client_ca = Some(PathBuf::from(value)),
+            "server.tls_reload_secs" => self.server.tls_reload_secs = num(value)?,
+            "server.allow_plain_http" => self.server.allow_plain_http = flag(value)?,
+            "server.compression" => self.server.compression = value.to_owned(),
+            "server.metrics_auth" => {
+                self.server.metrics_auth = match value.trim() {
+                    "open" => MetricsAuth::Open,
+                    "admin" => MetricsAuth::Admin,
+                    other => bail!("{other:?} is not open or admin"),
+                }
+            }
+            "server.metrics_token" => self.server.metrics_token = Some(value.to_owned()),
+            "auth.api_key_param" => self.auth.api_key_param = value.trim().to_owned(),
+            "auth.anonymous_sites" => self.auth.anonymous_sites = list(value, num)?,
+            "auth.oidc.issuer" => self.auth.oidc.issuer = value.trim().to_owned(),
+            "auth.oidc.audience" => self.auth.oidc.audience = list(value, |a| Ok(a.to_owned()))?,
             "ingest.max_body_bytes" => self.ingest.max_body_bytes = num(value)?,
             "ingest.webhook_secret" => self.ingest.webhook_secret = Some(value.to_owned()),
             "folder.path" => self.folder.path = Some(PathBuf::from(value)),
@@ -465,11 +592,63 @@ impl Config {
         if shown.cosmos.key.is_some() {
             shown.cosmos.key = Some("***".into());
         }
+        if shown.server.metrics_token.is_some() {
+            shown.server.metrics_token = Some("***".into());
+        }
         shown
     }
 }
 
 impl Config {
+    /// The certificate files, when TLS is configured: both or neither of cert and key.
+    pub fn tls_files(&self) -> anyhow::Result<Option<chatvault_server::TlsFiles>> {
+        let server = &self.server;
+        match (&server.tls_cert, &server.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(chatvault_server::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: server.tls_client_ca.clone(),
+                reload_every: std::time::Duration::from_secs(server.tls_reload_secs.max(1)),
+            })),
+            (None, None) if server.tls_client_ca.is_some() => bail!(
+                "tls_client_ca (CHATVAULT_TLS_CLIENT_CA) needs TLS: set tls_cert and tls_key too"
+            ),
+            (None, None) => Ok(None),
+            (Some(_), None) => {
+                bail!("tls_cert is set but tls_key is not: set CHATVAULT_TLS_KEY too")
+            }
+            (None, Some(_)) => {
+                bail!("tls_key is set but tls_cert is not: set CHATVAULT_TLS_CERT too")
+            }
+        }
+    }
+
+    pub fn compression_level(&self) -> anyhow::Result<chatvault_server::CompressionLevel> {
+        use chatvault_server::CompressionLevel;
+        Ok(match self.server.compression.trim() {
+            "fastest" => CompressionLevel::Fastest,
+            "default" => CompressionLevel::Default,
+            "best" => CompressionLevel::Best,
+            n => CompressionLevel::Precise(n.parse().map_err(|_| {
+                anyhow::anyhow!("compression {n:?} is not fastest, default, best or a number")
+            })?),
+        })
+    }
+
+    pub fn metrics_access(&self) -> chatvault_server::MetricsAccess {
+        let token = self.server.metrics_token.clone().filter(|t| !t.is_empty());
+        if token.is_some() || self.server.metrics_auth == MetricsAuth::Admin {
+            chatvault_server::MetricsAccess::Restricted { token }
+        } else {
+            chatvault_server::MetricsAccess::Open
+        }
+    }
+
+    /// Single sign-on, when an issuer is configured.
+    pub fn oidc(&self) -> Option<&chatvault_oidc::OidcConfig> {
+        (!self.auth.oidc.issuer.trim().is_empty()).then_some(&self.auth.oidc)
+    }
+
     /// The site time zone that stored wall-clock timestamps are read in.
     pub fn site_tz(&self) -> anyhow::Result<chrono_tz::Tz> {
         self.site_timezone.parse::<chrono_tz::Tz>().map_err(|_| {

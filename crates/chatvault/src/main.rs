@@ -47,6 +47,11 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8480 (port 0 picks a free port).
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// Serve plain HTTP on a non-loopback address, for a deployment behind a proxy
+        /// that terminates TLS (CHATVAULT_ALLOW_PLAIN_HTTP=true). Without TLS and without
+        /// this, serve listens on loopback addresses only.
+        #[arg(long)]
+        allow_plain_http: bool,
     },
     /// Load chat documents from files and folders (.json, .ndjson, .jsonl, optionally .gz).
     Import {
@@ -375,7 +380,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { listen } => commands::serve(config, listen).await,
+            Command::Serve {
+                listen,
+                allow_plain_http,
+            } => commands::serve(config, listen, allow_plain_http).await,
             Command::Import {
                 paths,
                 json,
