@@ -766,6 +766,61 @@ mod tests {
     }
 
     #[test]
+    fn network_settings_from_the_environment() {
+        let env: std::collections::HashMap<&str, &str> = [
+            ("CHATVAULT_TLS_CERT", "/tls/cert.pem"),
+            ("CHATVAULT_TLS_KEY", "/tls/key.pem"),
+            ("CHATVAULT_ALLOW_PLAIN_HTTP", "true"),
+            (
+                "CHATVAULT_OIDC_ISSUER",
+                "https://login.microsoftonline.com/t/v2.0",
+            ),
+            (
+                "CHATVAULT_OIDC_AUDIENCE",
+                "api://cv, https://cv.example.com",
+            ),
+            ("CHATVAULT_ANONYMOUS_SITES", "3,4"),
+            ("CHATVAULT_METRICS_TOKEN", "scrape"),
+            ("CHATVAULT_COMPRESSION", "6"),
+        ]
+        .into_iter()
+        .collect();
+        let config = Config::load(None, |k| env.get(k).map(|v| (*v).to_owned())).expect("load");
+        let tls = config.tls_files().expect("tls").expect("TLS configured");
+        assert_eq!(tls.cert, PathBuf::from("/tls/cert.pem"));
+        assert!(config.server.allow_plain_http);
+        let oidc = config.oidc().expect("single sign-on configured");
+        assert_eq!(oidc.audience, ["api://cv", "https://cv.example.com"]);
+        assert_eq!(config.auth.anonymous_sites, [3, 4]);
+        assert!(matches!(
+            config.metrics_access(),
+            chatvault_server::MetricsAccess::Restricted { token: Some(t) } if t == "scrape"
+        ));
+        assert_eq!(
+            config.compression_level().expect("level"),
+            chatvault_server::CompressionLevel::Precise(6)
+        );
+        assert_eq!(
+            config.redacted().server.metrics_token.as_deref(),
+            Some("***")
+        );
+
+        let defaults = Config::default();
+        assert!(defaults.tls_files().expect("tls").is_none());
+        assert!(defaults.oidc().is_none());
+        assert!(matches!(
+            defaults.metrics_access(),
+            chatvault_server::MetricsAccess::Open
+        ));
+        let mut half = Config::default();
+        half.server.tls_cert = Some("/tls/cert.pem".into());
+        let error = half.tls_files().expect_err("a certificate without a key");
+        assert!(error.to_string().contains("CHATVAULT_TLS_KEY"), "{error}");
+        half.server.compression = "fast".into();
+        assert!(half.compression_level().is_err());
+    }
+
+    #[test]
     fn every_env_var_names_a_real_setting() {
         let mut config = Config::default();
         for (var, key) in ENV_VARS {
@@ -780,8 +835,15 @@ mod tests {
                 "7"
             } else if key.ends_with("format") {
                 "json"
-            } else if key.ends_with("certs") || key.ends_with("deletes") {
+            } else if key.ends_with("certs")
+                || key.ends_with("deletes")
+                || key.ends_with("plain_http")
+            {
                 "true"
+            } else if key.ends_with("metrics_auth") {
+                "admin"
+            } else if key.ends_with("sites") {
+                "3, 4"
             } else {
                 "x"
             };
