@@ -54,6 +54,9 @@ struct Args {
     /// Longest wait for one HTTP exchange.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// PEM CA to trust for an https:// URL (the server's private CA).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// Free text copied into the JSON result (e.g. which run this is).
     #[arg(long, default_value = "")]
     label: String,
@@ -115,15 +118,25 @@ async fn main() -> anyhow::Result<()> {
         max_retries: args.max_retries,
     });
 
+    let ca = match &args.ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --ca {}", path.display()))?;
+            Some(reqwest::Certificate::from_pem(&pem).context("--ca is not a PEM certificate")?)
+        }
+        None => None,
+    };
     let clients = (0..args.concurrency.min(batches))
         .map(|_| {
-            reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder()
                 .no_proxy()
                 .tcp_nodelay(true)
                 .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(args.timeout_secs.max(1)))
-                .build()
-                .context("cannot build the HTTP client")
+                .timeout(Duration::from_secs(args.timeout_secs.max(1)));
+            if let Some(ca) = &ca {
+                builder = builder.tls_certs_only([ca.clone()]);
+            }
+            builder.build().context("cannot build the HTTP client")
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
