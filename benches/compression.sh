@@ -23,7 +23,7 @@ PAGE=$((CHATS < 100000 ? CHATS : 100000))
 
 SERVER_PID=""
 stop_server() {
-    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && { wait "$SERVER_PID" 2>/dev/null || true; }
     SERVER_PID=""
 }
 trap stop_server EXIT

@@ -39,9 +39,14 @@ head -n "$DOCS" "$NDJSON" >"$RUNS/webhook.ndjson"
 READ_KEY=$("$CV" keys create --data-dir "$STORE" --name tls-bench --scope read | tail -1)
 
 SERVER_PID=""
+TIME_PID=""
+# Stops serve (the child of /usr/bin/time, which does not pass signals on) and waits for
+# time to write its report.
 stop_server() {
-    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null
+    [[ -n $TIME_PID ]] && { wait "$TIME_PID" 2>/dev/null || true; }
     SERVER_PID=""
+    TIME_PID=""
 }
 trap stop_server EXIT
 
@@ -52,14 +57,15 @@ start_server() {
     [[ $mode == tls ]] && tls=(env CHATVAULT_TLS_CERT="$RUNS/cert.pem" CHATVAULT_TLS_KEY="$RUNS/key.pem")
     CHATVAULT_LOG=warn /usr/bin/time -v -o "$RUNS/$name.time" "${tls[@]}" "$CV" serve --data-dir "$dir" \
         --listen 127.0.0.1:0 >"$RUNS/$name.out" 2>"$RUNS/$name.err" &
-    SERVER_PID=$!
+    TIME_PID=$!
     URL=""
     for _ in $(seq 600); do
         URL=$(sed -n 's|.* listening on \(https*://[^ ]*\).*|\1|p' "$RUNS/$name.out")
         [[ -n $URL ]] && grep -q '^Ready\.$' "$RUNS/$name.out" && break
-        kill -0 "$SERVER_PID" 2>/dev/null || die "serve did not start: $(tail -3 "$RUNS/$name.err")"
+        kill -0 "$TIME_PID" 2>/dev/null || die "serve did not start: $(tail -3 "$RUNS/$name.err")"
         sleep 0.1
     done
+    SERVER_PID=$(pgrep -f -n "serve --data-dir $dir --listen") || die "serve's process not found"
 }
 
 ROWS=$RUNS/rows.tsv
