@@ -2,8 +2,9 @@
 //! the report routes, and the OpenAPI document with its Swagger UI.
 //!
 //! Owns the mapping between HTTP and the ingest pipeline's and the report engine's
-//! outcomes (status codes, `Retry-After`, per-document result lists) and the API-key
-//! checks every route makes.
+//! outcomes (status codes, `Retry-After`, per-document result lists), who a request acts
+//! as (API keys, single sign-on tokens, published sites) and what it may see, and how
+//! `serve` meets the network (TLS, HTTP/2, compression, the brake on guessing).
 //!
 //! Must not decide anything about documents itself: validation, idempotency and durability
 //! belong to `chatvault-ingest`, so every source behaves the same.
@@ -34,6 +35,8 @@ pub use error::ApiError;
 pub use listen::{serve, Connection, Listening};
 pub use reports::ReportService;
 pub use tls::{Tls, TlsError, TlsFiles};
+/// How hard responses are compressed: a level on each algorithm's own scale.
+pub use tower_http::CompressionLevel;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -69,15 +72,6 @@ pub enum MetricsAccess {
     /// A key or token with the admin scope, or `Authorization: Bearer` with this token
     /// when one is set (for a scraper that should hold nothing else).
     Restricted { token: Option<String> },
-}
-
-/// How hard responses are compressed: a level of each algorithm's own scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompressionLevel {
-    Fastest,
-    Default,
-    Best,
-    Precise(i32),
 }
 
 impl Default for ServerConfig {
@@ -172,12 +166,6 @@ fn compression(
     level: CompressionLevel,
 ) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
     use tower_http::compression::predicate::{NotForContentType, Predicate};
-    let level = match level {
-        CompressionLevel::Fastest => tower_http::CompressionLevel::Fastest,
-        CompressionLevel::Default => tower_http::CompressionLevel::Default,
-        CompressionLevel::Best => tower_http::CompressionLevel::Best,
-        CompressionLevel::Precise(n) => tower_http::CompressionLevel::Precise(n),
-    };
     tower_http::compression::CompressionLayer::new()
         .quality(level)
         .compress_when(tower_http::compression::DefaultPredicate::new().and(

@@ -43,6 +43,10 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the service: webhook, folder watcher, health and metrics endpoints.
+    ///
+    /// Speaks HTTPS when CHATVAULT_TLS_CERT and CHATVAULT_TLS_KEY name a PEM certificate
+    /// and key; without them it listens on loopback addresses only, unless told
+    /// --allow-plain-http.
     Serve {
         /// Address to listen on, e.g. 127.0.0.1:8480 (port 0 picks a free port).
         #[arg(long, value_name = "ADDR")]
