@@ -691,7 +691,14 @@ async fn guessing_keys_is_slowed_then_refused_and_metrics_need_a_credential() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let reader = create_key(&data, "read", None);
-    let server = Server::start(&data, &[("CHATVAULT_METRICS_TOKEN", "scrape-token-1")]);
+    // 127.0.0.3 plays a proxy in front of serve.
+    let server = Server::start(
+        &data,
+        &[
+            ("CHATVAULT_METRICS_TOKEN", "scrape-token-1"),
+            ("CHATVAULT_TRUSTED_PROXIES", "127.0.0.3"),
+        ],
+    );
     let admin = create_key(&data, "admin", None);
     let from_here = client();
     let elsewhere = reqwest::Client::builder()
@@ -754,6 +761,36 @@ async fn guessing_keys_is_slowed_then_refused_and_metrics_need_a_credential() {
         .await
         .expect("right key from elsewhere");
     assert_eq!(other.status(), 200);
+
+    // Behind a trusted proxy, each client is braked by the address the proxy forwards.
+    let proxy = reqwest::Client::builder()
+        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client on 127.0.0.3");
+    let via_proxy = |client: &str, key: &str| {
+        proxy
+            .get(server.url("/odata/"))
+            .header("x-forwarded-for", client)
+            .bearer_auth(key)
+            .send()
+    };
+    let mut proxied = Vec::new();
+    for attempt in 0..30 {
+        let response = via_proxy("198.51.100.7", &format!("cv_wrong_{attempt:03}"))
+            .await
+            .expect("guess through the proxy");
+        proxied.push(response.status().as_u16());
+    }
+    assert_eq!(proxied.last(), Some(&429), "{proxied:?}");
+    let guesser = via_proxy("198.51.100.7", &reader).await.expect("right key");
+    assert_eq!(guesser.status(), 429);
+    let neighbour = via_proxy("198.51.100.8", &reader).await.expect("right key");
+    assert_eq!(
+        neighbour.status(),
+        200,
+        "another client of the same proxy gets in"
+    );
 
     // /metrics: the token or an admin key, nothing else.
     let metrics = |key: Option<&str>| {

@@ -318,10 +318,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     if let Some(param) = &state.config.api_key_param {
         take_query_key(&mut request, param);
     }
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let ip = client_behind_proxies(&mut request, &state.config.trusted_proxies);
     if let Some(wait) = ip.and_then(|ip| state.throttle.refused_for(ip)) {
         metrics::counter!("chatvault_auth_refused_total").increment(1);
         return ApiError::new(
@@ -344,6 +341,36 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         }
     }
     response
+}
+
+/// The client's address: the connection's peer, or, when the peer is a trusted proxy,
+/// the nearest address in `X-Forwarded-For` that is not one. Handlers see it too (as
+/// `ConnectInfo`), so audit records name the client, not the proxy.
+fn client_behind_proxies(request: &mut Request, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>()?.0;
+    if !trusted.contains(&peer.ip()) {
+        return Some(peer.ip());
+    }
+    let forwarded: Vec<IpAddr> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    // Entries are appended hop by hop: the last one a trusted proxy did not add is the
+    // client; anything before it the client could have written itself.
+    let client = forwarded
+        .iter()
+        .rev()
+        .find(|a| !trusted.contains(a))
+        .copied()
+        .unwrap_or(peer.ip());
+    request
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(client, peer.port())));
+    Some(client)
 }
 
 /// Only the feed and exports take a key in the URL: they are what BI tools fetch with a
@@ -458,6 +485,42 @@ mod tests {
             .expect("request");
         take_query_key(&mut request, "api_key");
         assert_eq!(presented_credential(request.headers()), None);
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().expect("ip");
+        let request = |peer: IpAddr, forwarded: Option<&str>| {
+            let mut builder = Request::builder().uri("/odata/");
+            if let Some(f) = forwarded {
+                builder = builder.header("x-forwarded-for", f);
+            }
+            let mut request = builder.body(axum::body::Body::empty()).expect("request");
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::new(peer, 40000)));
+            request
+        };
+        let client = |peer: &str, forwarded: Option<&str>| {
+            let mut r = request(peer.parse().expect("ip"), forwarded);
+            let ip = client_behind_proxies(&mut r, &[proxy]).map(|ip| ip.to_string());
+            let seen = r
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string());
+            assert_eq!(ip, seen, "handlers see the same address");
+            ip.unwrap_or_default()
+        };
+        // A client that is not a trusted proxy cannot choose its address.
+        assert_eq!(client("192.0.2.1", Some("198.51.100.7")), "192.0.2.1");
+        // Through the proxy: the entry it added, not what the client wrote before it.
+        assert_eq!(
+            client("10.0.0.5", Some("198.51.100.7, 192.0.2.1")),
+            "192.0.2.1"
+        );
+        assert_eq!(client("10.0.0.5", Some("192.0.2.1, 10.0.0.5")), "192.0.2.1");
+        assert_eq!(client("10.0.0.5", Some("garbage")), "10.0.0.5");
+        assert_eq!(client("10.0.0.5", None), "10.0.0.5");
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// Who may read `/metrics`.
     pub metrics_access: MetricsAccess,
     pub throttle: ThrottleConfig,
+    /// Proxies whose `X-Forwarded-For` names the client (for the brake on guessing and
+    /// the audit log); any other peer is the client itself.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Responses are compressed at this level (gzip, deflate, br and zstd alike) when
     /// the client accepts it.
     pub compression_level: CompressionLevel,
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             anonymous_sites: Vec::new(),
             metrics_access: MetricsAccess::Open,
             throttle: ThrottleConfig::default(),
+            trusted_proxies: Vec::new(),
             compression_level: CompressionLevel::Fastest,
         }
     }

@@ -93,6 +93,7 @@ pub async fn serve(
             ..chatvault_server::ThrottleConfig::default()
         },
         compression_level: config.compression_level()?,
+        trusted_proxies: config.server.trusted_proxies.clone(),
     };
     let runtime = Runtime::open_serving(&config).await?;
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()

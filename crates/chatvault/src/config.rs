@@ -62,6 +62,9 @@ pub struct ServerSection {
     pub metrics_auth: MetricsAuth,
     /// A token that may read `/metrics` and nothing else (`Authorization: Bearer …`).
     pub metrics_token: Option<String>,
+    /// Addresses of proxies in front of `serve`: for requests from them, the client is
+    /// the address they add to `X-Forwarded-For`.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +87,7 @@ impl Default for ServerSection {
             compression: "fastest".into(),
             metrics_auth: MetricsAuth::Open,
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -416,6 +420,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CHATVAULT_COMPRESSION", "server.compression"),
     ("CHATVAULT_METRICS_AUTH", "server.metrics_auth"),
     ("CHATVAULT_METRICS_TOKEN", "server.metrics_token"),
+    ("CHATVAULT_TRUSTED_PROXIES", "server.trusted_proxies"),
     ("CHATVAULT_API_KEY_PARAM", "auth.api_key_param"),
     ("CHATVAULT_ANONYMOUS_SITES", "auth.anonymous_sites"),
     ("CHATVAULT_OIDC_ISSUER", "auth.oidc.issuer"),
@@ -535,6 +540,12 @@ impl Config {
                 }
             }
             "server.metrics_token" => self.server.metrics_token = Some(value.to_owned()),
+            "server.trusted_proxies" => {
+                self.server.trusted_proxies = list(value, |a| {
+                    a.parse()
+                        .map_err(|_| anyhow::anyhow!("{a:?} is not an IP address"))
+                })?
+            }
             "auth.api_key_param" => self.auth.api_key_param = value.trim().to_owned(),
             "auth.anonymous_sites" => self.auth.anonymous_sites = list(value, num)?,
             "auth.oidc.issuer" => self.auth.oidc.issuer = value.trim().to_owned(),
@@ -844,6 +855,8 @@ mod tests {
                 "admin"
             } else if key.ends_with("sites") {
                 "3, 4"
+            } else if key.ends_with("proxies") {
+                "10.0.0.5, ::1"
             } else {
                 "x"
             };
