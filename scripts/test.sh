@@ -71,6 +71,16 @@ fi
 log "installing the Cosmos DB test emulator"
 npm ci --prefix tests/cosmos-emulator --no-audit --no-fund --loglevel=error
 
+# The console tests (tests/console.rs) drive Debian's Chromium through chromedriver and
+# check each page with axe-core from npm.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  log "installing Chromium and chromedriver from Debian's packages"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-liberation >/dev/null
+fi
+log "installing axe-core for the console's accessibility checks"
+npm ci --prefix tests/axe --no-audit --no-fund --loglevel=error
+
 # Python tools the Rust tests call: a third-party OData client (tests/odata.rs), an
 # OpenAPI validator and a schema-driven fuzzer (tests/openapi.rs), from PyPI into a
 # private virtualenv outside the clone.

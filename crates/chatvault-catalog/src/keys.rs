@@ -73,7 +73,7 @@ fn digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn key_from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey> {
+pub(crate) fn key_from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey> {
     let err = || query_err("reading an API key");
     let scopes: String = row.try_get("scopes").map_err(err())?;
     let sites: Option<String> = row.try_get("sites").map_err(err())?;
@@ -104,6 +104,9 @@ fn key_from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey> {
 }
 
 const KEY_COLUMNS: &str = "id, name, scopes, sites, created_us, revoked_us";
+/// The same columns from a query that calls `api_keys` `k`.
+pub(crate) const KEY_COLUMNS_OF_K: &str =
+    "k.id, k.name, k.scopes, k.sites, k.created_us, k.revoked_us";
 
 impl Catalog {
     pub async fn create_key(

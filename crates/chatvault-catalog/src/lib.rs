@@ -2,9 +2,9 @@
 //!
 //! Owns the chat index (ChatUID → current version, content hash, archive position,
 //! deleted flag), the archive watermark used for replay, source checkpoints, ingest
-//! statistics, API keys, report definitions, the columnar store's file registry, legal
-//! holds and the hash-chained audit log, over SQLite (embedded default) or PostgreSQL
-//! (shared, multi-node), chosen by the URL. Both run the same migrations and the same SQL.
+//! statistics, API keys and the console sessions opened with them, report definitions,
+//! the columnar store's file registry, legal holds and the hash-chained audit log, over
+//! SQLite (embedded default) or PostgreSQL (shared, multi-node), chosen by the URL. Both run the same migrations and the same SQL.
 //!
 //! Must not read or write the archive or the columnar store: it is an index that can be
 //! rebuilt from the archive, never the only copy of anything a user sent. (The audit log
@@ -16,6 +16,7 @@ mod compliance;
 mod keys;
 mod pool;
 mod reports;
+mod sessions;
 mod store;
 
 pub use audit::{AuditEvent, AuditRecord, AuditVerifyReport};
@@ -24,6 +25,7 @@ pub use compliance::{HoldScope, LegalHold};
 pub use keys::{ApiKey, NewKey, Scope};
 pub use pool::{redact, Backend, Catalog};
 pub use reports::{ReportWrite, StoredReport};
+pub use sessions::{Session, SessionLimits};
 pub use store::{StoreChange, StoreFile, StoreSnapshot};
 
 #[derive(Debug, thiserror::Error)]

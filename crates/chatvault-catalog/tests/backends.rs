@@ -2,7 +2,7 @@
 //! PostgreSQL server named by CHATVAULT_TEST_POSTGRES_URL (each test in its own schema).
 
 use chatvault_catalog::{
-    AppliedChange, AuditEvent, Catalog, HoldScope, IngestStat, ReportWrite, Scope,
+    AppliedChange, AuditEvent, Catalog, HoldScope, IngestStat, ReportWrite, Scope, SessionLimits,
 };
 use chatvault_model::ContentHash;
 
@@ -385,6 +385,108 @@ async fn sqlite_checkpoints_and_keys() {
 #[tokio::test]
 async fn postgres_checkpoints_and_keys() {
     checkpoints_and_keys(postgres("keys").await).await;
+}
+
+async fn console_sessions(catalog: Catalog) {
+    const MIN: i64 = 60_000_000;
+    let limits = SessionLimits {
+        idle_us: 30 * MIN,
+        absolute_us: 8 * 60 * MIN,
+    };
+    let key = catalog
+        .create_key("officer", &[Scope::Read], Some(&[3]), 1)
+        .await
+        .expect("create");
+    let token = catalog
+        .create_session(&key.key.id, limits, 10)
+        .await
+        .expect("open");
+    assert_eq!(token.len(), 64);
+    let session = catalog
+        .session(&token, limits, 10 + MIN)
+        .await
+        .expect("look up")
+        .expect("live");
+    assert_eq!(session.key.id, key.key.id);
+    assert_eq!(session.key.sites, Some(vec![3]));
+    assert_eq!(session.expires_us, 10 + limits.absolute_us);
+    assert!(catalog
+        .session("not-a-token", limits, 10)
+        .await
+        .expect("look up")
+        .is_none());
+    // Activity at 1 min was written, so idleness counts from there.
+    let active = 10 + MIN + limits.idle_us - 1;
+    assert!(catalog
+        .session(&token, limits, active)
+        .await
+        .expect("look up")
+        .is_some());
+    assert!(catalog
+        .session(&token, limits, active + limits.idle_us + 1)
+        .await
+        .expect("look up")
+        .is_none());
+
+    // However active, a session ends at its absolute end.
+    let busy = catalog
+        .create_session(&key.key.id, limits, 20)
+        .await
+        .expect("open");
+    let mut at = 20;
+    while at + 20 * MIN < 20 + limits.absolute_us {
+        at += 20 * MIN;
+        assert!(catalog
+            .session(&busy, limits, at)
+            .await
+            .expect("look up")
+            .is_some());
+    }
+    assert!(catalog
+        .session(&busy, limits, 20 + limits.absolute_us)
+        .await
+        .expect("look up")
+        .is_none());
+
+    let other = catalog
+        .create_session(&key.key.id, limits, 30)
+        .await
+        .expect("open");
+    assert!(catalog.end_session(&other).await.expect("sign out"));
+    assert!(!catalog.end_session(&other).await.expect("sign out twice"));
+    assert!(catalog
+        .session(&other, limits, 31)
+        .await
+        .expect("look up")
+        .is_none());
+
+    // Revoking the key ends its sessions at once.
+    let live = catalog
+        .create_session(&key.key.id, limits, 40)
+        .await
+        .expect("open");
+    assert!(catalog
+        .session(&live, limits, 41)
+        .await
+        .expect("look up")
+        .is_some());
+    assert!(catalog.revoke_key(&key.key.id, 42).await.expect("revoke"));
+    assert!(catalog
+        .session(&live, limits, 43)
+        .await
+        .expect("look up")
+        .is_none());
+}
+
+#[tokio::test]
+async fn sqlite_console_sessions() {
+    let (catalog, _dir) = sqlite().await;
+    console_sessions(catalog).await;
+}
+
+#[tokio::test]
+async fn postgres_console_sessions() {
+    console_sessions(postgres("sessions").await).await;
 }
 
 async fn report_definitions(catalog: Catalog) {

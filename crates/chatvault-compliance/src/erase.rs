@@ -112,6 +112,36 @@ impl ChatFacts {
     }
 }
 
+/// The active holds among `holds` that cover a chat, judged from its current fields
+/// (when the archive is too large to read for one page): its site and start, and the
+/// email addresses it carries.
+pub fn holds_covering(
+    chat_uid: &str,
+    site_key: i64,
+    started: Option<&str>,
+    emails: &[&str],
+    holds: &[LegalHold],
+) -> Vec<LegalHold> {
+    let facts = ChatFacts {
+        site_key,
+        started_dates: started
+            .map(|s| s.chars().take(10).collect())
+            .into_iter()
+            .collect(),
+        emails: emails
+            .iter()
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect(),
+        ips: BTreeSet::new(),
+    };
+    holds
+        .iter()
+        .filter(|h| h.released_us.is_none() && facts.held_by(chat_uid, h))
+        .cloned()
+        .collect()
+}
+
 /// Every chat the archive holds content for, with its facts. Erased records have no
 /// document and add nothing, so a chat that was erased is not found again.
 pub(crate) fn archive_facts(archive_dir: &Path) -> Result<BTreeMap<String, ChatFacts>> {
@@ -593,6 +623,38 @@ mod tests {
             released_by: None,
             released_us: None,
         }
+    }
+
+    #[test]
+    fn holds_are_judged_from_a_chats_current_fields() {
+        let by_email = hold(HoldScope::Email {
+            email: "ana@example.org".into(),
+        });
+        let by_site = hold(HoldScope::Site {
+            site_key: 3,
+            from_date: Some("2024-08-01".into()),
+            to_date: Some("2024-08-31".into()),
+        });
+        let mut released = hold(HoldScope::Chat {
+            chat_uid: "c1".into(),
+        });
+        released.released_us = Some(5);
+        let holds = [by_email.clone(), by_site.clone(), released];
+        let covering = |site, started, emails: &[&str]| {
+            holds_covering("c1", site, started, emails, &holds)
+                .into_iter()
+                .map(|h| h.scope)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            covering(3, Some("2024-08-14T10:00:00Z"), &[" Ana@Example.org "]),
+            [by_email.scope.clone(), by_site.scope.clone()]
+        );
+        assert_eq!(covering(3, Some("2024-09-01T00:00:00Z"), &[]), []);
+        assert_eq!(
+            covering(4, Some("2024-08-14T10:00:00Z"), &["bo@example.org"]),
+            []
+        );
     }
 
     #[test]

@@ -151,7 +151,9 @@ pub fn transcript_html(bundle: &LegalBundle) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Chat transcripts</title>\n\
          <style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}\
          td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}\
-         .msg{white-space:pre-wrap}</style></head><body>\n",
+         .msg{white-space:pre-wrap}\
+         @media print{body{margin:0;max-width:none;font-size:11pt}h2:not(:first-of-type){break-before:page}tr{break-inside:avoid}}\
+         </style></head><body>\n",
     );
     let _ = writeln!(
         html,

@@ -19,8 +19,8 @@ pub use digest::{
     DigestSegment, SignedDigest, SigningKey, DIGEST_ALGORITHM,
 };
 pub use erase::{
-    execute_erasure, plan_erasure, plan_retention, resume_erasure, ErasurePlan, ErasureReceipt,
-    Person, Removal, Removed, RetentionAction, Stores,
+    execute_erasure, holds_covering, plan_erasure, plan_retention, resume_erasure, ErasurePlan,
+    ErasureReceipt, Person, Removal, Removed, RetentionAction, Stores,
 };
 pub use legal::{legal_export, transcript_html, ArchivedVersion, ChatBundle, LegalBundle};
 pub use verify::{verify_all, VerifyOutcome};

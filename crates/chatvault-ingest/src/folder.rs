@@ -299,6 +299,13 @@ impl FolderSource {
             .unwrap_or_default();
         tracing::warn!(file = %file, %reason, "folder file rejected");
         metrics::counter!("chatvault_folder_files_rejected_total").increment(1);
+        self.pipeline.activity().refused(crate::Refusal {
+            at_us: crate::now_us(),
+            source: Source::Folder.as_str(),
+            location: file.clone(),
+            chat_uid: None,
+            reason: reason.clone(),
+        });
         let report = ErrorReport {
             file,
             rejected_at: chrono::Utc::now().to_rfc3339(),

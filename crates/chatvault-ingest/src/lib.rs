@@ -10,6 +10,7 @@
 //! a document as accepted before its archive record is fsynced and its catalog row is
 //! committed.
 
+mod activity;
 mod cosmos;
 mod folder;
 mod import;
@@ -18,6 +19,7 @@ mod pipeline;
 mod replay;
 mod tally;
 
+pub use activity::{Activity, Refusal, SourceActivity};
 pub use cosmos::{BackfillSummary, CosmosConfig, CosmosSource, CA_FILE_ENV};
 pub use folder::{FolderConfig, FolderSource};
 pub use import::{collect_files, import_paths, ImportProgress, ImportSummary};

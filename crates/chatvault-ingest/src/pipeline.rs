@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use crate::activity::{Activity, Refusal};
 use crate::now_us;
 use crate::payload::Piece;
 
@@ -195,6 +196,7 @@ pub struct Pipeline {
     permits: Arc<Semaphore>,
     capacity_kib: u32,
     failure: Arc<Mutex<Option<String>>>,
+    activity: Activity,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -217,12 +219,14 @@ impl Pipeline {
             .max(1);
         let (tx, rx) = mpsc::channel(4096);
         let failure = Arc::new(Mutex::new(None));
+        let activity = Activity::default();
         Worker::start(
             archive,
             catalog,
             store,
             config.max_batch_documents.max(1),
             failure.clone(),
+            activity.clone(),
             rx,
         );
         Pipeline {
@@ -230,7 +234,13 @@ impl Pipeline {
             permits: Arc::new(Semaphore::new(capacity_kib as usize)),
             capacity_kib,
             failure,
+            activity,
         }
+    }
+
+    /// What each source delivered and had refused lately.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// Why the pipeline stopped accepting documents, if it did.
@@ -365,6 +375,7 @@ struct Worker {
     /// archive write started) while the indexer records the previous one.
     unindexed: Arc<Mutex<HashMap<String, (u64, Known)>>>,
     indexer: mpsc::Sender<ToIndex>,
+    activity: Activity,
 }
 
 /// What the pipeline believes about a chat while deciding a batch.
@@ -430,6 +441,7 @@ impl Worker {
         store: Store,
         max_batch: usize,
         failure: Arc<Mutex<Option<String>>>,
+        activity: Activity,
         rx: mpsc::Receiver<Message>,
     ) {
         let unindexed = Arc::new(Mutex::new(HashMap::new()));
@@ -449,6 +461,7 @@ impl Worker {
             failure,
             unindexed,
             indexer,
+            activity,
         };
         tokio::spawn(worker.run(rx));
     }
@@ -594,9 +607,19 @@ impl Worker {
 
         for (si, (source, items)) in submissions.into_iter().enumerate() {
             let mut answers = Vec::with_capacity(items.len());
+            self.activity.received(source, received_at_us);
             for item in items {
                 let bytes_len = item.bytes_len() as i64;
                 let (outcome, entry, flat) = decide(item, source, received_at_us, &mut known);
+                if let Some(rejection) = &outcome.error {
+                    self.activity.refused(Refusal {
+                        at_us: received_at_us,
+                        source: source.as_str(),
+                        location: outcome.location.clone(),
+                        chat_uid: outcome.chat_uid.clone(),
+                        reason: rejection.to_string(),
+                    });
+                }
                 let stat = stats.entry((source, outcome.status)).or_default();
                 stat.0 += 1;
                 stat.1 += bytes_len;

@@ -258,6 +258,11 @@ impl Engine {
         Engine { store, settings }
     }
 
+    /// The columnar store the feed reads (the console's summaries read it directly).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

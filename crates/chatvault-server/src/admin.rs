@@ -103,12 +103,12 @@ fn catalog_error(e: chatvault_catalog::CatalogError) -> ApiError {
 /// inclusive `from_date`/`to_date`, YYYY-MM-DD) or `email`, and a `reason`.
 #[derive(Debug, serde::Deserialize)]
 pub struct HoldRequest {
-    chat_uid: Option<String>,
-    site_key: Option<i64>,
-    from_date: Option<String>,
-    to_date: Option<String>,
-    email: Option<String>,
-    reason: String,
+    pub chat_uid: Option<String>,
+    pub site_key: Option<i64>,
+    pub from_date: Option<String>,
+    pub to_date: Option<String>,
+    pub email: Option<String>,
+    pub reason: String,
 }
 
 fn is_date(text: &str) -> bool {
@@ -164,22 +164,46 @@ pub async fn place_hold(
     Json(body): Json<HoldRequest>,
 ) -> Result<(StatusCode, Json<LegalHold>), ApiError> {
     let key = auth::require(&state, &headers, Scope::Admin).await?;
-    let (scope, reason) = body.scope()?;
+    let hold = place_hold_as(&state, &key, peer, body).await?;
+    Ok((StatusCode::CREATED, Json(hold)))
+}
+
+/// Places a hold for `key` (who must hold the admin scope) and audits it.
+pub async fn place_hold_as(
+    state: &AppState,
+    key: &Principal,
+    peer: SocketAddr,
+    request: HoldRequest,
+) -> Result<LegalHold, ApiError> {
+    require_admin(key)?;
+    let (scope, reason) = request.scope()?;
     let hold = state
         .catalog
         .place_hold(&scope, &reason, &key.actor)
         .await
         .map_err(catalog_error)?;
     record(
-        &state,
-        &key,
+        state,
+        key,
         peer,
         "hold.place",
         &hold.id,
         serde_json::json!({"scope": hold.scope, "reason": hold.reason}),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(hold)))
+    Ok(hold)
+}
+
+fn require_admin(key: &Principal) -> Result<(), ApiError> {
+    if key.allows(Scope::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("{} lacks the 'admin' scope", key.actor),
+        ))
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -226,24 +250,35 @@ pub async fn release_hold(
     Path(id): Path<String>,
 ) -> Result<Json<LegalHold>, ApiError> {
     let key = auth::require(&state, &headers, Scope::Admin).await?;
+    release_hold_as(&state, &key, peer, &id).await.map(Json)
+}
+
+/// Releases hold `id` for `key` (admin scope) and audits it.
+pub async fn release_hold_as(
+    state: &AppState,
+    key: &Principal,
+    peer: SocketAddr,
+    id: &str,
+) -> Result<LegalHold, ApiError> {
+    require_admin(key)?;
     let released = state
         .catalog
-        .release_hold(&id, &key.actor)
+        .release_hold(id, &key.actor)
         .await
         .map_err(catalog_error)?;
-    let hold = state.catalog.hold(&id).await.map_err(catalog_error)?;
+    let hold = state.catalog.hold(id).await.map_err(catalog_error)?;
     match hold {
         Some(hold) if released => {
             record(
-                &state,
-                &key,
+                state,
+                key,
                 peer,
                 "hold.release",
-                &id,
+                id,
                 serde_json::Value::Null,
             )
             .await?;
-            Ok(Json(hold))
+            Ok(hold)
         }
         Some(_) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -263,11 +298,11 @@ pub async fn release_hold(
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErasureRequest {
-    email: Option<String>,
-    chat_uid: Option<String>,
-    ip: Option<String>,
+    pub email: Option<String>,
+    pub chat_uid: Option<String>,
+    pub ip: Option<String>,
     #[serde(default)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
 impl ErasureRequest {
@@ -312,6 +347,17 @@ pub async fn erase(
     Json(body): Json<ErasureRequest>,
 ) -> Result<Json<Removed>, ApiError> {
     let key = auth::require(&state, &headers, Scope::Admin).await?;
+    erase_as(&state, &key, peer, &body).await.map(Json)
+}
+
+/// Plans (a dry run) or carries out an erasure for `key` (admin scope), audited.
+pub async fn erase_as(
+    state: &AppState,
+    key: &Principal,
+    peer: SocketAddr,
+    body: &ErasureRequest,
+) -> Result<Removed, ApiError> {
+    require_admin(key)?;
     let person = body.person()?;
     let Some(stores) = state.compliance.clone() else {
         return Err(ApiError::new(
@@ -334,8 +380,8 @@ pub async fn erase(
             .await
             .map_err(erasure_error)?;
         record(
-            &state,
-            &key,
+            state,
+            key,
             peer,
             "erasure.plan",
             "",
@@ -359,7 +405,7 @@ pub async fn erase(
             })?
             .map_err(erasure_error)?
     };
-    Ok(Json(removed))
+    Ok(removed)
 }
 
 fn erasure_error(e: chatvault_compliance::ComplianceError) -> ApiError {

@@ -28,7 +28,8 @@ pub struct Principal {
 }
 
 impl Principal {
-    fn from_key(key: &ApiKey) -> Principal {
+    /// The rights of a key the catalog confirmed (directly, or through a console session).
+    pub fn from_key(key: &ApiKey) -> Principal {
         Principal {
             actor: format!("key:{} ({})", key.id, key.name),
             scopes: key.scopes.clone(),
@@ -314,6 +315,12 @@ impl AuthThrottle {
 /// credential) into a header and out of the URL, so that no log, link or audit record
 /// carries it; refuses an address that failed to authenticate too often; and records
 /// and slows each failure.
+/// Marks a response that refused a credential sent some other way than the headers
+/// [`presented_credential`] reads (the console's sign-in form), so that the brake on
+/// guessing counts it too.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedSignIn;
+
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if let Some(param) = &state.config.api_key_param {
         take_query_key(&mut request, param);
@@ -331,7 +338,8 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     }
     let presented = presented_credential(request.headers()).is_some();
     let response = next.run(request).await;
-    if presented && response.status() == StatusCode::UNAUTHORIZED {
+    let refused = presented && response.status() == StatusCode::UNAUTHORIZED;
+    if refused || response.extensions().get::<FailedSignIn>().is_some() {
         metrics::counter!("chatvault_auth_failures_total").increment(1);
         if let Some(ip) = ip {
             let delay = state.throttle.failed(ip);

@@ -79,15 +79,19 @@ pub async fn export(
     headers: HeaderMap,
     Path(file): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Some(service) = state.odata.clone() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ExportUnavailable",
-            "exports are not enabled on this node",
-        ));
-    };
-    let (set_name, extension) = file.rsplit_once('.').unwrap_or((file.as_str(), ""));
-    let query = uri.query().unwrap_or("").to_owned();
+    let query = uri.query().unwrap_or("");
+    // An unknown set or format is named before the key is asked for.
+    file_format(&file, query)?;
+    let key = auth::require(&state, &headers, Scope::Read).await?;
+    export_as(&state, &key, peer, &file, query).await
+}
+
+/// The entity set and format a file name such as `Chats.csv` asks for.
+fn file_format(
+    file: &str,
+    query: &str,
+) -> Result<(&'static model::EntitySet, ExportFormat, &'static str), ApiError> {
+    let (set_name, extension) = file.rsplit_once('.').unwrap_or((file, ""));
     let bom = form_urlencoded::parse(query.as_bytes()).any(|(k, v)| k == "bom" && v == "true");
     let format = match extension {
         "csv" => ExportFormat::Csv { bom },
@@ -107,16 +111,35 @@ pub async fn export(
             format!("no entity set named '{set_name}'"),
         )
     })?;
-    let key = auth::require(&state, &headers, Scope::Read).await?;
-    let options = QueryOptions::parse(&query).map_err(query_error)?;
+    Ok((set, format, format.extension()))
+}
+
+/// Streams the export `file` (`Chats.csv`, …) with `query`'s OData options, as `key`
+/// may see it, and records it in the audit log. The console's exports come this way too.
+pub async fn export_as(
+    state: &AppState,
+    key: &auth::Principal,
+    peer: std::net::SocketAddr,
+    file: &str,
+    query: &str,
+) -> Result<Response, ApiError> {
+    let Some(service) = state.odata.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ExportUnavailable",
+            "exports are not enabled on this node",
+        ));
+    };
+    let (set, format, extension) = file_format(file, query)?;
+    let options = QueryOptions::parse(query).map_err(query_error)?;
     // Which options shaped the export, not their values: a filter may name a person.
     let shaped_by: Vec<String> = form_urlencoded::parse(query.as_bytes())
         .map(|(k, _)| k.into_owned())
         .filter(|k| k.starts_with('$'))
         .collect();
     crate::admin::record(
-        &state,
-        &key,
+        state,
+        key,
         peer,
         "export.run",
         set.name,

@@ -37,7 +37,7 @@ impl Health {
         }
     }
 
-    fn snapshot(&self) -> BTreeMap<String, SourceStatus> {
+    pub fn snapshot(&self) -> BTreeMap<String, SourceStatus> {
         self.sources.read().map(|m| m.clone()).unwrap_or_default()
     }
 }

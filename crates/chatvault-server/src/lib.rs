@@ -30,8 +30,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
-pub use auth::{Principal, ThrottleConfig};
+pub use admin::{
+    erase_as, place_hold_as, record as audit, release_hold_as, ErasureRequest, HoldRequest,
+};
+pub use auth::{FailedSignIn, Principal, ThrottleConfig};
 pub use error::ApiError;
+pub use export::export_as;
 pub use listen::{serve, Connection, Listening};
 pub use reports::ReportService;
 pub use tls::{Tls, TlsError, TlsFiles};
@@ -179,6 +183,12 @@ fn compression(
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP surface with `pages` (the console's) served beside the API, behind the same
+/// brake on guessing, compression and request metrics.
+pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     Router::new()
         .route("/api/v1/chats", post(ingest::post_chats))
         .route("/api/v1/chats/{chat_uid}", delete(ingest::delete_chat))
@@ -206,6 +216,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/reports/{id}/run", post(reports::run))
         .merge(openapi::routes())
+        .merge(pages)
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -5,7 +5,7 @@ use chatvault_catalog::Scope;
 use chatvault_ingest::{
     import_paths, FolderConfig, FolderSource, ImportProgress, Outcome, OutcomeKind,
 };
-use chatvault_server::{router, AppState, ServerConfig};
+use chatvault_server::{router_with, AppState, ServerConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -204,6 +204,7 @@ pub async fn serve(
         "  catalog:        {}",
         redact_url(&config.catalog_url())
     )?;
+    writeln!(out, "  console:        {base}/console/")?;
     writeln!(out, "  webhook:        POST {base}/api/v1/chats")?;
     writeln!(
         out,
@@ -251,9 +252,16 @@ pub async fn serve(
             .ok()
         })
         .flatten();
+    let console = chatvault_console::ConsoleConfig {
+        session_idle: Duration::from_secs(config.console.session_idle_mins.max(1) * 60),
+        session_absolute: Duration::from_secs(config.console.session_hours.max(1) * 3600),
+        retention: config.retention.describe(),
+        retention_every: (config.retention.run_every_secs > 0)
+            .then(|| Duration::from_secs(config.retention.run_every_secs)),
+    };
     chatvault_server::serve(
         listener,
-        router(state),
+        router_with(state, chatvault_console::routes(console)),
         chatvault_server::Listening { tls, hsts },
         shutdown_signal(),
     )

@@ -35,6 +35,7 @@ pub struct Config {
     pub cosmos: CosmosSection,
     pub retention: RetentionSection,
     pub reports: ReportsSection,
+    pub console: ConsoleSection,
 }
 
 /// How `serve` meets the network: TLS, and who may read the metrics.
@@ -179,6 +180,39 @@ impl RetentionSection {
         self.default_days.is_some() || !self.sites.is_empty()
     }
 
+    /// The policy in words, for the console (None without a policy).
+    pub fn describe(&self) -> Option<String> {
+        if !self.has_policy() {
+            return None;
+        }
+        let action = |a: RetentionActionKind| match a {
+            RetentionActionKind::Delete => "deleted",
+            RetentionActionKind::Anonymise => "anonymised",
+        };
+        let action_of = |site: &str| {
+            action(
+                self.site_actions
+                    .get(site)
+                    .and_then(|s| s.action)
+                    .unwrap_or(self.action),
+            )
+        };
+        let mut parts = Vec::new();
+        if let Some(days) = self.default_days {
+            parts.push(format!(
+                "chats are {} after {days} days",
+                action(self.action)
+            ));
+        }
+        for (site, days) in &self.sites {
+            parts.push(format!(
+                "site {site}: {} after {days} days",
+                action_of(site)
+            ));
+        }
+        Some(parts.join("; "))
+    }
+
     /// Days `site_key`'s chats are kept, if a policy applies to it.
     pub fn days(&self, site_key: i64) -> Option<u32> {
         self.sites
@@ -215,6 +249,25 @@ impl Default for ReportsSection {
     fn default() -> Self {
         ReportsSection {
             time_limit_secs: 60,
+        }
+    }
+}
+
+/// The console's sign-in sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// A session ends after this many minutes without a request.
+    pub session_idle_mins: u64,
+    /// And after this many hours in any case.
+    pub session_hours: u64,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        ConsoleSection {
+            session_idle_mins: 30,
+            session_hours: 12,
         }
     }
 }
@@ -339,6 +392,7 @@ impl Default for Config {
             folder: FolderSection::default(),
             cosmos: CosmosSection::default(),
             retention: RetentionSection::default(),
+            console: ConsoleSection::default(),
             reports: ReportsSection::default(),
         }
     }
@@ -455,6 +509,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "CHATVAULT_RETENTION_RUN_EVERY_SECS",
         "retention.run_every_secs",
     ),
+    (
+        "CHATVAULT_CONSOLE_SESSION_IDLE_MINS",
+        "console.session_idle_mins",
+    ),
+    ("CHATVAULT_CONSOLE_SESSION_HOURS", "console.session_hours"),
 ];
 
 impl Config {
@@ -567,6 +626,8 @@ impl Config {
             "cosmos.reconcile_secs" => self.cosmos.reconcile_secs = Some(num(value)?),
             "cosmos.poll_secs" => self.cosmos.poll_secs = Some(num(value)?),
             "reports.time_limit_secs" => self.reports.time_limit_secs = num(value)?,
+            "console.session_idle_mins" => self.console.session_idle_mins = num(value)?,
+            "console.session_hours" => self.console.session_hours = num(value)?,
             "retention.run_every_secs" => self.retention.run_every_secs = num(value)?,
             other => bail!("unknown setting {other}"),
         }
