@@ -89,3 +89,18 @@ bench_store() {
     fi
     echo "$dir"
 }
+
+# start_service DIR NAME: `serve`s DIR on a free loopback port in the background (log in
+# $WORK/NAME-serve.out) and waits until it answers; sets PORT and SERVER (its pid), and
+# stops it when the script exits.
+start_service() {
+    log "starting the service"
+    PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    CHATVAULT_LOG=warn "$CV" serve --data-dir "$1" --listen "127.0.0.1:$PORT" >"$WORK/$2-serve.out" 2>&1 &
+    SERVER=$!
+    trap 'kill $SERVER 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do
+        curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+}

@@ -21,15 +21,7 @@ source "$ROOT/benches/common.sh"
 DIR=$(bench_store)
 KEY=$("$CV" keys create --data-dir "$DIR" --name console-bench --scope admin | tail -1)
 
-log "starting the service"
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-CHATVAULT_LOG=warn "$CV" serve --data-dir "$DIR" --listen "127.0.0.1:$PORT" >"$WORK/console-serve.out" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    sleep 0.2
-done
+start_service "$DIR" console
 
 log "measuring (load $(load1))"
 "$PY" "$ROOT/benches/console_bench.py" "http://127.0.0.1:$PORT" "$KEY" "$DIR/store" "$(bench_ndjson)" \

@@ -19,15 +19,7 @@ source "$ROOT/benches/common.sh"
 DIR=$(bench_store)
 KEY=$("$CV" keys create --data-dir "$DIR" --name bench --scope read | tail -1)
 
-log "starting the service"
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-CHATVAULT_LOG=warn "$CV" serve --data-dir "$DIR" --listen "127.0.0.1:$PORT" >"$WORK/odata-serve.out" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    sleep 0.2
-done
+start_service "$DIR" odata
 
 log "measuring (load $(load1))"
 RESULT=$WORK/odata-results.json

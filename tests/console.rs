@@ -17,7 +17,10 @@ const PHRASE: &str = "parcel QX-4471 never arrived";
 
 /// Two chats of one visitor (one to be held, one to be erased) among others.
 fn documents() -> (Vec<Value>, Value, Value) {
-    let gen = chatvault_gen::Generator::new(35);
+    // Chats of the last seven days, so the home page has something to show.
+    let mut gen = chatvault_gen::Generator::new(35);
+    gen.start = first_day();
+    gen.days = 7;
     let mut docs: Vec<Value> = (0..40).map(|i| gen.chat(i)).collect();
     let visitor = |i: u64| {
         let mut doc = gen.chat(i);
@@ -35,6 +38,10 @@ fn documents() -> (Vec<Value>, Value, Value) {
     docs.push(held.clone());
     docs.push(erased.clone());
     (docs, held, erased)
+}
+
+fn first_day() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive() - chrono::Days::new(6)
 }
 
 fn uid(doc: &Value) -> String {
@@ -164,6 +171,11 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
 
     browser.go(&server.url("/console/")).await;
     assert_eq!(browser.title().await, "Home · Chatvault");
+    let week: Vec<String> = browser.texts("table.figures tbody tr").await;
+    assert!(
+        week[1].starts_with("Last 7 days 42 "),
+        "every chat sent is this week's: {week:?}"
+    );
     pages.check(&browser, "home").await;
 
     // Find the visitor by email, and by a phrase from one of the lines.
@@ -172,6 +184,15 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
         .await;
     assert_eq!(browser.texts("#total").await, ["2"]);
     pages.check(&browser, "search").await;
+    // Newest first; the Started heading turns the order round.
+    let newest_first = browser.texts("table.results tbody td:first-child").await;
+    browser.submit("th[aria-sort='descending'] a").await;
+    let oldest_first = browser.texts("table.results tbody td:first-child").await;
+    assert_eq!(newest_first.len(), 2);
+    assert_eq!(
+        oldest_first,
+        newest_first.into_iter().rev().collect::<Vec<_>>()
+    );
     browser
         .go(&server.url(&format!(
             "/console/search?q=%22{}%22",
@@ -198,7 +219,11 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
 
     // A report: one chart mark per result row.
     browser
-        .go(&server.url("/console/reports/chats-by-hour?site=1&from=2024-01-01&to=2024-12-31"))
+        .go(&server.url(&format!(
+            "/console/reports/chats-by-hour?site=1&from={}&to={}",
+            first_day(),
+            chrono::Utc::now().date_naive() + chrono::Days::new(1)
+        )))
         .await;
     let rows = browser.find_all("table.results tbody tr").await.len();
     assert!(rows > 1, "the report found rows");

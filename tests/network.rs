@@ -83,6 +83,8 @@ fn https(ca: &Authority, identity: Option<(&str, &str)>, http1_only: bool) -> re
     let mut builder = reqwest13::Client::builder()
         .tls_certs_only([reqwest13::Certificate::from_pem(ca.pem.as_bytes()).expect("CA")])
         .tls_info(true)
+        // Redirects are checked, not followed (the console's sign-in answers with one).
+        .redirect(reqwest13::redirect::Policy::none())
         .timeout(Duration::from_secs(60));
     if let Some((cert, key)) = identity {
         builder = builder.identity(
@@ -153,6 +155,46 @@ async fn tls_with_http2_hsts_renewal_and_client_certificates() {
         assert_eq!(peer_certificate(&response), first_der);
         let body: Value = response.json().await.expect("service document");
         assert!(body["value"].as_array().is_some_and(|v| !v.is_empty()));
+    }
+
+    // Over TLS the console's session cookie is Secure, with the __Host- prefix.
+    let http = https(&ca, None, false);
+    let form = http
+        .get(server.url("/console/"))
+        .send()
+        .await
+        .expect("form");
+    let form_cookie = form.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(form_cookie.contains("; Secure"), "{form_cookie}");
+    let page = form.text().await.expect("page");
+    let token = page
+        .split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("sign-in token");
+    let signed = http
+        .post(server.url("/console/sign-in"))
+        .header("cookie", form_cookie.split(';').next().unwrap_or_default())
+        .header("content-type", "application/x-www-form-urlencoded")
+        // Key and token are hex: nothing in them needs escaping.
+        .body(format!("key={admin}&token={token}&next=%2Fconsole%2F"))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed.status(), 303);
+    let session = signed
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("__Host-chatvault="))
+        .expect("the __Host- session cookie")
+        .to_owned();
+    for flag in ["; Secure", "; HttpOnly", "; SameSite=Strict", "; Path=/"] {
+        assert!(session.contains(flag), "{session}");
     }
 
     // Plain HTTP on the TLS port is told to use HTTPS, in plain HTTP.

@@ -5,15 +5,15 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
-use chatvault_catalog::{LegalHold, Scope};
+use chatvault_catalog::LegalHold;
 use chatvault_compliance::{ChatBundle, Person};
 use chatvault_server::{AppState, ErasureRequest, HoldRequest};
 use serde_json::Value;
 
 use crate::error::ConsoleError;
 use crate::feed;
-use crate::session::{form, Signed};
-use crate::view::{render, site_time, utc, Nav};
+use crate::session::Signed;
+use crate::view::{attachment, render, site_time, utc, Nav};
 
 /// Header fields shown, in this order, with their labels.
 const HEADER_FIELDS: [(&str, &str); 16] = [
@@ -129,6 +129,16 @@ async fn archived(state: &AppState, uid: &str) -> Result<Option<ChatBundle>, Con
     .await
     .map_err(|e| ConsoleError::Unavailable(e.to_string()))?;
     Ok(bundle.chats.into_iter().next())
+}
+
+/// The archived versions of a chat the key may see (404 otherwise, or without any).
+async fn archived_visible(
+    state: &AppState,
+    signed: &Signed,
+    uid: &str,
+) -> Result<ChatBundle, ConsoleError> {
+    current(state, signed, uid).await?;
+    archived(state, uid).await?.ok_or(ConsoleError::NotFound)
 }
 
 fn versions_of(bundle: &ChatBundle) -> Vec<Version> {
@@ -309,10 +319,7 @@ pub async fn transcript(
     signed: Signed,
     Path(uid): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    current(&state, &signed, &uid).await?;
-    let bundle = archived(&state, &uid)
-        .await?
-        .ok_or(ConsoleError::NotFound)?;
+    let bundle = archived_visible(&state, &signed, &uid).await?;
     chatvault_server::audit(
         &state,
         &signed.principal,
@@ -337,13 +344,7 @@ pub async fn transcript(
             "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
         ),
     );
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"chat-{}.html\"",
-        uid.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
-    )) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    Ok(attachment(response, &format!("chat-{uid}.html")))
 }
 
 /// `GET …/document.json`: the newest archived document, as the chat server sent it.
@@ -352,10 +353,7 @@ pub async fn document(
     signed: Signed,
     Path(uid): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    current(&state, &signed, &uid).await?;
-    let bundle = archived(&state, &uid)
-        .await?
-        .ok_or(ConsoleError::NotFound)?;
+    let bundle = archived_visible(&state, &signed, &uid).await?;
     let newest = bundle
         .versions
         .iter()
@@ -379,13 +377,7 @@ pub async fn document(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"chat-{}.json\"",
-        uid.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
-    )) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    Ok(attachment(response, &format!("chat-{uid}.json")))
 }
 
 /// `POST …/hold` (admin) with `reason`.
@@ -395,9 +387,7 @@ pub async fn hold(
     Path(uid): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
-    let form = form(&body);
-    signed.check_csrf(&form)?;
-    signed.require(Scope::Admin)?;
+    let form = signed.admin_form(&body)?;
     current(&state, &signed, &uid).await?;
     let request = HoldRequest {
         chat_uid: Some(uid.clone()),
@@ -418,9 +408,7 @@ pub async fn erase(
     Path(uid): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
-    let form = form(&body);
-    signed.check_csrf(&form)?;
-    signed.require(Scope::Admin)?;
+    let form = signed.admin_form(&body)?;
     current(&state, &signed, &uid).await?;
     if form.get("confirm").map(|c| c.trim()) != Some(uid.as_str()) {
         return Err(ConsoleError::Invalid(

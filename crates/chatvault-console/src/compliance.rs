@@ -12,7 +12,7 @@ use chatvault_compliance::Removed;
 use chatvault_server::{AppState, ErasureRequest, HoldRequest};
 
 use crate::error::ConsoleError;
-use crate::session::{form, Form, Signed};
+use crate::session::{Form, Signed};
 use crate::view::{render, utc, Nav};
 use crate::ConsoleConfig;
 
@@ -101,6 +101,7 @@ struct CompliancePage {
     holds: Vec<HoldLine>,
     retention: String,
     retention_last: String,
+    verify_last: String,
     digest_last: String,
     audit: Vec<AuditLine>,
     audit_action: String,
@@ -195,6 +196,10 @@ pub async fn page(
         retention_last: retention_run
             .map(|r| format!("{} by {}", utc(r.at_us), r.actor))
             .unwrap_or_else(|| "never".into()),
+        verify_last: last_of(&state, "archive.verify")
+            .await?
+            .map(|r| format!("{} by {}: {}", utc(r.at_us), r.actor, r.detail))
+            .unwrap_or_else(|| "never".into()),
         digest_last: last_of(&state, "digest.export")
             .await?
             .map(|r| format!("{} ({})", utc(r.at_us), r.detail))
@@ -219,9 +224,7 @@ pub async fn place_hold(
     signed: Signed,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
-    let form = form(&body);
-    signed.check_csrf(&form)?;
-    signed.require(Scope::Admin)?;
+    let form = signed.admin_form(&body)?;
     let site_key = field(&form, "site")
         .map(|s| s.parse::<i64>())
         .transpose()
@@ -245,8 +248,7 @@ pub async fn release_hold(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
-    signed.check_csrf(&form(&body))?;
-    signed.require(Scope::Admin)?;
+    signed.admin_form(&body)?;
     chatvault_server::release_hold_as(&state, &signed.principal, signed.peer, &id).await?;
     Ok(Redirect::to("/console/compliance").into_response())
 }
@@ -290,9 +292,7 @@ pub async fn erase(
     signed: Signed,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
-    let form = form(&body);
-    signed.check_csrf(&form)?;
-    signed.require(Scope::Admin)?;
+    let form = signed.admin_form(&body)?;
     let selector = field(&form, "selector").unwrap_or_default();
     let value = field(&form, "value").unwrap_or_default();
     let confirmed = field(&form, "confirm");

@@ -9,7 +9,7 @@ use chatvault_server::AppState;
 use std::str::FromStr;
 
 use crate::error::ConsoleError;
-use crate::session::{form, Signed};
+use crate::session::Signed;
 use crate::view::{render, utc, Nav};
 
 #[derive(Template)]
@@ -83,9 +83,9 @@ pub async fn create(
     signed: Signed,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
+    signed.admin_form(&body)?;
+    // Read again as pairs: `scope` comes once for each box ticked.
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    signed.check_csrf(&form(&body))?;
-    signed.require(Scope::Admin)?;
     let value = |name: &str| {
         pairs
             .iter()
@@ -140,8 +140,7 @@ pub async fn revoke(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ConsoleError> {
-    signed.check_csrf(&form(&body))?;
-    signed.require(Scope::Admin)?;
+    signed.admin_form(&body)?;
     let revoked = state
         .catalog
         .revoke_key(&id, chatvault_catalog::now_us())

@@ -28,6 +28,10 @@ fn service(state: &AppState) -> Result<&Arc<ReportService>, ConsoleError> {
         .ok_or_else(|| ConsoleError::Unavailable("reports are not enabled on this node".into()))
 }
 
+async fn definition(state: &AppState, id: &str) -> Result<ReportDefinition, ConsoleError> {
+    service(state)?.library.get(id).await.map_err(reports_error)
+}
+
 fn reports_error(e: chatvault_reports::ReportsError) -> ConsoleError {
     match e {
         chatvault_reports::ReportsError::NotFound(_) => ConsoleError::NotFound,
@@ -181,11 +185,7 @@ pub async fn page(
     Path(id): Path<String>,
     Query(query): Query<RunQuery>,
 ) -> Result<Response, ConsoleError> {
-    let report = service(&state)?
-        .library
-        .get(&id)
-        .await
-        .map_err(reports_error)?;
+    let report = definition(&state, &id).await?;
     let mut page = ReportPage {
         nav: signed.nav("reports"),
         periods: crate::search::period_choices(&query.period),
@@ -293,32 +293,18 @@ pub async fn csv(
     Path(id): Path<String>,
     Query(query): Query<RunQuery>,
 ) -> Result<Response, ConsoleError> {
-    let report = service(&state)?
-        .library
-        .get(&id)
-        .await
-        .map_err(reports_error)?;
+    let report = definition(&state, &id).await?;
     let request = query.request()?.ok_or_else(|| {
         ConsoleError::Invalid("site: choose the site to run the report for".into())
     })?;
     let result = run(&state, &signed, &report, &query, &request).await?;
     let csv = result.to_csv().map_err(reports_error)?;
     let mut response = csv.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/csv; charset=utf-8"),
     );
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}.csv\"",
-        id.replace(
-            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
-            "_"
-        )
-    )) {
-        headers.insert(header::CONTENT_DISPOSITION, value);
-    }
-    Ok(response)
+    Ok(crate::view::attachment(response, &format!("{id}.csv")))
 }
 
 fn series(name: &str, values: &[f64]) -> Series {

@@ -39,10 +39,39 @@ pub struct SearchQuery {
     pub missed: String,
     pub rating: String,
     pub tag: String,
-    /// `oldest` first, or newest first.
+    /// The column the results are sorted by (see [`SORTS`]); `Started` when empty.
+    pub sort: String,
+    /// `asc`, or descending.
     pub order: String,
-    /// The keyset of the last row of the previous page: `Started|ChatUID`.
+    /// The keyset of the last row of the previous page: its sort value, `|`, its ChatUID.
     pub after: String,
+}
+
+/// How a sort column's value is written in an OData expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Time,
+    Int,
+    Text,
+    Bool,
+}
+
+/// The columns results can be sorted by: the page's parameter, the feed's column, its
+/// kind. Every one is non-null but `Started`, so a keyset comparison never meets a null
+/// except there.
+const SORTS: [(&str, &str, Kind); 8] = [
+    ("started", "Started", Kind::Time),
+    ("site", "SiteKey", Kind::Int),
+    ("name", "Name", Kind::Text),
+    ("email", "Email", Kind::Text),
+    ("operators", "TakenByUsers", Kind::Text),
+    ("dept", "TakenByDept", Kind::Text),
+    ("missed", "Missed", Kind::Bool),
+    ("rating", "Rating", Kind::Int),
+];
+
+fn position() -> ConsoleError {
+    bad("after", "not a position in the results")
 }
 
 /// The report presets a period may name, by the chat server's date selector numbers.
@@ -77,8 +106,21 @@ fn date(field: &str, text: &str) -> Result<Option<NaiveDate>, ConsoleError> {
 }
 
 impl SearchQuery {
-    fn newest_first(&self) -> bool {
-        self.order != "oldest"
+    fn descending(&self) -> bool {
+        self.order != "asc"
+    }
+
+    fn sort(&self) -> Result<(&'static str, &'static str, Kind), ConsoleError> {
+        let wanted = if self.sort.is_empty() {
+            "started"
+        } else {
+            self.sort.as_str()
+        };
+        SORTS
+            .iter()
+            .find(|(param, _, _)| *param == wanted)
+            .copied()
+            .ok_or_else(|| bad("sort", "not a column the results can be sorted by"))
     }
 
     /// The inclusive period asked for, if any.
@@ -156,23 +198,51 @@ impl SearchQuery {
         if self.after.is_empty() {
             return Ok(None);
         }
-        let (started, uid) = self
-            .after
-            .split_once('|')
-            .ok_or_else(|| bad("after", "not a position in the results"))?;
-        let op = if self.newest_first() { "lt" } else { "gt" };
+        let (_, column, kind) = self.sort()?;
+        let (value, uid) = self.after.rsplit_once('|').ok_or_else(position)?;
+        let op = if self.descending() { "lt" } else { "gt" };
         let uid = literal(uid);
-        Ok(Some(if started.is_empty() {
-            format!("(Started eq null and ChatUID {op} {uid})")
-        } else {
-            if !started
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b"-:TZ.".contains(&b))
-            {
-                return Err(bad("after", "not a position in the results"));
+        let value = match kind {
+            Kind::Time if value.is_empty() => {
+                return Ok(Some(format!("({column} eq null and ChatUID {op} {uid})")));
             }
-            format!("(Started {op} {started} or (Started eq {started} and ChatUID {op} {uid}))")
-        }))
+            Kind::Time => {
+                if !value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b"-:TZ.".contains(&b))
+                {
+                    return Err(position());
+                }
+                value.to_owned()
+            }
+            Kind::Int => value.parse::<i64>().map_err(|_| position())?.to_string(),
+            Kind::Bool => value.parse::<bool>().map_err(|_| position())?.to_string(),
+            Kind::Text => literal(value),
+        };
+        Ok(Some(format!(
+            "({column} {op} {value} or ({column} eq {value} and ChatUID {op} {uid}))"
+        )))
+    }
+
+    /// The keyset position of a result row (what `after` takes).
+    fn position_of(&self, row: &Value) -> String {
+        let column = self.sort().map_or("Started", |(_, column, _)| column);
+        format!("{}|{}", feed::text(row, column), feed::text(row, "ChatUID"))
+    }
+
+    /// The address that sorts by `sort`: the other way round when already sorted by it.
+    fn sort_link(&self, sort: &str) -> String {
+        let current = self.sort().map_or("started", |(param, _, _)| param);
+        let mut next = self.clone();
+        next.after.clear();
+        next.sort = sort.to_owned();
+        next.order = if current == sort && self.descending() {
+            "asc"
+        } else {
+            ""
+        }
+        .to_owned();
+        format!("/console/search?{}", query_string(&next))
     }
 
     /// The OData query options this search is.
@@ -192,10 +262,11 @@ impl SearchQuery {
         if !self.q.trim().is_empty() {
             options.push(("$search", self.q.trim().to_owned()));
         }
-        let direction = if self.newest_first() { "desc" } else { "asc" };
+        let direction = if self.descending() { "desc" } else { "asc" };
+        let (_, column, _) = self.sort()?;
         options.push((
             "$orderby",
-            format!("Started {direction},ChatUID {direction}"),
+            format!("{column} {direction},ChatUID {direction}"),
         ));
         if let Some(rows) = page {
             options.push(("$select", COLUMNS.to_owned()));
@@ -207,15 +278,11 @@ impl SearchQuery {
         Ok(options)
     }
 
-    /// This search's address with other values for some fields.
-    pub fn link(&self, after: &str, order: Option<&str>) -> String {
+    /// This search's address, from the row after `after`.
+    pub fn link(&self, after: &str) -> String {
         let mut next = self.clone();
         next.after = after.to_owned();
-        if let Some(order) = order {
-            next.order = order.to_owned();
-        }
-        let query = query_string(&next);
-        format!("/console/search?{query}")
+        format!("/console/search?{}", query_string(&next))
     }
 
     /// The address of this search's CSV export.
@@ -226,8 +293,11 @@ impl SearchQuery {
     }
 
     fn is_empty(&self) -> bool {
-        let mut blank = SearchQuery::default();
-        blank.order.clone_from(&self.order);
+        let blank = SearchQuery {
+            sort: self.sort.clone(),
+            order: self.order.clone(),
+            ..SearchQuery::default()
+        };
         query_string(self) == query_string(&blank)
     }
 }
@@ -241,6 +311,41 @@ fn query_string(query: &SearchQuery) -> String {
         let v = v.as_str().filter(|v| !v.is_empty())?;
         Some((k.as_str(), v.to_owned()))
     }))
+}
+
+pub struct Heading {
+    pub label: &'static str,
+    pub href: Option<String>,
+    pub aria_sort: &'static str,
+}
+
+/// The result table's columns: label and sort parameter (None: not sortable).
+const HEADINGS: [(&str, Option<&str>); 9] = [
+    ("Started", Some("started")),
+    ("Site", Some("site")),
+    ("Visitor", Some("name")),
+    ("Email", Some("email")),
+    ("Operators", Some("operators")),
+    ("Department", Some("dept")),
+    ("Outcome", Some("missed")),
+    ("Rating", Some("rating")),
+    ("Tags", None),
+];
+
+fn headings(query: &SearchQuery) -> Vec<Heading> {
+    let current = query.sort().map_or("started", |(param, _, _)| param);
+    HEADINGS
+        .iter()
+        .map(|(label, sort)| Heading {
+            label,
+            href: sort.map(|s| query.sort_link(s)),
+            aria_sort: match sort {
+                Some(s) if *s == current && query.descending() => "descending",
+                Some(s) if *s == current => "ascending",
+                _ => "none",
+            },
+        })
+        .collect()
 }
 
 pub struct ResultRow {
@@ -269,7 +374,9 @@ struct SearchPage {
     rows: Vec<ResultRow>,
     next: Option<String>,
     first: Option<String>,
-    order_link: String,
+    /// Each column's header: its label, the address that sorts by it, and how the
+    /// results are sorted by it now (`aria-sort`).
+    headings: Vec<Heading>,
     csv: String,
     error: Option<String>,
 }
@@ -300,14 +407,7 @@ pub async fn page(
         rows: Vec::new(),
         next: None,
         first: None,
-        order_link: query.link(
-            "",
-            Some(if query.newest_first() {
-                "oldest"
-            } else {
-                "newest"
-            }),
-        ),
+        headings: headings(&query),
         csv: query.csv_link(),
         error: None,
         query,
@@ -317,12 +417,10 @@ pub async fn page(
             Ok((total, rows, more)) => {
                 page.total = total;
                 if more {
-                    page.next = rows.last().map(|r: &(String, ResultRow)| {
-                        page.query.link(&format!("{}|{}", r.0, r.1.chat_uid), None)
-                    });
+                    page.next = rows.last().map(|(after, _)| page.query.link(after));
                 }
                 if !page.query.after.is_empty() {
-                    page.first = Some(page.query.link("", None));
+                    page.first = Some(page.query.link(""));
                 }
                 page.rows = rows.into_iter().map(|(_, r)| r).collect();
             }
@@ -333,8 +431,7 @@ pub async fn page(
     Ok(render(&page))
 }
 
-/// One page of results, each with its raw `Started` (for the keyset), and whether more
-/// follow.
+/// One page of results, each with its keyset position, and whether more follow.
 async fn run(
     state: &AppState,
     signed: &Signed,
@@ -352,7 +449,7 @@ async fn run(
             let chat_uid = feed::text(row, "ChatUID");
             let started = feed::text(row, "Started");
             (
-                started.clone(),
+                query.position_of(row),
                 ResultRow {
                     href: format!(
                         "/console/chats/{}",
@@ -455,6 +552,44 @@ mod tests {
     }
 
     #[test]
+    fn results_sort_by_any_shown_column_and_page_after_its_value() {
+        let query = SearchQuery {
+            sort: "name".into(),
+            order: "asc".into(),
+            after: "O'Brien|x|c-9".into(),
+            ..SearchQuery::default()
+        };
+        let options = query.options(today(), Some(50)).expect("options");
+        assert_eq!(
+            options[0].1,
+            "(Name gt 'O''Brien|x' or (Name eq 'O''Brien|x' and ChatUID gt 'c-9'))"
+        );
+        assert!(options.contains(&("$orderby", "Name asc,ChatUID asc".to_owned())));
+        // Sorting again by the same column turns the order round; another column starts
+        // descending, from the first page.
+        assert!(
+            query.sort_link("name").contains("sort=name")
+                && !query.sort_link("name").contains("order")
+        );
+        assert!(
+            query.sort_link("rating").ends_with("sort=rating"),
+            "{}",
+            query.sort_link("rating")
+        );
+        let bad = SearchQuery {
+            sort: "rating".into(),
+            after: "five|c-1".into(),
+            ..SearchQuery::default()
+        };
+        assert!(bad.options(today(), Some(50)).is_err());
+        let unknown = SearchQuery {
+            sort: "Summary".into(),
+            ..SearchQuery::default()
+        };
+        assert!(unknown.options(today(), Some(50)).is_err());
+    }
+
+    #[test]
     fn links_keep_the_search_and_drop_empty_fields() {
         let query = SearchQuery {
             q: "refund please".into(),
@@ -462,7 +597,7 @@ mod tests {
             ..SearchQuery::default()
         };
         assert_eq!(
-            query.link("x|y", None),
+            query.link("x|y"),
             "/console/search?after=x%7Cy&q=refund+please&site=3"
         );
         assert_eq!(

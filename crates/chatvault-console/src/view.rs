@@ -71,6 +71,29 @@ pub fn render<T: Template>(page: &T) -> Response {
     }
 }
 
+/// Makes `response` a download saved as `name` (anything but letters, digits, `-`, `_`
+/// and `.` becomes `_`, so the header is always valid).
+pub fn attachment(mut response: Response, name: &str) -> Response {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Ok(value) =
+        axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{safe}\""))
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
 /// Microseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.
 pub fn utc(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)

@@ -523,6 +523,19 @@ pub async fn verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
             .await?;
     let (report, problems) = (&outcome.archive, &outcome.problems);
     let (live, deleted) = (outcome.chats, outcome.deleted_chats);
+    // Recorded, so the console (and an auditor) can tell when the archive was last checked
+    // and what was found.
+    runtime
+        .catalog
+        .append_audit(&crate::compliance::cli_event(
+            "archive.verify",
+            "",
+            serde_json::json!({
+                "ok": problems.is_empty(), "segments": report.segments.len(),
+                "records": report.records, "problems": problems.len(),
+            }),
+        ))
+        .await?;
     if json {
         println!(
             "{}",

@@ -899,6 +899,8 @@ mod tests {
             let sample = if key.contains("bytes")
                 || key.contains("size")
                 || key.ends_with("secs")
+                || key.ends_with("mins")
+                || key.ends_with("hours")
                 || key.ends_with("chats")
                 || key.ends_with("mib")
                 || key.ends_with("workers")
