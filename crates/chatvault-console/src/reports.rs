@@ -167,15 +167,45 @@ async fn run(
         .map_err(reports_error)
 }
 
-fn cell(value: &Value, format: &str) -> String {
-    match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Number(n) if format.contains("0.0") => n
+/// A value as the report shows it; `format` (the definition's `FormatString`, for the
+/// column it charts) applies to numbers.
+fn cell(value: &Value, format: Option<&str>) -> String {
+    match (value, format) {
+        (Value::Null, _) => String::new(),
+        (Value::String(s), _) => s.clone(),
+        (Value::Number(n), Some(format)) if !format.is_empty() => n
             .as_f64()
-            .map_or_else(|| n.to_string(), |x| format!("{x:.1}")),
-        other => other.to_string(),
+            .map_or_else(|| n.to_string(), |x| formatted(x, format)),
+        (other, _) => other.to_string(),
     }
+}
+
+/// `x` in a .NET-style numeric format as the chat server's definitions write them:
+/// `#,##0` (grouped, no decimals), `0.0` (one decimal), `0.0 s` (and a suffix).
+fn formatted(x: f64, format: &str) -> String {
+    let pattern_len = format
+        .find(|c: char| !"#,0.".contains(c))
+        .unwrap_or(format.len());
+    let (pattern, suffix) = format.split_at(pattern_len);
+    let decimals = pattern
+        .split_once('.')
+        .map_or(0, |(_, d)| d.chars().filter(|c| *c == '0').count());
+    let text = format!("{:.*}", decimals, x.abs());
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let mut grouped = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if pattern.contains(',') && i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    let sign = if x < 0.0 && text.chars().any(|c| c.is_ascii_digit() && c != '0') {
+        "-"
+    } else {
+        ""
+    };
+    let point = if fraction.is_empty() { "" } else { "." };
+    format!("{sign}{grouped}{point}{fraction}{suffix}")
 }
 
 /// `GET /console/reports/{id}`; with `site` (and a period or dates) it runs at once.
@@ -230,11 +260,22 @@ fn ran(report: &ReportDefinition, result: &ReportResult, id: &str, query: &RunQu
                 .collect()
         })
         .unwrap_or_default();
+    let index = |name: &str| columns.iter().position(|c| c.eq_ignore_ascii_case(name));
+    // The format is the charted measure's (a single value's: the first column's).
+    let formatted_column = index(&report.chart_field).or((report.r#type == 1).then_some(0));
     let rows: Vec<Vec<String>> = data
         .iter()
-        .map(|r| r.iter().map(|v| cell(v, &report.format_string)).collect())
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let format =
+                        (Some(i) == formatted_column).then_some(report.format_string.as_str());
+                    cell(v, format)
+                })
+                .collect()
+        })
         .collect();
-    let index = |name: &str| columns.iter().position(|c| c.eq_ignore_ascii_case(name));
     let values: Option<Vec<f64>> = index(&report.chart_field).map(|i| {
         data.iter()
             .map(|r| r.get(i).and_then(Value::as_f64).unwrap_or(0.0))
@@ -243,7 +284,15 @@ fn ran(report: &ReportDefinition, result: &ReportResult, id: &str, query: &RunQu
     let labels: Vec<String> = match index(&report.chart_label) {
         Some(i) => rows
             .iter()
-            .map(|r| r.get(i).cloned().unwrap_or_default())
+            .map(|r| {
+                let label = r.get(i).cloned().unwrap_or_default();
+                if report.chart_label_is_date {
+                    // A date label drops the time of day it may carry.
+                    label.split('T').next().unwrap_or_default().to_owned()
+                } else {
+                    label
+                }
+            })
             .collect(),
         None => (1..=rows.len()).map(|n| n.to_string()).collect(),
     };
@@ -355,6 +404,17 @@ fn pie_chart(labels: &[String], values: &[f64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_follow_the_definitions_format() {
+        assert_eq!(formatted(1234567.0, "#,##0"), "1,234,567");
+        assert_eq!(formatted(999.0, "#,##0"), "999");
+        assert_eq!(formatted(-1234.4, "#,##0"), "-1,234");
+        assert_eq!(formatted(42.26, "0.0 s"), "42.3 s");
+        assert_eq!(formatted(-0.01, "0.0"), "0.0");
+        assert_eq!(cell(&serde_json::json!(7), None), "7");
+        assert_eq!(cell(&serde_json::json!(1500), Some("#,##0")), "1,500");
+    }
 
     #[test]
     fn a_bar_chart_draws_one_bar_per_value() {

@@ -349,7 +349,6 @@ fn headings(query: &SearchQuery) -> Vec<Heading> {
 }
 
 pub struct ResultRow {
-    pub chat_uid: String,
     pub href: String,
     pub site: i64,
     pub started: String,
@@ -455,7 +454,6 @@ async fn run(
                         "/console/chats/{}",
                         form_urlencoded::byte_serialize(chat_uid.as_bytes()).collect::<String>()
                     ),
-                    chat_uid,
                     site: feed::int(row, "SiteKey"),
                     started: site_time(&started),
                     name: feed::text(row, "Name"),
