@@ -21,7 +21,7 @@ fn documents() -> (Vec<Value>, Value, Value) {
     let mut gen = chatvault_gen::Generator::new(35);
     gen.start = first_day();
     gen.days = 7;
-    let mut docs: Vec<Value> = (0..40).map(|i| gen.chat(i)).collect();
+    let mut docs: Vec<Value> = (0..120).map(|i| gen.chat(i)).collect();
     let visitor = |i: u64| {
         let mut doc = gen.chat(i);
         doc["ChatHeader"]["Email"] = json!(VISITOR_EMAIL);
@@ -32,9 +32,9 @@ fn documents() -> (Vec<Value>, Value, Value) {
         doc["VisitDetail"]["SiteKey"] = json!(1);
         doc
     };
-    let mut held = visitor(100);
+    let mut held = visitor(1000);
     held["Lines"][1]["Message"] = json!(format!("Hello, my {PHRASE}."));
-    let erased = visitor(101);
+    let erased = visitor(1001);
     docs.push(held.clone());
     docs.push(erased.clone());
     (docs, held, erased)
@@ -171,12 +171,41 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
 
     browser.go(&server.url("/console/")).await;
     assert_eq!(browser.title().await, "Home · Chatvault");
-    let week: Vec<String> = browser.texts("table.figures tbody tr").await;
-    assert!(
-        week[1].starts_with("Last 7 days 42 "),
-        "every chat sent is this week's: {week:?}"
-    );
+    let week = browser
+        .texts("table.figures tbody tr:nth-child(2) td")
+        .await;
+    assert_eq!(week[0], "122", "every chat sent is this week's: {week:?}");
     pages.check(&browser, "home").await;
+
+    // Every chat of the week, page by page: each once, as many as the total says.
+    browser
+        .go(&server.url(&format!("/console/search?from={}", first_day())))
+        .await;
+    assert_eq!(browser.texts("#total").await, ["122"]);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let hrefs = browser
+            .run(
+                "return [...document.querySelectorAll('table.results tbody a')].map(a => a.getAttribute('href'));",
+                json!([]),
+            )
+            .await;
+        let page: Vec<String> = hrefs
+            .as_array()
+            .expect("links")
+            .iter()
+            .filter_map(|h| h.as_str().map(str::to_owned))
+            .collect();
+        assert!(!page.is_empty() && page.len() <= 50, "{}", page.len());
+        for href in page {
+            assert!(seen.insert(href.clone()), "{href} shown twice");
+        }
+        if browser.find_all("a[rel='next']").await.is_empty() {
+            break;
+        }
+        browser.submit("a[rel='next']").await;
+    }
+    assert_eq!(seen.len(), 122);
 
     // Find the visitor by email, and by a phrase from one of the lines.
     browser
