@@ -354,44 +354,38 @@ async fn feed_answers_match_polars_on_the_same_files() {
         );
     }
 
-    // $search over chat text: the chats with a line mentioning "refund" (or in their summary).
-    let refund_chats: HashSet<String> = strings(
-        &lines
-            .clone()
-            .filter(
-                col("Message")
-                    .str()
-                    .to_lowercase()
-                    .str()
-                    .contains_literal(lit("refund")),
-            )
-            .select([col("ChatUID")])
-            .unique(None, UniqueKeepStrategy::Any)
-            .collect()
-            .expect("reference"),
-        "ChatUID",
-    )
-    .into_iter()
-    .chain(strings(
-        &chats()
-            .filter(
-                col("Summary")
-                    .str()
-                    .to_lowercase()
-                    .str()
-                    .contains_literal(lit("refund"))
-                    .or(col("MissedMessage")
-                        .str()
-                        .to_lowercase()
-                        .str()
-                        .contains_literal(lit("refund"))),
-            )
-            .select([col("ChatUID")])
-            .collect()
-            .expect("reference"),
-        "ChatUID",
-    ))
-    .collect();
+    // $search over chat text: the chats with a line mentioning a word (or their summary or
+    // missed-chat message), in any case.
+    let mentioning = |word: &str| -> HashSet<String> {
+        let has = |column: &str| {
+            col(column)
+                .str()
+                .to_lowercase()
+                .str()
+                .contains_literal(lit(word.to_owned()))
+        };
+        strings(
+            &lines
+                .clone()
+                .filter(has("Message"))
+                .select([col("ChatUID")])
+                .unique(None, UniqueKeepStrategy::Any)
+                .collect()
+                .expect("reference"),
+            "ChatUID",
+        )
+        .into_iter()
+        .chain(strings(
+            &chats()
+                .filter(has("Summary").or(has("MissedMessage")))
+                .select([col("ChatUID")])
+                .collect()
+                .expect("reference"),
+            "ChatUID",
+        ))
+        .collect()
+    };
+    let refund_chats = mentioning("refund");
     assert!(
         !refund_chats.is_empty(),
         "the generator writes refund conversations"
@@ -400,6 +394,28 @@ async fn feed_answers_match_polars_on_the_same_files() {
         .into_iter()
         .collect();
     assert_eq!(found, refund_chats, "$search");
+    // Terms combine per chat, AND before OR: one line may hold one term and another line
+    // the other.
+    let help_chats = mentioning("help");
+    let licences_chats = mentioning("licences");
+    let refund_without_help: HashSet<String> =
+        refund_chats.difference(&help_chats).cloned().collect();
+    assert!(
+        !refund_without_help.is_empty() && refund_without_help.len() < refund_chats.len(),
+        "NOT removes some chats and keeps others"
+    );
+    let expected: HashSet<String> = refund_without_help
+        .union(&licences_chats)
+        .cloned()
+        .collect();
+    let found: HashSet<String> = uids(
+        &feed
+            .all("Chats?$search=refund NOT help OR licences&$select=ChatUID")
+            .await,
+    )
+    .into_iter()
+    .collect();
+    assert_eq!(found, expected, "$search with AND, NOT and OR");
 
     // $apply: grouped figures instead of raw rows.
     let expected = chats()

@@ -100,23 +100,66 @@ impl Plan<'_> {
             .to_lowercase()
         };
         Ok(match self.set.name {
-            // A chat matches on its summary, missed message and every line it holds.
+            // A chat matches on its summary, missed message and every line it holds: each
+            // term is looked for in each line once, the lines that hold none are dropped,
+            // and what is left says per chat which terms it holds. (Joining every chat's
+            // lines into one text first made a search 80 times slower than DuckDB's
+            // LIKE over the lines.)
             "Chats" => {
-                const TEXT: &str = "__search_text";
-                let text = lines()?
+                let terms = search_terms(search);
+                let flags: Vec<String> =
+                    (0..terms.len()).map(|i| format!("__search_{i}")).collect();
+                let mentions = |text: P, term: &str| {
+                    text.str()
+                        .contains(lit(case_insensitive_pattern(term)), true)
+                };
+                let line_flags: Vec<P> = terms
+                    .iter()
+                    .zip(&flags)
+                    .map(|(term, flag)| mentions(col("Message"), term).alias(flag.as_str()))
+                    .collect();
+                let any_line = flags
+                    .iter()
+                    .map(|f| col(f.as_str()))
+                    .reduce(P::or)
+                    .unwrap_or_else(|| lit(false));
+                let held = lines()?
+                    .select([col(JOIN_KEY), col("Message")])
+                    .with_columns(line_flags)
+                    .filter(any_line)
                     .group_by([col(JOIN_KEY)])
-                    .agg([col("Message").str().join(" ", true).alias(TEXT)]);
+                    .agg(
+                        flags
+                            .iter()
+                            .map(|f| {
+                                col(f.as_str())
+                                    .cast(DataType::UInt32)
+                                    .sum()
+                                    .gt(lit(0u32))
+                                    .alias(f.as_str())
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                let own = concat_str([col("Summary"), col("MissedMessage")], " ", true);
+                let chat_flags: Vec<P> = terms
+                    .iter()
+                    .zip(&flags)
+                    .map(|(term, flag)| {
+                        col(flag.as_str())
+                            .fill_null(lit(false))
+                            .or(mentions(own.clone(), term))
+                            .alias(flag.as_str())
+                    })
+                    .collect();
                 let names: Vec<P> = self.set.table.columns.iter().map(|c| col(c.name)).collect();
                 rows.join(
-                    text,
+                    held,
                     [col(JOIN_KEY)],
                     [col(JOIN_KEY)],
                     JoinArgs::new(JoinType::Left),
                 )
-                .filter(search_predicate(
-                    search,
-                    &own_text(&["Summary", "MissedMessage", TEXT]),
-                ))
+                .with_columns(chat_flags)
+                .filter(term_formula(search, &terms, &flags))
                 .select(names)
             }
             "ChatLines" => rows.filter(search_predicate(search, &own_text(&["Message"]))),
@@ -125,6 +168,55 @@ impl Plan<'_> {
             _ => rows.filter(search_predicate(search, &own_text(&["Tag"]))),
         })
     }
+}
+
+/// The distinct terms of a search, in the order they first appear.
+fn search_terms(search: &Search) -> Vec<String> {
+    fn walk(search: &Search, out: &mut Vec<String>) {
+        match search {
+            Search::Term(term) => {
+                if !out.contains(term) {
+                    out.push(term.clone());
+                }
+            }
+            Search::Not(inner) => walk(inner, out),
+            Search::And(a, b) | Search::Or(a, b) => {
+                walk(a, out);
+                walk(b, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(search, &mut out);
+    out
+}
+
+/// The search as a formula over one flag column per term (see [`search_terms`]).
+fn term_formula(search: &Search, terms: &[String], flags: &[String]) -> P {
+    match search {
+        Search::Term(term) => terms
+            .iter()
+            .position(|t| t == term)
+            .and_then(|i| flags.get(i))
+            .map_or_else(|| lit(false), |f| col(f.as_str())),
+        Search::Not(inner) => term_formula(inner, terms, flags).not(),
+        Search::And(a, b) => term_formula(a, terms, flags).and(term_formula(b, terms, flags)),
+        Search::Or(a, b) => term_formula(a, terms, flags).or(term_formula(b, terms, flags)),
+    }
+}
+
+/// A regular expression matching `term` literally, ignoring case: searching this way
+/// reads each text once, where lower-casing it first would copy it.
+fn case_insensitive_pattern(term: &str) -> String {
+    let mut pattern = String::with_capacity(term.len() + 8);
+    pattern.push_str("(?i)");
+    for c in term.chars() {
+        if c.is_ascii_punctuation() {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }
 
 fn search_predicate(search: &Search, text: &P) -> P {
@@ -918,4 +1010,67 @@ fn count(rows: LazyFrame) -> Result<u64> {
         .select([len().cast(DataType::UInt64).alias("n")])
         .collect()?;
     Ok(frame.column("n")?.u64()?.get(0).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::{Column, IntoLazy};
+
+    fn matching(messages: &[&str], term: &str) -> Vec<String> {
+        let frame = DataFrame::new(
+            messages.len(),
+            vec![Column::new("Message".into(), messages)],
+        )
+        .expect("frame")
+        .lazy()
+        .filter(
+            col("Message")
+                .str()
+                .contains(lit(case_insensitive_pattern(term)), true),
+        )
+        .collect()
+        .expect("filter");
+        frame
+            .column("Message")
+            .expect("column")
+            .str()
+            .expect("strings")
+            .iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn terms_match_literally_whatever_their_case() {
+        let lines = [
+            "My card: \"Error 51\"",
+            "error 5",
+            "a.b (c)",
+            "axb (c)",
+            "ÉTÉ",
+        ];
+        assert_eq!(matching(&lines, "error 51"), ["My card: \"Error 51\""]);
+        assert_eq!(matching(&lines, "A.B (C)"), ["a.b (c)"]);
+        assert_eq!(matching(&lines, "été"), ["ÉTÉ"]);
+        assert_eq!(matching(&lines, "[x"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_search_becomes_a_formula_over_its_distinct_terms() {
+        let search = Search::And(
+            Box::new(Search::Term("refund".into())),
+            Box::new(Search::Or(
+                Box::new(Search::Not(Box::new(Search::Term("invoice".into())))),
+                Box::new(Search::Term("refund".into())),
+            )),
+        );
+        assert_eq!(search_terms(&search), ["refund", "invoice"]);
+        let flags = ["a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            term_formula(&search, &search_terms(&search), &flags),
+            col("a").and(col("b").not().or(col("a")))
+        );
+    }
 }
