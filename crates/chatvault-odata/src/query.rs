@@ -118,15 +118,17 @@ impl Plan<'_> {
                     .zip(&flags)
                     .map(|(term, flag)| mentions(col("Message"), term).alias(flag.as_str()))
                     .collect();
-                let any_line = flags
+                // Filtering on the text itself (not on the flags computed from it) lets
+                // the scan test each line before it decodes the line's other columns.
+                let any_term = terms
                     .iter()
-                    .map(|f| col(f.as_str()))
+                    .map(|term| mentions(col("Message"), term))
                     .reduce(P::or)
                     .unwrap_or_else(|| lit(false));
                 let held = lines()?
+                    .filter(any_term)
                     .select([col(JOIN_KEY), col("Message")])
                     .with_columns(line_flags)
-                    .filter(any_line)
                     .group_by([col(JOIN_KEY)])
                     .agg(
                         flags
