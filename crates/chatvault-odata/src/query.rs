@@ -172,6 +172,65 @@ impl Plan<'_> {
     }
 }
 
+/// Where the rows related to a page of chats can be: a chat's lines, answers, pages and
+/// tags are stored in its own partition (its site and the month it started), so a
+/// navigation from a few chats reads a few partitions, not the whole table.
+struct ChatPartitions {
+    sites: Vec<i32>,
+    /// The first and last start on the page; None when a chat on it has none (its rows
+    /// are in the partition of chats without a date, which a time range excludes).
+    started: Option<(NaiveDateTime, NaiveDateTime)>,
+}
+
+impl ChatPartitions {
+    /// `hint` narrowed to these partitions.
+    fn within(&self, mut hint: ScanFilter) -> ScanFilter {
+        hint.sites = Some(match hint.sites {
+            Some(allowed) => self
+                .sites
+                .iter()
+                .copied()
+                .filter(|s| allowed.contains(s))
+                .collect(),
+            None => self.sites.clone(),
+        });
+        if let Some((first, last)) = self.started {
+            hint.started_from = Some(first);
+            hint.started_before = Some(last + chrono::Duration::microseconds(1));
+        }
+        hint
+    }
+}
+
+/// The partitions of the chats on `page`; None when it lacks their site or start (a
+/// `$select` without them).
+fn partitions_of_chats(page: &DataFrame) -> Result<Option<ChatPartitions>> {
+    let (Ok(sites), Ok(started)) = (page.column("SiteKey"), page.column("Started")) else {
+        return Ok(None);
+    };
+    let mut sites: Vec<i32> = sites
+        .as_materialized_series()
+        .cast(&DataType::Int32)?
+        .i32()?
+        .iter()
+        .flatten()
+        .collect();
+    sites.sort_unstable();
+    sites.dedup();
+    let micros = started.as_materialized_series().cast(&DataType::Int64)?;
+    let micros = micros.i64()?;
+    let at = |us: Option<i64>| {
+        us.and_then(chrono::DateTime::from_timestamp_micros)
+            .map(|t| t.naive_utc())
+    };
+    let started = if micros.null_count() == 0 {
+        at(micros.iter().flatten().min()).zip(at(micros.iter().flatten().max()))
+    } else {
+        None
+    };
+    Ok(Some(ChatPartitions { sites, started }))
+}
+
 /// The distinct terms of a search, in the order they first appear.
 fn search_terms(search: &Search) -> Vec<String> {
     fn walk(search: &Search, out: &mut Vec<String>) {
@@ -707,13 +766,21 @@ impl Engine {
             return Ok(out);
         }
         let uids = page.column(JOIN_KEY)?.as_materialized_series().unique()?;
+        let page_partitions = if set.name == "Chats" {
+            partitions_of_chats(page)?
+        } else {
+            None
+        };
         for (navigation, nested) in items {
             if !nested.expand.is_empty() {
                 return Err(QueryError::unsupported("$expand inside $expand"));
             }
             let target = entity_set(navigation.target)
                 .ok_or_else(|| QueryError::NotFound(navigation.target.into()))?;
-            let (mut predicate, hint) = Self::scope(access);
+            let (mut predicate, mut hint) = Self::scope(access);
+            if let Some(partitions) = &page_partitions {
+                hint = partitions.within(hint);
+            }
             predicate = predicate.and(col(JOIN_KEY).is_in(lit(uids.clone()).implode(true), false));
             if let Some(filter) = &nested.filter {
                 predicate = predicate.and(self.env(target, now, "$filter").predicate(filter)?);
@@ -1057,6 +1124,57 @@ mod tests {
         assert_eq!(matching(&lines, "A.B (C)"), ["a.b (c)"]);
         assert_eq!(matching(&lines, "été"), ["ÉTÉ"]);
         assert_eq!(matching(&lines, "[x"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn related_rows_are_read_from_the_partitions_of_the_chats_on_the_page() {
+        let day = |d: u32| {
+            chrono::NaiveDate::from_ymd_opt(2024, 8, d)
+                .and_then(|d| d.and_hms_opt(10, 0, 0))
+                .expect("date")
+        };
+        let micros = |d: u32| day(d).and_utc().timestamp_micros();
+        let page = DataFrame::new(
+            2,
+            vec![
+                Column::new("SiteKey".into(), [3i32, 2]),
+                Column::new("Started".into(), [micros(14), micros(2)]),
+            ],
+        )
+        .expect("page");
+        let partitions = partitions_of_chats(&page).expect("read").expect("present");
+        let allowed = ScanFilter {
+            sites: Some(vec![1, 3]),
+            ..ScanFilter::default()
+        };
+        let hint = partitions.within(allowed);
+        assert_eq!(
+            hint.sites,
+            Some(vec![3]),
+            "the caller's sites still bound it"
+        );
+        assert_eq!(hint.started_from, Some(day(2)));
+        assert_eq!(
+            hint.started_before,
+            Some(day(14) + chrono::Duration::microseconds(1))
+        );
+
+        // A chat without a start: its rows are in the undated partition, so no time range.
+        let undated = DataFrame::new(
+            1,
+            vec![
+                Column::new("SiteKey".into(), [3i32]),
+                Column::new("Started".into(), [None::<i64>]),
+            ],
+        )
+        .expect("page");
+        let hint = partitions_of_chats(&undated)
+            .expect("read")
+            .expect("present")
+            .within(ScanFilter::default());
+        assert_eq!((hint.started_from, hint.started_before), (None, None));
+        let selected = DataFrame::new(1, vec![Column::new("ChatUID".into(), ["c"])]).expect("page");
+        assert!(partitions_of_chats(&selected).expect("read").is_none());
     }
 
     #[test]
