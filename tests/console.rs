@@ -246,6 +246,35 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
     assert!(versions[1].contains("~/ChatHeader/Rating"), "{versions:?}");
     pages.check(&browser, "versions").await;
 
+    // The downloads: the printable transcript and the newest document as sent.
+    let cookie = session_cookie(&browser).await;
+    let download = |path: String| {
+        let cookie = cookie.clone();
+        let url = server.url(&path);
+        async move {
+            let response = client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("download");
+            assert_eq!(response.status().as_u16(), 200);
+            let disposition = response.headers()["content-disposition"]
+                .to_str()
+                .expect("header")
+                .to_owned();
+            assert!(disposition.starts_with("attachment;"), "{disposition}");
+            response.text().await.expect("body")
+        }
+    };
+    let transcript = download(format!("/console/chats/{}/transcript.html", uid(&held))).await;
+    assert!(transcript.contains(PHRASE) && transcript.contains("@media print"));
+    let document: Value = serde_json::from_str(
+        &download(format!("/console/chats/{}/document.json", uid(&held))).await,
+    )
+    .expect("JSON");
+    assert_eq!(document["ChatHeader"]["Rating"], 5, "the newest version");
+
     // A report: one chart mark per result row.
     browser
         .go(&server.url(&format!(

@@ -50,7 +50,7 @@ pub(crate) struct ChatFacts {
 }
 
 impl ChatFacts {
-    fn add(&mut self, site_key: i64, doc: &Value) {
+    pub(crate) fn add(&mut self, site_key: i64, doc: &Value) {
         self.site_key = site_key;
         let text = |pointer: &str| {
             doc.pointer(pointer)

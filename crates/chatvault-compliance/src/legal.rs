@@ -46,6 +46,81 @@ pub struct ArchivedVersion {
     pub document: Option<Value>,
 }
 
+/// One chat's archived versions and the holds covering them, read from as little of the
+/// archive as the catalog allows: the catalog knows the segment of the chat's newest
+/// record and how many versions it has, so a chat of one version (most of them), or a
+/// request for the `newest_only`, reads that one segment; older versions are looked for
+/// in the segments before it, never after. None when the catalog does not know the chat.
+pub async fn chat_history(
+    archive_dir: &Path,
+    catalog: &Catalog,
+    chat_uid: &str,
+    newest_only: bool,
+) -> Result<Option<ChatBundle>> {
+    let Some(state) = catalog.chat(chat_uid).await? else {
+        return Ok(None);
+    };
+    let dir = archive_dir.to_owned();
+    let uid = chat_uid.to_owned();
+    let from_seq = if newest_only || state.version == 1 {
+        state.archive_seq
+    } else {
+        0
+    };
+    let last_segment = state.archive_segment;
+    let (versions, facts) = tokio::task::spawn_blocking(move || {
+        let mut versions = Vec::new();
+        let mut facts = ChatFacts::default();
+        for record in read_records(&dir, from_seq)? {
+            let record = record?;
+            if record.segment > last_segment {
+                break;
+            }
+            if record.entry.chat_uid != uid {
+                continue;
+            }
+            let document: Option<Value> = serde_json::from_slice(&record.entry.document).ok();
+            if let (Operation::Upsert, Some(doc)) = (record.entry.operation, &document) {
+                facts.add(state.site_key, doc);
+            }
+            versions.push(archived_version(&record, document));
+        }
+        Ok::<_, ComplianceError>((versions, facts))
+    })
+    .await
+    .map_err(|e| ComplianceError::Task(e.to_string()))??;
+    let holds = catalog
+        .list_holds(false)
+        .await?
+        .into_iter()
+        .filter(|h| facts.held_by(chat_uid, h))
+        .collect();
+    Ok(Some(ChatBundle {
+        chat_uid: chat_uid.to_owned(),
+        site_key: state.site_key,
+        holds,
+        versions,
+    }))
+}
+
+fn archived_version(
+    record: &chatvault_archive::Record,
+    document: Option<Value>,
+) -> ArchivedVersion {
+    ArchivedVersion {
+        seq: record.seq,
+        segment: record.segment,
+        received_at_us: record.entry.received_at_us,
+        source: record.entry.source.as_str(),
+        operation: match record.entry.operation {
+            Operation::Upsert => "upsert",
+            Operation::Delete => "delete",
+        },
+        content_hash: record.entry.content_hash.to_hex(),
+        document,
+    }
+}
+
 /// Gathers every chat of `person` the archive holds content for.
 pub async fn legal_export(
     archive_dir: &Path,
@@ -73,18 +148,8 @@ pub async fn legal_export(
                     holds: Vec::new(),
                     versions: Vec::new(),
                 });
-            chat.versions.push(ArchivedVersion {
-                seq: record.seq,
-                segment: record.segment,
-                received_at_us: record.entry.received_at_us,
-                source: record.entry.source.as_str(),
-                operation: match record.entry.operation {
-                    Operation::Upsert => "upsert",
-                    Operation::Delete => "delete",
-                },
-                content_hash: record.entry.content_hash.to_hex(),
-                document: serde_json::from_slice(&record.entry.document).ok(),
-            });
+            let document = serde_json::from_slice(&record.entry.document).ok();
+            chat.versions.push(archived_version(&record, document));
         }
         Ok::<_, ComplianceError>((facts, chats))
     })

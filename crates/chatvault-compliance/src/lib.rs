@@ -22,7 +22,9 @@ pub use erase::{
     execute_erasure, holds_covering, plan_erasure, plan_retention, resume_erasure, ErasurePlan,
     ErasureReceipt, Person, Removal, Removed, RetentionAction, Stores,
 };
-pub use legal::{legal_export, transcript_html, ArchivedVersion, ChatBundle, LegalBundle};
+pub use legal::{
+    chat_history, legal_export, transcript_html, ArchivedVersion, ChatBundle, LegalBundle,
+};
 pub use verify::{verify_all, VerifyOutcome};
 
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 use chatvault_catalog::LegalHold;
-use chatvault_compliance::{ChatBundle, Person};
+use chatvault_compliance::ChatBundle;
 use chatvault_server::{AppState, ErasureRequest, HoldRequest};
 use serde_json::Value;
 
@@ -115,30 +115,31 @@ async fn current(state: &AppState, signed: &Signed, uid: &str) -> Result<Value, 
     feed::get(state, signed, path, query).await
 }
 
-/// Every archived version of the chat and the holds on it (None on a node without the
-/// archive).
-async fn archived(state: &AppState, uid: &str) -> Result<Option<ChatBundle>, ConsoleError> {
+/// The chat's archived versions (or only its newest) and the holds on them (None on a
+/// node without the archive).
+async fn archived(
+    state: &AppState,
+    uid: &str,
+    newest_only: bool,
+) -> Result<Option<ChatBundle>, ConsoleError> {
     let Some(stores) = &state.compliance else {
         return Ok(None);
     };
-    let bundle = chatvault_compliance::legal_export(
-        &stores.archive_dir,
-        &state.catalog,
-        &Person::Chat(uid.to_owned()),
-    )
-    .await
-    .map_err(|e| ConsoleError::Unavailable(e.to_string()))?;
-    Ok(bundle.chats.into_iter().next())
+    chatvault_compliance::chat_history(&stores.archive_dir, &state.catalog, uid, newest_only)
+        .await
+        .map_err(|e| ConsoleError::Unavailable(e.to_string()))
 }
 
-/// The archived versions of a chat the key may see (404 otherwise, or without any).
-async fn archived_visible(
+/// The newest archived version of a chat the key may see (404 otherwise, or without one).
+async fn newest_visible(
     state: &AppState,
     signed: &Signed,
     uid: &str,
 ) -> Result<ChatBundle, ConsoleError> {
     current(state, signed, uid).await?;
-    archived(state, uid).await?.ok_or(ConsoleError::NotFound)
+    archived(state, uid, true)
+        .await?
+        .ok_or(ConsoleError::NotFound)
 }
 
 fn versions_of(bundle: &ChatBundle) -> Vec<Version> {
@@ -291,7 +292,7 @@ pub async fn versions(
     Path(uid): Path<String>,
 ) -> Result<Response, ConsoleError> {
     current(&state, &signed, &uid).await?;
-    let bundle = archived(&state, &uid).await?;
+    let bundle = archived(&state, &uid, false).await?;
     let page = VersionsPage {
         nav: signed.nav("search"),
         encoded_uid: encoded(&uid),
@@ -319,7 +320,7 @@ pub async fn transcript(
     signed: Signed,
     Path(uid): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    let bundle = archived_visible(&state, &signed, &uid).await?;
+    let bundle = newest_visible(&state, &signed, &uid).await?;
     chatvault_server::audit(
         &state,
         &signed.principal,
@@ -353,7 +354,7 @@ pub async fn document(
     signed: Signed,
     Path(uid): Path<String>,
 ) -> Result<Response, ConsoleError> {
-    let bundle = archived_visible(&state, &signed, &uid).await?;
+    let bundle = newest_visible(&state, &signed, &uid).await?;
     let newest = bundle
         .versions
         .iter()
