@@ -21,8 +21,8 @@ pub use rewrite::{
     SegmentRewrite,
 };
 pub use segment::{
-    read_records, replay_chunks, replay_final_versions, segment_path, verify, ErasureNote,
-    FinalVersions, RewrittenSegment, SegmentSummary, VerifyReport,
+    read_records, read_records_through, replay_chunks, replay_final_versions, segment_path, verify,
+    ErasureNote, FinalVersions, RewrittenSegment, SegmentSummary, VerifyReport,
 };
 pub use writer::{Archive, ArchiveConfig, ArchiveStats, OpenReport, Position};
 

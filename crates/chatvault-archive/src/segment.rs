@@ -253,6 +253,16 @@ fn read_file_into(path: &Path, buffer: &mut Vec<u8>) -> Result<()> {
 
 /// Every record with `seq >= from_seq`, in order, one segment in memory at a time.
 pub fn read_records(dir: &Path, from_seq: u64) -> Result<impl Iterator<Item = Result<Record>>> {
+    read_records_through(dir, from_seq, u64::MAX)
+}
+
+/// As [`read_records`], reading no segment numbered above `last_segment` (a reader that
+/// knows where a chat's newest record lies need not open what came after).
+pub fn read_records_through(
+    dir: &Path,
+    from_seq: u64,
+    last_segment: u64,
+) -> Result<impl Iterator<Item = Result<Record>>> {
     let segments = list_segments(dir)?;
     // Skip whole segments that end before `from_seq`: a segment ends where the next begins.
     let mut start = 0;
@@ -272,6 +282,7 @@ pub fn read_records(dir: &Path, from_seq: u64) -> Result<impl Iterator<Item = Re
     let iter = segments
         .into_iter()
         .skip(start)
+        .take_while(move |(number, _)| *number <= last_segment)
         .flat_map(move |(number, path)| {
             let scanned = read_file_into(&path, &mut buffer).and_then(|()| scan(&path, &buffer));
             let records: Vec<Result<Record>> = match scanned {

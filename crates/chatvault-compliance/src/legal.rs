@@ -2,7 +2,7 @@
 //! bundle (every archived version with its archive position and content hash, and the
 //! holds that cover it) and as a readable HTML transcript of each chat's newest version.
 
-use chatvault_archive::{read_records, Operation};
+use chatvault_archive::{read_records, read_records_through, Operation};
 use chatvault_catalog::{Catalog, LegalHold};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -71,11 +71,8 @@ pub async fn chat_history(
     let (versions, facts) = tokio::task::spawn_blocking(move || {
         let mut versions = Vec::new();
         let mut facts = ChatFacts::default();
-        for record in read_records(&dir, from_seq)? {
+        for record in read_records_through(&dir, from_seq, last_segment)? {
             let record = record?;
-            if record.segment > last_segment {
-                break;
-            }
             if record.entry.chat_uid != uid {
                 continue;
             }
