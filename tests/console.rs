@@ -477,17 +477,13 @@ async fn console_responses_carry_their_security_headers() {
         .expect("the form's cookie")
         .to_owned();
     let page = form.text().await.expect("page");
-    let token = page
-        .split("name=\"token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("sign-in token");
+    let token = common::sign_in_token(&page);
     let signed = browserless
         .post(server.url("/console/sign-in"))
         .header("cookie", &form_cookie)
         .form(&[
             ("key", key.as_str()),
-            ("token", token),
+            ("token", token.as_str()),
             ("next", "/console/"),
         ])
         .send()

@@ -170,11 +170,7 @@ async fn tls_with_http2_hsts_renewal_and_client_certificates() {
         .to_owned();
     assert!(form_cookie.contains("; Secure"), "{form_cookie}");
     let page = form.text().await.expect("page");
-    let token = page
-        .split("name=\"token\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("sign-in token");
+    let token = common::sign_in_token(&page);
     let signed = http
         .post(server.url("/console/sign-in"))
         .header("cookie", form_cookie.split(';').next().unwrap_or_default())

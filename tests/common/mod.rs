@@ -167,3 +167,12 @@ pub async fn chat_counts(server: &Server, key: &str) -> (u64, u64) {
 pub fn read_sample(name: &str) -> Vec<u8> {
     std::fs::read(samples().join(name)).unwrap_or_else(|e| panic!("sample {name}: {e}"))
 }
+
+/// The console sign-in form's token, from the form's HTML.
+pub fn sign_in_token(page: &str) -> String {
+    page.split("name=\"token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-in form's token")
+        .to_owned()
+}

@@ -227,7 +227,13 @@ fn expanded<T>(chat: &Value, nav: &str, f: impl Fn(&Value) -> T) -> Vec<T> {
         .unwrap_or_default()
 }
 
-async fn show(state: &AppState, signed: &Signed, uid: &str) -> Result<Response, ConsoleError> {
+/// `GET /console/chats/{ChatUID}`; recorded in the audit log as `chat.view`.
+pub async fn page(
+    State(state): State<AppState>,
+    signed: Signed,
+    Path(uid): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let (state, signed, uid) = (&state, &signed, uid.as_str());
     let chat = current(state, signed, uid).await?;
     chatvault_server::audit(
         state,
@@ -285,7 +291,7 @@ async fn show(state: &AppState, signed: &Signed, uid: &str) -> Result<Response, 
 }
 
 /// `GET /console/chats/{ChatUID}/versions`: every version the archive holds, read from
-/// the archive itself (a scan of it: a page of its own, so the chat opens at once).
+/// the archive itself (a page of its own, so the chat opens without reading the archive).
 pub async fn versions(
     State(state): State<AppState>,
     signed: Signed,
@@ -302,15 +308,6 @@ pub async fn versions(
         holds: bundle.map(|b| b.holds).unwrap_or_default(),
     };
     Ok(render(&page))
-}
-
-/// `GET /console/chats/{ChatUID}`; recorded in the audit log as `chat.view`.
-pub async fn page(
-    State(state): State<AppState>,
-    signed: Signed,
-    Path(uid): Path<String>,
-) -> Result<Response, ConsoleError> {
-    show(&state, &signed, &uid).await
 }
 
 /// `GET …/transcript.html`: the printable transcript of the newest version, as the
