@@ -8,12 +8,11 @@ renders the page; nothing is cached between requests), medians of warm runs.
 
 import json
 import re
-import statistics
 import sys
-import time
 
 import duckdb
 import requests
+from timing import timed
 
 BASE, KEY, STORE, NDJSON, CHATS, PROFILE = sys.argv[1:7]
 CHATS_PARQUET = f"read_parquet('{STORE}/Chats/*/*/*.parquet')"
@@ -31,14 +30,8 @@ def signed_in_session() -> requests.Session:
     return session
 
 
-def timed(fn, runs=9, warm=2):
-    times = []
-    for i in range(runs + warm):
-        t = time.perf_counter()
-        fn()
-        if i >= warm:
-            times.append((time.perf_counter() - t) * 1000)
-    return round(statistics.median(times), 1)
+def median(fn, runs=9, warm=2):
+    return timed(fn, runs, warm)["median_ms"]
 
 
 session = signed_in_session()
@@ -59,11 +52,11 @@ uid = con.execute(
 SEARCH = "/console/search?site=3&from=2024-08-01&to=2024-08-31"
 FREE = f'/console/search?q=%22{PHRASE.replace(" ", "+")}%22'
 results = {
-    "home": timed(lambda: page("/console/")),
-    "search": timed(lambda: page(SEARCH)),
-    "free_text": timed(lambda: page(FREE), runs=3, warm=1),
-    "chat": timed(lambda: page(f"/console/chats/{uid}")),
-    "versions": timed(lambda: page(f"/console/chats/{uid}/versions"), runs=1, warm=0),
+    "home": median(lambda: page("/console/")),
+    "search": median(lambda: page(SEARCH)),
+    "free_text": median(lambda: page(FREE), runs=3, warm=1),
+    "chat": median(lambda: page(f"/console/chats/{uid}")),
+    "versions": median(lambda: page(f"/console/chats/{uid}/versions"), runs=1, warm=0),
 }
 assert uid in page(SEARCH), "the search page lists the chat DuckDB found first"
 
@@ -86,8 +79,8 @@ def duck_free_text():
 
 
 duck = {
-    "search": timed(duck_search),
-    "free_text": timed(duck_free_text, runs=3, warm=1),
+    "search": median(duck_search),
+    "free_text": median(duck_free_text, runs=3, warm=1),
 }
 
 print(f"chatvault {PROFILE} profile, {int(CHATS):,} chats, medians of warm runs")

@@ -9,9 +9,9 @@ connection (what Power BI does) and on a new connection each time (a handshake e
 
 import json
 import sys
-import time
 
 import requests
+from timing import timed
 
 FEED, KEY, CA = sys.argv[1], sys.argv[2], sys.argv[3]
 VERIFY = CA or True
@@ -20,17 +20,6 @@ FIRST_PAGE = (
     "&$select=ChatUID,Started,TakenByUsers,WaitedSeconds,Rating,Missed"
 )
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-
-
-def timed(fn, runs=60, warm=5):
-    times = []
-    for i in range(runs + warm):
-        t = time.perf_counter()
-        fn()
-        if i >= warm:
-            times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return {"median_ms": round(times[len(times) // 2], 2), "min_ms": round(times[0], 2)}
 
 
 session = requests.Session()
@@ -49,4 +38,4 @@ def new_connection():
         r.raise_for_status()
 
 
-print(json.dumps({"kept_alive": timed(kept_alive), "new_connection": timed(new_connection)}))
+print(json.dumps({"kept_alive": timed(kept_alive, 60, 5), "new_connection": timed(new_connection, 60, 5)}))
