@@ -269,6 +269,16 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
     };
     let transcript = download(format!("/console/chats/{}/transcript.html", uid(&held))).await;
     assert!(transcript.contains(PHRASE) && transcript.contains("@media print"));
+    let csv = download(format!("/console/search.csv?email={VISITOR_EMAIL}")).await;
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "a header and the visitor's two chats: {csv}"
+    );
+    assert!(
+        csv.contains(&uid(&held)) && csv.contains(&uid(&erased)),
+        "{csv}"
+    );
     let document: Value = serde_json::from_str(
         &download(format!("/console/chats/{}/document.json", uid(&held))).await,
     )

@@ -11,7 +11,7 @@ use polars::prelude::*;
 use std::collections::HashMap;
 
 use crate::error::ConsoleError;
-use crate::session::{sign_in_form, Transport};
+use crate::session::{safe_next, sign_in_form, Transport};
 use crate::view::{self, render, Nav};
 
 /// One day's (or a period's) figures over the key's sites.
@@ -89,12 +89,11 @@ pub async fn page(
             transport.tls,
         ));
     };
-    if let Some(next) = query
-        .next
-        .filter(|n| n.starts_with("/console/") && n != "/console/")
-    {
-        // Signed in already: straight on to the page asked for.
-        return Ok(axum::response::Redirect::to(&next).into_response());
+    if let Some(next) = query.next.as_deref().map(safe_next) {
+        if next != "/console/" {
+            // Signed in already: straight on to the page asked for.
+            return Ok(axum::response::Redirect::to(next).into_response());
+        }
     }
     let days = last_days(&state, signed.principal.sites.as_deref()).await?;
     let mut week = Figures {

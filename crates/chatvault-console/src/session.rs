@@ -265,7 +265,7 @@ pub fn sign_in_form(next: &str, error: Option<String>, status: StatusCode, tls: 
 }
 
 /// Only a console page may be where sign-in leads, never another site.
-fn safe_next(next: &str) -> &str {
+pub fn safe_next(next: &str) -> &str {
     if next.starts_with("/console/") && !next.starts_with("//") && !next.contains('\\') {
         next
     } else {
