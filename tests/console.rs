@@ -94,6 +94,19 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
     let admin = create_key(dir.path(), "admin", None);
     let reader = create_key(dir.path(), "read", None);
     let site_two = create_key(dir.path(), "read", Some("2"));
+    // Where a Cosmos DB source has read up to (as the source records it), an hour ago.
+    let catalog = chatvault_catalog::Catalog::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("catalog.db").display()
+    ))
+    .await
+    .expect("catalog");
+    let an_hour_ago = chrono::Utc::now().timestamp() - 3600;
+    catalog
+        .set_checkpoint("cosmos:support/chats", &an_hour_ago.to_string(), 0)
+        .await
+        .expect("checkpoint");
+    catalog.close().await;
     let server = Server::start(dir.path(), &[]);
     let (docs, held, erased) = documents();
     let answer = client()
@@ -175,6 +188,13 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
         .texts("table.figures tbody tr:nth-child(2) td")
         .await;
     assert_eq!(week[0], "122", "every chat sent is this week's: {week:?}");
+    let cosmos = browser.texts("ul.cosmos li").await;
+    assert_eq!(cosmos.len(), 1, "{cosmos:?}");
+    assert!(
+        cosmos[0].starts_with("Cosmos DB support/chats: changes read up to")
+            && cosmos[0].contains("(1 h 00 min before now)"),
+        "{cosmos:?}"
+    );
     pages.check(&browser, "home").await;
 
     // Every chat of the week, page by page: each once, as many as the total says.

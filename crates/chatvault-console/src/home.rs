@@ -62,6 +62,7 @@ struct HomePage {
     days: Vec<Figures>,
     chart: String,
     sources: Vec<crate::ingest::SourceLine>,
+    cosmos: Vec<(String, String)>,
 }
 
 impl HomePage {
@@ -122,6 +123,7 @@ pub async fn page(
         days,
         chart,
         sources: crate::ingest::source_lines(&state),
+        cosmos: crate::ingest::cosmos_positions(&state).await?,
     };
     Ok(render(&page))
 }

@@ -22,6 +22,37 @@ pub struct SourceLine {
     pub detail: String,
 }
 
+/// How far each Cosmos DB container has been read: the `_ts` of the newest change taken,
+/// and how long ago that was (a lag while changes wait; only quiet when none do, which the
+/// source's own state says).
+pub async fn cosmos_positions(state: &AppState) -> Result<Vec<(String, String)>, ConsoleError> {
+    let unavailable = |e: chatvault_catalog::CatalogError| ConsoleError::Unavailable(e.to_string());
+    let now = chatvault_catalog::now_us() / 1_000_000;
+    let mut out = Vec::new();
+    for name in state
+        .catalog
+        .checkpoint_names()
+        .await
+        .map_err(unavailable)?
+    {
+        let Some(container) = name.strip_prefix(chatvault_ingest::COSMOS_CHECKPOINT_PREFIX) else {
+            continue;
+        };
+        let position = state.catalog.checkpoint(&name).await.map_err(unavailable)?;
+        if let Some(ts) = position.and_then(|p| p.parse::<i64>().ok()) {
+            out.push((
+                container.to_owned(),
+                format!(
+                    "changes read up to {} ({} before now)",
+                    utc(ts.saturating_mul(1_000_000)),
+                    crate::view::duration(now.saturating_sub(ts) as f64)
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Every source that reported a state or delivered anything since the start.
 pub fn source_lines(state: &AppState) -> Vec<SourceLine> {
     let now = chatvault_catalog::now_us();
@@ -84,6 +115,7 @@ pub struct RefusalLine {
 struct IngestPage {
     nav: Nav,
     sources: Vec<SourceLine>,
+    cosmos: Vec<(String, String)>,
     counters: Vec<Counter>,
     refusals: Vec<RefusalLine>,
 }
@@ -125,6 +157,7 @@ pub async fn page(State(state): State<AppState>, signed: Signed) -> Result<Respo
     let page = IngestPage {
         nav: signed.nav("ingest"),
         sources: source_lines(&state),
+        cosmos: cosmos_positions(&state).await?,
         counters,
         refusals,
     };

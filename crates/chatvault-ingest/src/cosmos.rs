@@ -57,7 +57,7 @@ const BACKFILL_ATTEMPTS: u32 = 8;
 /// The page of one step grows up to this while a single `_ts` second fills it.
 const MAX_STEP_DOCUMENTS: u32 = 1 << 20;
 /// Every Cosmos checkpoint name starts with this (see [`CosmosConfig::checkpoint_name`]).
-const CHECKPOINT_PREFIX: &str = "cosmos:";
+pub const CHECKPOINT_PREFIX: &str = "cosmos:";
 /// Mirrored deletes submitted together.
 const DELETE_CHUNK: usize = 1000;
 

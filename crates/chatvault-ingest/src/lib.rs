@@ -20,7 +20,10 @@ mod replay;
 mod tally;
 
 pub use activity::{Activity, Refusal, SourceActivity};
-pub use cosmos::{BackfillSummary, CosmosConfig, CosmosSource, CA_FILE_ENV};
+pub use cosmos::{
+    BackfillSummary, CosmosConfig, CosmosSource, CA_FILE_ENV,
+    CHECKPOINT_PREFIX as COSMOS_CHECKPOINT_PREFIX,
+};
 pub use folder::{FolderConfig, FolderSource};
 pub use import::{collect_files, import_paths, ImportProgress, ImportSummary};
 pub use payload::{
