@@ -49,8 +49,27 @@ impl Server {
     }
 
     fn start_with(data_dir: &Path, envs: &[(&str, &str)], stderr: Stdio) -> Server {
+        Server::run_until_ready(&["serve"], data_dir, envs, stderr)
+    }
+
+    /// `chatvault demo` with `args`, until it serves.
+    pub fn start_demo(data_dir: &Path, args: &[&str]) -> Server {
+        let mut command = vec!["demo"];
+        command.extend_from_slice(args);
+        Server::run_until_ready(&command, data_dir, &[], Stdio::inherit())
+    }
+
+    /// Runs a command that ends by serving (`serve`, `demo`) on a free loopback port, and
+    /// waits for its "Ready.".
+    fn run_until_ready(
+        command: &[&str],
+        data_dir: &Path,
+        envs: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(command)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
         cmd.env_remove("CHATVAULT_CONFIG")
             .env("CHATVAULT_LOG", "warn");

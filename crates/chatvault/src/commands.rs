@@ -205,6 +205,7 @@ pub async fn serve(
         redact_url(&config.catalog_url())
     )?;
     writeln!(out, "  console:        {base}/console/")?;
+    writeln!(out, "  OData feed:     {base}/odata/")?;
     writeln!(out, "  webhook:        POST {base}/api/v1/chats")?;
     writeln!(
         out,
@@ -454,6 +455,38 @@ pub fn gen(
     }
     bar.finish_and_clear();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `chatvault demo`: `gen` for the last `days` days, `import`, then `serve` (which prints
+/// the addresses and, as this is the directory's first start, an admin key).
+pub async fn demo(
+    config: Config,
+    chats: u64,
+    days: u32,
+    listen: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let archive = config.archive_dir();
+    let in_use = std::fs::read_dir(&archive).is_ok_and(|mut entries| entries.next().is_some());
+    if in_use {
+        anyhow::bail!(
+            "{} already holds an archive; the demo fills a fresh data directory: pass --data-dir with a new path",
+            config.data_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let days = days.max(1);
+    let today = chrono::Utc::now().date_naive();
+    let start = today - chrono::Days::new(u64::from(days - 1));
+    let ndjson = config.data_dir.join("demo-chats.ndjson");
+    println!("Generating {chats} chats from {start} to {today} …");
+    gen(chats, 1, Some(ndjson.clone()), start, days)?;
+    let imported = import(config.clone(), vec![ndjson.clone()], false).await;
+    std::fs::remove_file(&ndjson).with_context(|| format!("cannot remove {}", ndjson.display()))?;
+    if imported? != ExitCode::SUCCESS {
+        anyhow::bail!("the generated chats did not all import");
+    }
+    serve(config, listen, false).await
 }
 
 pub async fn keys_create(

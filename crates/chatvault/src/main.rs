@@ -85,6 +85,20 @@ enum Command {
         #[arg(long, default_value_t = 366)]
         days: u32,
     },
+    /// A first look: generates realistic chats of the last days into a fresh data
+    /// directory, imports them, then serves them (the console, the OData feed, the API
+    /// docs) and prints where, with an admin key.
+    Demo {
+        /// How many chats to generate.
+        #[arg(long, value_name = "N", default_value_t = 20_000)]
+        chats: u64,
+        /// Over how many days up to today.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Address to listen on, e.g. 127.0.0.1:8480 (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -405,6 +419,11 @@ fn main() -> ExitCode {
                 start,
                 days,
             } => commands::gen(chats, seed, out, start, days),
+            Command::Demo {
+                chats,
+                days,
+                listen,
+            } => commands::demo(config, chats, days, listen).await,
             Command::Keys { command } => match command {
                 KeysCommand::Create { name, scope, sites } => {
                     commands::keys_create(config, name, scope, sites).await
