@@ -21,8 +21,9 @@ pub use rewrite::{
     SegmentRewrite,
 };
 pub use segment::{
-    read_records, read_records_through, replay_chunks, replay_final_versions, segment_path, verify,
-    ErasureNote, FinalVersions, RewrittenSegment, SegmentSummary, VerifyReport,
+    read_records, read_records_through, read_segments, replay_chunks, replay_final_versions,
+    segment_path, verify, ErasureNote, FinalVersions, RewrittenSegment, SegmentSummary,
+    VerifyReport,
 };
 pub use writer::{Archive, ArchiveConfig, ArchiveStats, OpenReport, Position};
 

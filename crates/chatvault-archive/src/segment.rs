@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -278,11 +278,29 @@ pub fn read_records_through(
             start = i;
         }
     }
+    let first_segment = segments.get(start).map_or(0, |(number, _)| *number);
+    Ok(records_of(segments, first_segment..=last_segment, from_seq))
+}
+
+/// Every record of the segments numbered within `numbers`, in order.
+pub fn read_segments(
+    dir: &Path,
+    numbers: RangeInclusive<u64>,
+) -> Result<impl Iterator<Item = Result<Record>>> {
+    Ok(records_of(list_segments(dir)?, numbers, 0))
+}
+
+/// The records with `seq >= from_seq` of those `segments` numbered within `numbers`, one
+/// segment in memory at a time.
+fn records_of(
+    segments: Vec<(u64, PathBuf)>,
+    numbers: RangeInclusive<u64>,
+    from_seq: u64,
+) -> impl Iterator<Item = Result<Record>> {
     let mut buffer = Vec::new();
-    let iter = segments
+    segments
         .into_iter()
-        .skip(start)
-        .take_while(move |(number, _)| *number <= last_segment)
+        .filter(move |(number, _)| numbers.contains(number))
         .flat_map(move |(number, path)| {
             let scanned = read_file_into(&path, &mut buffer).and_then(|()| scan(&path, &buffer));
             let records: Vec<Result<Record>> = match scanned {
@@ -301,8 +319,7 @@ pub fn read_records_through(
                 Err(e) => vec![Err(e)],
             };
             records
-        });
-    Ok(iter)
+        })
 }
 
 /// Part of [`replay_final_versions`]: final versions in archive order, each a seq and a

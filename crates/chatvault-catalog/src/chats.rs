@@ -47,7 +47,7 @@ const LOOKUP_CHUNK: usize = 500;
 /// 2,000 documents 2,000 round trips to the database.
 const APPLY_CHUNK: usize = 500;
 /// Parameters bound for each chat version recorded.
-const VERSION_PARAMETERS: usize = 9;
+const VERSION_PARAMETERS: usize = 10;
 
 /// A value bound to a placeholder.
 enum Value<'a> {
@@ -177,6 +177,18 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The archive segment of the chat's first record, when the catalog recorded it (not
+    /// for chats first recorded before it did).
+    pub async fn first_segment(&self, uid: &str) -> Result<Option<u64>> {
+        let segment: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT first_segment FROM chats WHERE chat_uid = $1")
+                .bind(uid)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(query_err("looking up a chat's first segment"))?;
+        Ok(segment.flatten().and_then(|s| u64::try_from(s).ok()))
+    }
+
     pub async fn chat(&self, uid: &str) -> Result<Option<ChatState>> {
         Ok(self.lookup(&[uid]).await?.remove(uid))
     }
@@ -253,13 +265,13 @@ impl Catalog {
             .chunks(VERSION_PARAMETERS)
             .map(|p| {
                 format!(
-                    "({}, {}, 1, {}, {}, {}, {}, {}, {}, {})",
-                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+                    "({}, {}, 1, {}, {}, {}, {}, {}, {}, {}, {})",
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
                 )
             })
             .collect();
         let sql = format!(
-            "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us, source) \
+            "INSERT INTO chats (chat_uid, site_key, version, content_hash, archive_seq, archive_segment, deleted, first_seen_us, updated_us, source, first_segment) \
              VALUES {} \
              ON CONFLICT (chat_uid) DO UPDATE SET \
                site_key = excluded.site_key, version = chats.version + 1, content_hash = excluded.content_hash, \
@@ -281,6 +293,8 @@ impl Catalog {
                     Value::Int(c.received_at_us),
                     Value::Int(c.received_at_us),
                     Value::Text(Cow::Borrowed(&c.source)),
+                    // Kept by later versions: the update below does not set it.
+                    Value::Int(c.segment as i64),
                 ]
             })
             .collect();

@@ -387,6 +387,40 @@ async fn postgres_checkpoints_and_keys() {
     checkpoints_and_keys(postgres("keys").await).await;
 }
 
+/// A chat's later versions keep the segment of its first record.
+async fn first_segments(catalog: Catalog) {
+    catalog
+        .apply(&[change(3, "a", 1, false)], &[])
+        .await
+        .expect("apply");
+    catalog
+        .apply(&[change(57, "a", 2, false), change(58, "b", 3, false)], &[])
+        .await
+        .expect("apply later");
+    assert_eq!(catalog.first_segment("a").await.expect("first"), Some(0));
+    assert_eq!(
+        catalog
+            .chat("a")
+            .await
+            .expect("chat")
+            .map(|s| s.archive_segment),
+        Some(5)
+    );
+    assert_eq!(catalog.first_segment("b").await.expect("first"), Some(5));
+    assert_eq!(catalog.first_segment("missing").await.expect("first"), None);
+}
+
+#[tokio::test]
+async fn sqlite_first_segments() {
+    let (catalog, _dir) = sqlite().await;
+    first_segments(catalog).await;
+}
+
+#[tokio::test]
+async fn postgres_first_segments() {
+    first_segments(postgres("first_segments").await).await;
+}
+
 async fn console_sessions(catalog: Catalog) {
     const MIN: i64 = 60_000_000;
     let limits = SessionLimits {

@@ -2,7 +2,7 @@
 //! bundle (every archived version with its archive position and content hash, and the
 //! holds that cover it) and as a readable HTML transcript of each chat's newest version.
 
-use chatvault_archive::{read_records, read_records_through, Operation};
+use chatvault_archive::{read_records, read_records_through, read_segments, Operation, Record};
 use chatvault_catalog::{Catalog, LegalHold};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -47,10 +47,10 @@ pub struct ArchivedVersion {
 }
 
 /// One chat's archived versions and the holds covering them, read from as little of the
-/// archive as the catalog allows: the catalog knows the segment of the chat's newest
-/// record and how many versions it has, so a chat of one version (most of them), or a
-/// request for the `newest_only`, reads that one segment; older versions are looked for
-/// in the segments before it, never after. None when the catalog does not know the chat.
+/// archive as the catalog allows: it knows the segments of the chat's first and newest
+/// records and how many versions it has, so a chat of one version (most of them), or a
+/// request for the `newest_only`, reads one segment, and any other the segments from its
+/// first record's to its newest's. None when the catalog does not know the chat.
 pub async fn chat_history(
     archive_dir: &Path,
     catalog: &Catalog,
@@ -62,16 +62,23 @@ pub async fn chat_history(
     };
     let dir = archive_dir.to_owned();
     let uid = chat_uid.to_owned();
-    let from_seq = if newest_only || state.version == 1 {
-        state.archive_seq
-    } else {
-        0
-    };
     let last_segment = state.archive_segment;
+    let only_the_newest = newest_only || state.version == 1;
+    let first_segment = if only_the_newest {
+        None
+    } else {
+        catalog.first_segment(chat_uid).await?
+    };
     let (versions, facts) = tokio::task::spawn_blocking(move || {
+        let records: Box<dyn Iterator<Item = chatvault_archive::Result<Record>>> =
+            match (only_the_newest, first_segment) {
+                (true, _) => Box::new(read_records_through(&dir, state.archive_seq, last_segment)?),
+                (false, Some(first)) => Box::new(read_segments(&dir, first..=last_segment)?),
+                (false, None) => Box::new(read_records_through(&dir, 0, last_segment)?),
+            };
         let mut versions = Vec::new();
         let mut facts = ChatFacts::default();
-        for record in read_records_through(&dir, from_seq, last_segment)? {
+        for record in records {
             let record = record?;
             if record.entry.chat_uid != uid {
                 continue;
