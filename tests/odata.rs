@@ -416,6 +416,25 @@ async fn feed_answers_match_polars_on_the_same_files() {
     .into_iter()
     .collect();
     assert_eq!(found, expected, "$search with AND, NOT and OR");
+    // A first page with its total: the count is the whole search's, the rows its first.
+    let (status, page) = feed
+        .get(
+            "Chats?$search=refund&$count=true&$orderby=Started desc&$top=5&$select=ChatUID,Started",
+            &feed.key,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["@odata.count"], refund_chats.len(), "{page}");
+    let rows = page["value"].as_array().expect("rows");
+    assert_eq!(rows.len(), 5);
+    let started: Vec<&str> = rows.iter().filter_map(|r| r["Started"].as_str()).collect();
+    assert!(started.windows(2).all(|w| w[0] >= w[1]), "{started:?}");
+    let every = feed
+        .all("Chats?$search=refund&$select=ChatUID,Started")
+        .await;
+    let mut newest: Vec<&str> = every.iter().filter_map(|r| r["Started"].as_str()).collect();
+    newest.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(started, newest[..5]);
 
     // $apply: grouped figures instead of raw rows.
     let expected = chats()

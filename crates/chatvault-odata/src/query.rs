@@ -7,8 +7,8 @@ use chatvault_store::{Partition, ScanFilter, Store};
 use chrono::NaiveDateTime;
 use chrono_tz::Tz;
 use polars::prelude::{
-    col, concat_str, len, lit, DataFrame, DataType, Expr as P, JoinArgs, JoinType, LazyFrame,
-    NamedFrom, Series, SortMultipleOptions,
+    col, concat_str, len, lit, DataFrame, DataType, Expr as P, IntoLazy, JoinArgs, JoinType,
+    LazyFrame, NamedFrom, Series, SortMultipleOptions,
 };
 use serde_json::{json, Value};
 
@@ -557,11 +557,6 @@ impl Engine {
             return self.aggregate(set, options, from, access, page_size, now);
         }
         let plan = self.plan(set, options, from, true, access, now)?;
-        let count = if options.count {
-            Some(count(plan.all()?)?)
-        } else {
-            None
-        };
         let keys: Vec<SortKey> = set
             .table
             .keys
@@ -599,7 +594,38 @@ impl Engine {
             limit + 1
         };
 
-        let (frame, last_partition) = if ordered {
+        // A search is most of a page's work: a first page of chats asked with its total
+        // finds the matching chats' sort keys once, counts them and reads the page's rows
+        // by ChatUID, instead of running the search for the count and again for the page.
+        let search_once = ordered
+            && options.count
+            && token.is_none()
+            && plan.search.is_some()
+            && set.table.keys == [JOIN_KEY];
+        let mut count = None;
+        if options.count && !search_once {
+            count = Some(self::count(plan.all()?)?);
+        }
+        let (frame, last_partition) = if search_once {
+            let mut columns: Vec<P> = sort.iter().map(|k| col(k.column)).collect();
+            if !sort.iter().any(|k| k.column == JOIN_KEY) {
+                columns.push(col(JOIN_KEY));
+            }
+            let matching = plan.all()?.select(columns).collect()?;
+            count = Some(matching.height() as u64);
+            let page_keys = sort_rows(matching.lazy(), &sort)
+                .slice(skip as i64, want as u32)
+                .select([col(JOIN_KEY)])
+                .collect()?;
+            let uids = page_keys.column(JOIN_KEY)?.as_materialized_series().clone();
+            // The keys came from the caller's rows, so reading them by key needs no other
+            // restriction.
+            let rows = self
+                .store
+                .scan(set.name, &plan.hint)?
+                .filter(col(JOIN_KEY).is_in(lit(uids).implode(true), false));
+            (sort_rows(rows, &sort).select(read).collect()?, Vec::new())
+        } else if ordered {
             let mut rows = plan.all()?;
             if let Some(token) = &token {
                 let values = token
@@ -1084,7 +1110,7 @@ fn count(rows: LazyFrame) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use polars::prelude::{Column, IntoLazy};
+    use polars::prelude::Column;
 
     fn matching(messages: &[&str], term: &str) -> Vec<String> {
         let frame = DataFrame::new(
