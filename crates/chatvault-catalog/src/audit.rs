@@ -239,6 +239,20 @@ impl Catalog {
             .collect()
     }
 
+    /// The newest entry whose action is exactly `action` (uses the index on action).
+    pub async fn newest_audit(&self, action: &str) -> Result<Option<AuditRecord>> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM audit_log WHERE action = $1 ORDER BY seq DESC LIMIT 1");
+        let row = sqlx::query(&sql)
+            .bind(action)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("reading the newest audit entry of an action"))?;
+        row.as_ref()
+            .map(|row| RawRow::from_row(row).and_then(RawRow::into_record))
+            .transpose()
+    }
+
     /// Walks the whole log in order and checks every row's hash and link.
     pub async fn verify_audit(&self) -> Result<AuditVerifyReport> {
         let mut report = AuditVerifyReport::default();

@@ -640,6 +640,17 @@ async fn audit_chain(catalog: Catalog) {
         .expect("filtered");
     assert_eq!(keys.len(), 5);
     assert!(keys.iter().all(|r| r.action == "key.create" && r.seq > 2));
+    let newest_key = catalog.newest_audit("key.create").await.expect("newest");
+    assert_eq!(newest_key.map(|r| r.seq), Some(7));
+    assert_eq!(
+        catalog.newest_audit("hold.place").await.expect("newest"),
+        Some(hold.clone())
+    );
+    assert_eq!(
+        catalog.newest_audit("key").await.expect("newest"),
+        None,
+        "exact action only"
+    );
     let report = catalog.verify_audit().await.expect("verify");
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.entries, 9);

@@ -112,25 +112,13 @@ fn unavailable(e: impl std::fmt::Display) -> ConsoleError {
     ConsoleError::Unavailable(e.to_string())
 }
 
-/// The newest audit record of `action` (scanning the log's pages of that action).
+/// The newest audit record of `action`.
 async fn last_of(state: &AppState, action: &str) -> Result<Option<AuditRecord>, ConsoleError> {
-    let mut after = None;
-    let mut last = None;
-    loop {
-        let page = state
-            .catalog
-            .list_audit(after, Some(action), 1000)
-            .await
-            .map_err(unavailable)?;
-        let full = page.len() == 1000;
-        if let Some(record) = page.into_iter().last() {
-            after = Some(record.seq);
-            last = Some(record);
-        }
-        if !full {
-            return Ok(last);
-        }
-    }
+    state
+        .catalog
+        .newest_audit(action)
+        .await
+        .map_err(unavailable)
 }
 
 /// `GET /console/compliance?action=…&after=…`.
