@@ -208,26 +208,18 @@ async fn a_tampered_payload_is_refused() {
     let admin = issuer.token(claims_with(&issuer, json!({"roles": ["Chatvault.Admin"]})));
     assert!(verifier.verify(&reader).await.is_ok());
 
-    let part = |token: &str, i: usize| token.split('.').nth(i).expect("segment").to_owned();
-    let tampered = format!(
-        "{}.{}.{}",
-        part(&reader, 0),
-        part(&admin, 1),
-        part(&reader, 2)
-    );
-    let e = refused(&verifier, &tampered).await;
+    // The reader's header and signature around the admin's claims.
+    let tamper = |reader: &str, admin: &str| {
+        let part = |token: &str, i: usize| token.split('.').nth(i).expect("segment").to_owned();
+        format!("{}.{}.{}", part(reader, 0), part(admin, 1), part(reader, 2))
+    };
+    let e = refused(&verifier, &tamper(&reader, &admin)).await;
     assert_eq!(e, OidcError::BadSignature(issuer.rsa_kid()));
 
     // The same for the EC key.
     let reader = issuer.token_es256(claims_with(&issuer, json!({"roles": ["Chatvault.Read"]})));
     let admin = issuer.token_es256(claims_with(&issuer, json!({"roles": ["Chatvault.Admin"]})));
-    let tampered = format!(
-        "{}.{}.{}",
-        part(&reader, 0),
-        part(&admin, 1),
-        part(&reader, 2)
-    );
-    let e = refused(&verifier, &tampered).await;
+    let e = refused(&verifier, &tamper(&reader, &admin)).await;
     assert_eq!(e, OidcError::BadSignature(issuer.ec_kid()));
 }
 
