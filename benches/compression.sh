@@ -6,7 +6,7 @@
 # uncompressed stream in the same run. The chosen default is what keeps a 2-core server
 # streaming at about the uncompressed rate.
 #
-# Environment: BENCH_CHATS (default 100000), BENCH_PROFILE (release), CHATVAULT_BENCH_DIR.
+# Environment: BENCH_CHATS (default 100000), BENCH_PROFILE (dist), CHATVAULT_BENCH_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

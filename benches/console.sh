@@ -9,7 +9,7 @@
 #   chat         one chat's page: transcript, header, surveys, visit, holds;
 #   versions     that chat's versions, read from the archive (a scan of it).
 #
-# Environment: BENCH_CHATS, BENCH_SEED (1), BENCH_PROFILE (release; `dev` reuses the test
+# Environment: BENCH_CHATS, BENCH_SEED (1), BENCH_PROFILE (dist; `dev` reuses the test
 # build), CHATVAULT_BENCH_DIR (/tmp/chatvault-bench), CARGO_TARGET_DIR.
 set -euo pipefail
 

@@ -21,7 +21,7 @@
 #   BENCH_COSMOS_DOCS          chats for the backfill (default 20000)
 #   BENCH_COSMOS_LATENCY_DOCS  chats timed for freshness (default 20)
 #   BENCH_SEED                 generator seed (default 1)
-#   BENCH_PROFILE              cargo profile (default release; dev reuses the test build)
+#   BENCH_PROFILE              cargo profile (default dist; dev reuses the test build)
 #   CHATVAULT_BENCH_DIR        work directory (default /tmp/chatvault-bench)
 #   CARGO_TARGET_DIR           cargo target directory (default $HOME/.cache/chatvault/target)
 #

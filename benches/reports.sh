@@ -6,7 +6,7 @@
 # child tables semi-joined to them; DaySummary derived from them).
 #
 # Environment: BENCH_CHATS (default 1000000), BENCH_SEED (1), BENCH_SITE (3),
-# BENCH_MONTH (2024-08), BENCH_PROFILE (release; dev reuses the test build),
+# BENCH_MONTH (2024-08), BENCH_PROFILE (dist; dev reuses the test build),
 # CHATVAULT_BENCH_DIR (/tmp/chatvault-bench), CARGO_TARGET_DIR (~/.cache/chatvault/target).
 set -euo pipefail
 

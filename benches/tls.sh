@@ -7,7 +7,7 @@
 # The goal: TLS within 10% of plain HTTP on both.
 #
 # Environment: BENCH_CHATS (default 100000) for the feed's store, BENCH_WEBHOOK_DOCS
-# (default 30000), BENCH_ROUNDS (2), BENCH_PROFILE (release), CHATVAULT_BENCH_DIR.
+# (default 30000), BENCH_ROUNDS (2), BENCH_PROFILE (dist), CHATVAULT_BENCH_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
