@@ -48,6 +48,8 @@ pub enum CatalogError {
     Invalid(String),
     #[error("unsupported catalog URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
+    #[error("{0}; for PostgreSQL, use its own tools (pg_dump, or the service's backups)")]
+    NotEmbedded(&'static str),
 }
 
 pub(crate) fn query_err(context: &'static str) -> impl FnOnce(sqlx::Error) -> CatalogError {

@@ -86,6 +86,25 @@ impl Catalog {
         self.backend
     }
 
+    /// Writes a consistent copy of an embedded catalog to `dest`, a file that must not
+    /// exist yet: SQLite's `VACUUM INTO` reads one snapshot while writers go on.
+    pub async fn snapshot_into(&self, dest: &std::path::Path) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(CatalogError::NotEmbedded(
+                "a copy of the catalog is taken from an embedded (SQLite) catalog only",
+            ));
+        }
+        let dest = dest.to_str().ok_or_else(|| {
+            CatalogError::Invalid(format!("{} is not a UTF-8 path", dest.display()))
+        })?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest.to_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(crate::query_err("copying the catalog"))?;
+        Ok(())
+    }
+
     /// `count` parameter placeholders, bound in order. SQLite gets anonymous `?`: for
     /// numbered ones the driver looks each number up by name, a linear search in SQLite,
     /// which made a statement with thousands of parameters quadratic.

@@ -120,7 +120,7 @@ impl std::fmt::Debug for CosmosConfig {
 
 impl CosmosConfig {
     /// A configuration with production defaults: strict certificate validation, a poll
-    /// every 5 s, a 60 s overlap window, pages of 1000 documents, container deletes not
+    /// every second once caught up, a 60 s overlap window, pages of 1000 documents, container deletes not
     /// mirrored (a reconcile every 10 minutes once they are).
     pub fn new(
         endpoint: impl Into<String>,

@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 pub const MASK: &str = "[anonymised]";
 
 /// A group of personal fields that can be chosen for anonymisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PersonalField {
     /// The visitor's name and contact details (company, street, city, post code, web

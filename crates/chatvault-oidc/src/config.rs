@@ -14,7 +14,7 @@ use crate::OidcError;
 const SCOPE_NAMES: [&str; 3] = ["read", "ingest", "admin"];
 
 /// The issuer to trust and how its tokens' claims become scopes and sites.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OidcConfig {
     /// Compared exactly with the tokens' `iss` and the discovery document's `issuer`, e.g.

@@ -83,7 +83,7 @@ pub async fn audit_list(
     Ok(ExitCode::SUCCESS)
 }
 
-fn signing_key_path(config: &Config) -> PathBuf {
+pub fn signing_key_path(config: &Config) -> PathBuf {
     config.data_dir.join("digest-signing.key")
 }
 

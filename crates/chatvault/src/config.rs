@@ -4,15 +4,17 @@
 use anyhow::{bail, Context};
 use chatvault_compliance::RetentionAction;
 use chatvault_model::{Anonymisation, PersonalField};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Archive, catalog (SQLite) and store live here.
     pub data_dir: PathBuf,
+    /// The address `serve` listens on (`serve --listen`); port 0 picks a free one.
     pub listen: String,
     /// `sqlite://PATH` or `postgres://…`; defaults to `sqlite://DATA_DIR/catalog.db`.
     pub catalog_url: Option<String>,
@@ -25,6 +27,7 @@ pub struct Config {
     /// connections, the archive writer, polars, bulk validation), and a runtime thread
     /// for every core only competes with them and parks and wakes more often.
     pub runtime_workers: Option<usize>,
+    /// Logs on stderr (`[log]`).
     pub log: LogConfig,
     pub server: ServerSection,
     pub auth: AuthSection,
@@ -39,7 +42,7 @@ pub struct Config {
 }
 
 /// How `serve` meets the network: TLS, and who may read the metrics.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSection {
     /// PEM certificate chain; with `tls_key`, `serve` speaks HTTPS only.
@@ -68,7 +71,7 @@ pub struct ServerSection {
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricsAuth {
     #[default]
@@ -94,7 +97,7 @@ impl Default for ServerSection {
 }
 
 /// How callers prove who they are, besides API keys in headers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSection {
     /// The query parameter the feed and exports take a key from (Power BI's "Web API"
@@ -127,12 +130,14 @@ impl Default for AuthSection {
 /// and whether `chatvault retention apply` (and `serve`, on a schedule) then deletes them
 /// from all three stores or anonymises them (masks their personal fields, keeping the chat
 /// for reports).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSection {
     /// `serve` applies the policy shortly after it starts and then this often; 0 leaves
     /// it to `chatvault retention apply`.
     pub run_every_secs: u64,
+    /// Days a chat is kept after it Started, for sites without their own entry in
+    /// `sites`; unset: kept for ever.
     pub default_days: Option<u32>,
     /// SiteKey (as a TOML key) → days, overriding `default_days`.
     pub sites: BTreeMap<String, u32>,
@@ -145,7 +150,7 @@ pub struct RetentionSection {
     pub site_actions: BTreeMap<String, SiteRetentionAction>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RetentionActionKind {
     #[default]
@@ -154,10 +159,12 @@ pub enum RetentionActionKind {
     Anonymise,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SiteRetentionAction {
+    /// `delete` or `anonymise`; unset: the default `action`.
     pub action: Option<RetentionActionKind>,
+    /// The fields masked; unset: the default `anonymise_fields`.
     pub anonymise_fields: Option<BTreeSet<PersonalField>>,
 }
 
@@ -238,7 +245,7 @@ impl RetentionSection {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReportsSection {
     /// A report running longer is abandoned with an error (it may finish in the background).
@@ -254,7 +261,7 @@ impl Default for ReportsSection {
 }
 
 /// The console's sign-in sessions.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleSection {
     /// A session ends after this many minutes without a request.
@@ -273,20 +280,28 @@ impl Default for ConsoleSection {
 }
 
 /// The Azure Cosmos DB source; enabled when `endpoint` is set.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CosmosSection {
+    /// The account endpoint, e.g. `https://account.documents.azure.com:443/`; setting it
+    /// enables the source.
     pub endpoint: Option<String>,
     /// The account key; prefer `key_file` or the environment so it is not in the file.
     pub key: Option<String>,
+    /// A file holding the account key (a mounted secret, say).
     pub key_file: Option<PathBuf>,
+    /// The database holding the container the chat server writes to.
     pub database: String,
+    /// The container the chat server writes completed chats to.
     pub container: String,
     /// Emulators only: accept a self-signed certificate (refused for non-local hosts).
     pub accept_invalid_certs: bool,
     /// Trust this CA (PEM) in addition to nothing else: for private CAs.
     pub ca_file: Option<PathBuf>,
+    /// Seconds between polls once the source has caught up (default 1).
     pub poll_secs: Option<u64>,
+    /// Seconds before the checkpoint that every poll reads again, for writes that became
+    /// visible late (default 60); re-read documents are recognised and stored once.
     pub overlap_secs: Option<u64>,
     /// Delete from the archive the chats whose documents were deleted from the container
     /// (off: the archive outlives the chat server's retention).
@@ -295,7 +310,7 @@ pub struct CosmosSection {
     pub reconcile_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` or `json`.
@@ -304,13 +319,19 @@ pub struct LogConfig {
     pub level: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
+    /// A webhook request body above this is refused (413), also after decompression.
     pub max_body_bytes: usize,
+    /// A single document above this is rejected.
     pub max_document_bytes: usize,
+    /// Bytes of documents accepted but not yet durable; past it the webhook answers 503
+    /// with `Retry-After`.
     pub max_inflight_bytes: usize,
+    /// Documents written to the archive together, under one fsync (group commit).
     pub max_batch_documents: usize,
+    /// Webhook requests served at once; past it the webhook answers 429 with `Retry-After`.
     pub max_concurrent_requests: usize,
     /// Shared secret for the webhook's HMAC-SHA256 signature header.
     pub webhook_secret: Option<String>,
@@ -338,14 +359,15 @@ impl IngestConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ArchiveSection {
+    /// An archive segment is closed, and the next one begun, past this size.
     pub segment_max_bytes: u64,
 }
 
 /// When the columnar store writes its buffer to Parquet.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
     /// Flush once this many chats are buffered…
@@ -363,14 +385,21 @@ pub struct StoreSection {
     pub zstd_level: i32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FolderSection {
     /// Enables the folder source when set.
     pub path: Option<PathBuf>,
+    /// A file is taken once its size and modification time have not changed for this
+    /// many milliseconds (a file renamed into place is taken at once).
     pub settle_ms: u64,
+    /// Seconds between full rescans of the folder, which catch anything the operating
+    /// system's notifications missed.
     pub rescan_secs: u64,
+    /// Files committed together under one fsync.
     pub batch_files: usize,
+    /// A file above this (or, compressed, expanding past it) is refused whole: moved to
+    /// `rejected/` beside a file giving the reason.
     pub max_file_bytes: usize,
 }
 
@@ -516,6 +545,13 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CHATVAULT_CONSOLE_SESSION_HOURS", "console.session_hours"),
 ];
 
+/// Settings a flag overrides, and the flag (after the command it belongs to, if any).
+pub const FLAGS: &[(&str, &str)] = &[
+    ("data_dir", "--data-dir"),
+    ("listen", "serve --listen"),
+    ("server.allow_plain_http", "serve --allow-plain-http"),
+];
+
 impl Config {
     /// Defaults, then `file` (if given), then the environment.
     pub fn load(
@@ -645,6 +681,14 @@ impl Config {
         self.catalog_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("catalog.db").display()))
+    }
+
+    /// The embedded catalog's file, or None when the catalog is a PostgreSQL server.
+    pub fn embedded_catalog_file(&self) -> Option<PathBuf> {
+        let url = self.catalog_url();
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        Some(PathBuf::from(path))
     }
 
     pub fn archive_dir(&self) -> PathBuf {

@@ -1,13 +1,15 @@
 //! The `chatvault` binary: parses the command line and configuration, then wires the
 //! library crates together. No business logic lives here.
 
+mod backup;
 mod commands;
 mod compliance;
 mod config;
+mod reference;
 mod report;
 mod runtime;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -133,6 +135,28 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Copy the data directory into a new folder, consistently even while `serve` runs:
+    /// the catalog, the columnar store's files, the archive, the signing key and digests,
+    /// with a manifest of every file's size and SHA-256.
+    Backup {
+        /// A new or empty folder (on another disk, ideally).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into the data directory, which must be new or empty: every file is
+    /// checked against the backup's manifest, then the archive's records past the catalog
+    /// are replayed.
+    Restore {
+        /// The backup's folder, as `chatvault backup` wrote it.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Merge small Parquet files and drop superseded and deleted rows now.
     Compact,
     /// Recreate the whole columnar store from the archive.
@@ -188,6 +212,23 @@ enum Command {
         public_key: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Write the manual's reference pages (configuration, command line) as Markdown.
+    Reference {
+        /// The folder to write config.md and cli.md into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Write a man page for chatvault and each of its commands.
+    ManPages {
+        /// The folder to write the pages (chatvault.1, chatvault-serve.1, …) into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print a completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// List and run reports (the built-in library and custom reports).
     Report {
@@ -366,6 +407,25 @@ impl From<PersonArgs> for chatvault_compliance::Person {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Pages generated from the code alone, whatever the configuration says.
+    let generated = match &cli.command {
+        Command::Reference { out } => Some(reference::write_reference(&Cli::command(), out)),
+        Command::ManPages { out } => Some(reference::write_man_pages(Cli::command(), out)),
+        Command::Completions { shell } => {
+            reference::write_completions(Cli::command(), *shell, &mut std::io::stdout());
+            Some(Ok(()))
+        }
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()) {
         Ok(mut config) => {
             if let Some(dir) = &cli.data_dir {
@@ -453,6 +513,8 @@ fn main() -> ExitCode {
                 };
                 commands::export(config, entity_set, query, format, out).await
             }
+            Command::Backup { out, json } => backup::backup(config, out, json).await,
+            Command::Restore { from, json } => backup::restore(config, from, json).await,
             Command::Compact => commands::compact(config).await,
             Command::Rebuild => commands::rebuild(config).await,
             Command::Audit { command } => match command {
@@ -499,6 +561,9 @@ fn main() -> ExitCode {
                 public_key,
                 json,
             } => compliance::verify_digest(config, file, public_key, json).await,
+            Command::Reference { .. } | Command::ManPages { .. } | Command::Completions { .. } => {
+                unreachable!("generated before the configuration is read")
+            }
             Command::Report { command } => match command {
                 ReportCommand::List => report::list(config).await,
                 ReportCommand::Run {
