@@ -94,6 +94,7 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
     let admin = create_key(dir.path(), "admin", None);
     let reader = create_key(dir.path(), "read", None);
     let site_two = create_key(dir.path(), "read", Some("2"));
+    let ingest_only = create_key(dir.path(), "ingest", None);
     // Where a Cosmos DB source has read up to (as the source records it), an hour ago.
     let catalog = chatvault_catalog::Catalog::connect(&format!(
         "sqlite://{}",
@@ -161,6 +162,19 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
     assert!(
         browser.texts(".error").await.concat().contains("not known"),
         "a wrong key is refused on the form"
+    );
+    // A key that may only send documents reads nothing here, as on the API.
+    browser.type_into("#key", &ingest_only).await;
+    browser
+        .submit("form[action='/console/sign-in'] button")
+        .await;
+    assert!(
+        browser.texts(".error").await.concat().contains("read or admin scope"),
+        "an ingest-only key is refused on the form"
+    );
+    assert!(
+        browser.cookies().await.iter().all(|c| c["name"] != "chatvault"),
+        "an ingest-only key gets no session"
     );
     browser.type_into("#key", &admin).await;
     browser

@@ -226,8 +226,18 @@ impl FromRequestParts<AppState> for Signed {
         let Some(session) = session else {
             return Err(sign_in_first());
         };
+        let principal = Principal::from_key(&session.key);
+        // Every page reads chats: a key that may only send them reads nothing here, as
+        // the API's read routes refuse it.
+        if !principal.allows(Scope::Read) {
+            return Err(ConsoleError::Forbidden(format!(
+                "{} lacks the 'read' scope the console needs",
+                principal.actor
+            ))
+            .into_response());
+        }
         Ok(Signed {
-            principal: Principal::from_key(&session.key),
+            principal,
             csrf: csrf_of(token),
             peer: peer_of(parts),
         })
@@ -326,6 +336,14 @@ pub async fn sign_in(
         response.extensions_mut().insert(FailedSignIn);
         return response;
     };
+    if !Principal::from_key(&key).allows(Scope::Read) {
+        return sign_in_form(
+            next,
+            Some("That key may only send documents: the console needs a key with the read or admin scope.".into()),
+            StatusCode::FORBIDDEN,
+            transport.tls,
+        );
+    }
     let limits = limits(&config);
     let token = match state
         .catalog
