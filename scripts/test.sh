@@ -6,6 +6,9 @@
 # Cosmos DB: installs the emulator's npm packages (tests start and stop it themselves).
 # OpenAPI: installs schemathesis and openapi-spec-validator into a virtualenv
 # (CHATVAULT_TEST_VENV, default ~/.cache/chatvault/test-venv).
+# After the Rust tests: the README's first command (a release build, then `demo` answering
+# on port 8480), the manual (mdBook, links checked) and the Debian package
+# (scripts/test-deb.sh, as root).
 # PostgreSQL: uses CHATVAULT_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test).
 # When nothing answers there, a private server from Debian's `postgresql` package is
 # started in a temporary directory (the package is installed if missing) and stopped after.
@@ -92,4 +95,41 @@ fi
 log "installing the Python test tools into $CHATVAULT_TEST_VENV"
 "$CHATVAULT_TEST_VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
 
+# The manual is an mdBook; the package test needs cargo-deb (both pinned, cached).
+source scripts/tools.sh
+ensure_mdbook
+ensure_cargo_deb
+
 cargo test --workspace --locked "$@"
+
+# The README's first command, as a newcomer runs it: it must build with the profile it
+# names and answer on port 8480 (in a throw-away data directory).
+log "the README's first command: cargo run --release -p chatvault -- demo"
+DEMO_DIR=$(mktemp -d /tmp/chatvault-demo.XXXXXX)
+cargo build --locked --release -p chatvault
+# cargo run replaces itself with the program, so the job is the demo itself.
+(CHATVAULT_DATA_DIR="$DEMO_DIR/data" CHATVAULT_LOG=warn \
+  exec cargo run -q --locked --release -p chatvault -- demo >"$DEMO_DIR/out" 2>&1) &
+DEMO_PID=$!
+for _ in $(seq 1 240); do
+  curl -fsS -o /dev/null http://127.0.0.1:8480/console/ 2>/dev/null && break
+  kill -0 "$DEMO_PID" 2>/dev/null || { cat "$DEMO_DIR/out" >&2; log "the demo exited"; exit 1; }
+  sleep 0.5
+done
+curl -fsS -o /dev/null http://127.0.0.1:8480/console/ || { cat "$DEMO_DIR/out" >&2; exit 1; }
+grep -q '^cv_' "$DEMO_DIR/out" || { cat "$DEMO_DIR/out" >&2; log "the demo printed no key"; exit 1; }
+kill "$DEMO_PID" 2>/dev/null || true
+wait "$DEMO_PID" 2>/dev/null || true
+rm -rf "$DEMO_DIR"
+
+# The manual: built, with every internal link and anchor resolving.
+log "building the manual"
+mdbook build docs
+python3 scripts/check-links.py docs/book
+
+# The Debian package: installed, run as its service user, purged.
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/test-deb.sh --profile release
+else
+  log "skipping the package test: it installs a package, so it needs root"
+fi
