@@ -34,7 +34,9 @@ curl_ready && { log "something already answers on port 8480: stop it first"; exi
 
 log "cargo run --release -p chatvault -- demo (clean)"
 start=$(date +%s)
-(cd "$ROOT" && CHATVAULT_DATA_DIR="$WORK/demo-data" "$CARGO" run --locked --release -p chatvault -- demo \
+# cargo run replaces itself with the program, so the job is the demo itself and stops
+# with it.
+(cd "$ROOT" && CHATVAULT_DATA_DIR="$WORK/demo-data" exec "$CARGO" run --locked --release -p chatvault -- demo \
   >"$WORK/demo.out" 2>"$WORK/demo.err") &
 DEMO=$!
 trap 'kill $DEMO 2>/dev/null || true' EXIT

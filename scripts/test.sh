@@ -105,6 +105,10 @@ cargo test --workspace --locked "$@"
 # The README's first command, as a newcomer runs it: it must build with the profile it
 # names and answer on port 8480 (in a throw-away data directory).
 log "the README's first command: cargo run --release -p chatvault -- demo"
+if curl -fsS -o /dev/null http://127.0.0.1:8480/ 2>/dev/null; then
+  log "something already answers on port 8480, where the README's first command serves: stop it first"
+  exit 1
+fi
 DEMO_DIR=$(mktemp -d /tmp/chatvault-demo.XXXXXX)
 cargo build --locked --release -p chatvault
 # cargo run replaces itself with the program, so the job is the demo itself.
