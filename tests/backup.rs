@@ -18,7 +18,10 @@ fn chat_uids(data_dir: &Path) -> BTreeSet<String> {
         data_dir,
     );
     assert_eq!(code, 0, "export failed: {err}");
-    out.lines().skip(1).map(|line| line.trim().to_owned()).collect()
+    out.lines()
+        .skip(1)
+        .map(|line| line.trim().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +34,15 @@ async fn a_backup_taken_while_serving_restores_to_a_copy_that_verifies() {
     );
     let chats = dir.path().join("chats.ndjson");
     let (code, _, err) = run(
-        &["gen", "--chats", "300", "--seed", "5", "--out", chats.to_str().expect("utf-8")],
+        &[
+            "gen",
+            "--chats",
+            "300",
+            "--seed",
+            "5",
+            "--out",
+            chats.to_str().expect("utf-8"),
+        ],
         &live,
     );
     assert_eq!(code, 0, "gen: {err}");
@@ -49,7 +60,10 @@ async fn a_backup_taken_while_serving_restores_to_a_copy_that_verifies() {
     assert_eq!(code, 0, "digest: {err}");
 
     let server = Server::start(&live, &[]);
-    let key = server.first_key.clone().expect("the first serve prints a key");
+    let key = server
+        .first_key
+        .clone()
+        .expect("the first serve prints a key");
 
     // Documents keep arriving over the webhook while the backup is taken.
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -72,7 +86,10 @@ async fn a_backup_taken_while_serving_restores_to_a_copy_that_verifies() {
                     .await
                     .expect("post");
                 assert!(response.status().is_success(), "{}", response.status());
-                let uid = doc["ChatHeader"]["ChatUID"].as_str().expect("uid").to_owned();
+                let uid = doc["ChatHeader"]["ChatUID"]
+                    .as_str()
+                    .expect("uid")
+                    .to_owned();
                 acknowledged.lock().expect("lock").push(uid);
             }
         })
@@ -84,7 +101,10 @@ async fn a_backup_taken_while_serving_restores_to_a_copy_that_verifies() {
     let (code, out, err) = {
         let (live, backup) = (live.clone(), backup.clone());
         tokio::task::spawn_blocking(move || {
-            run(&["backup", "--out", backup.to_str().expect("utf-8"), "--json"], &live)
+            run(
+                &["backup", "--out", backup.to_str().expect("utf-8"), "--json"],
+                &live,
+            )
         })
         .await
         .expect("backup thread")
@@ -97,7 +117,12 @@ async fn a_backup_taken_while_serving_restores_to_a_copy_that_verifies() {
     drop(server);
 
     let (code, out, err) = run(
-        &["restore", "--from", backup.to_str().expect("utf-8"), "--json"],
+        &[
+            "restore",
+            "--from",
+            backup.to_str().expect("utf-8"),
+            "--json",
+        ],
         &restored,
     );
     assert_eq!(code, 0, "restore: {err}");
@@ -116,13 +141,19 @@ async fn a_backup_taken_while_serving_restores_to_a_copy_that_verifies() {
         .chain(&before_backup)
         .filter(|uid| !restored_uids.contains(*uid))
         .collect();
-    assert!(missing.is_empty(), "acknowledged before the backup, not restored: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "acknowledged before the backup, not restored: {missing:?}"
+    );
 
     let (code, out, err) = run(&["hold", "list", "--json"], &restored);
     assert_eq!(code, 0, "hold list: {err}");
     assert!(out.contains(&held) && out.contains("matter 7"), "{out}");
     assert!(
-        std::fs::read_dir(restored.join("digests")).expect("digests").count() >= 1,
+        std::fs::read_dir(restored.join("digests"))
+            .expect("digests")
+            .count()
+            >= 1,
         "the signed digests are restored"
     );
 
@@ -148,6 +179,9 @@ async fn a_backup_taken_while_serving_restores_to_a_copy_that_verifies() {
         &elsewhere,
     );
     assert_ne!(code, 0);
-    assert!(err.contains("damaged") && err.contains("archive/segment-"), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("archive/segment-"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_dir(&elsewhere).expect("dir").count(), 0);
 }

@@ -169,11 +169,19 @@ async fn compliance_officers_and_analysts_work_in_the_console() {
         .submit("form[action='/console/sign-in'] button")
         .await;
     assert!(
-        browser.texts(".error").await.concat().contains("read or admin scope"),
+        browser
+            .texts(".error")
+            .await
+            .concat()
+            .contains("read or admin scope"),
         "an ingest-only key is refused on the form"
     );
     assert!(
-        browser.cookies().await.iter().all(|c| c["name"] != "chatvault"),
+        browser
+            .cookies()
+            .await
+            .iter()
+            .all(|c| c["name"] != "chatvault"),
         "an ingest-only key gets no session"
     );
     browser.type_into("#key", &admin).await;

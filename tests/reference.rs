@@ -19,7 +19,11 @@ fn generate(args: &[&str]) -> std::process::Output {
 fn the_checked_in_reference_pages_are_what_the_binary_generates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = generate(&["reference", "--out", dir.path().to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let checked_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/src/reference");
     for page in ["config.md", "cli.md"] {
         let generated = std::fs::read_to_string(dir.path().join(page)).expect("generated page");
@@ -37,16 +41,22 @@ fn the_environment_does_not_change_the_reference() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = dir.path().join("plain");
     let configured = dir.path().join("configured");
-    assert!(generate(&["reference", "--out", plain.to_str().expect("utf-8")])
-        .status
-        .success());
+    assert!(
+        generate(&["reference", "--out", plain.to_str().expect("utf-8")])
+            .status
+            .success()
+    );
     let out = Command::new(BIN)
         .args(["reference", "--out", configured.to_str().expect("utf-8")])
         .env("CHATVAULT_PAGE_SIZE", "17")
         .env("CHATVAULT_CONFIG", "/nonexistent.toml")
         .output()
         .expect("run chatvault");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for page in ["config.md", "cli.md"] {
         assert_eq!(
             std::fs::read(plain.join(page)).expect("page"),
@@ -60,15 +70,28 @@ fn the_environment_does_not_change_the_reference() {
 fn man_pages_and_completions_cover_every_command() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = generate(&["man-pages", "--out", dir.path().to_str().expect("utf-8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for page in ["chatvault.1", "chatvault-serve.1", "chatvault-backup.1", "chatvault-hold-place.1"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "chatvault.1",
+        "chatvault-serve.1",
+        "chatvault-backup.1",
+        "chatvault-hold-place.1",
+    ] {
         let text = std::fs::read_to_string(dir.path().join(page))
             .unwrap_or_else(|e| panic!("{page}: {e}"));
         assert!(text.contains(".TH"), "{page} is not a man page");
     }
     let backup = std::fs::read_to_string(dir.path().join("chatvault-backup.1")).expect("page");
     assert!(backup.contains("manifest"), "{backup}");
-    for (shell, expect) in [("bash", "complete -F"), ("zsh", "#compdef chatvault"), ("fish", "complete -c chatvault")] {
+    for (shell, expect) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef chatvault"),
+        ("fish", "complete -c chatvault"),
+    ] {
         let out = generate(&["completions", shell]);
         assert!(out.status.success(), "{shell}");
         let script = String::from_utf8_lossy(&out.stdout);

@@ -122,12 +122,17 @@ pub async fn backup(
         let rewrites_before = newest_rewrite(catalog).await?;
         empty_folder(out)?;
         let Some(files) = copy_once(catalog, layout, out, progress).await? else {
-            tracing::info!(attempt, "a store file was compacted away during the backup; copying again");
+            tracing::info!(
+                attempt,
+                "a store file was compacted away during the backup; copying again"
+            );
             continue;
         };
-        if newest_rewrite(catalog).await? != rewrites_before || layout.erasure_journal.exists()
-        {
-            tracing::info!(attempt, "the archive was rewritten during the backup; copying again");
+        if newest_rewrite(catalog).await? != rewrites_before || layout.erasure_journal.exists() {
+            tracing::info!(
+                attempt,
+                "the archive was rewritten during the backup; copying again"
+            );
             continue;
         }
         let manifest = Manifest {
@@ -456,8 +461,8 @@ fn copy_hashed(source: &Path, dest: &Path, meter: &mut Meter) -> Result<(u64, St
     }
     let mut output =
         std::fs::File::create_new(dest).map_err(|e| Failure::Error(io("create", dest)(e)))?;
-    let copied = drain(&mut input, source, Some((&mut output, dest)), meter)
-        .map_err(Failure::Error)?;
+    let copied =
+        drain(&mut input, source, Some((&mut output, dest)), meter).map_err(Failure::Error)?;
     output
         .sync_all()
         .map_err(|e| Failure::Error(io("write", dest)(e)))?;
@@ -546,11 +551,18 @@ mod tests {
             .expect("catalog");
         std::fs::create_dir_all(&layout.archive_dir).expect("archive dir");
         std::fs::write(layout.archive_dir.join("segment-0000000001.avro"), b"first").expect("w");
-        std::fs::write(layout.archive_dir.join("segment-0000000002.avro"), b"second").expect("w");
+        std::fs::write(
+            layout.archive_dir.join("segment-0000000002.avro"),
+            b"second",
+        )
+        .expect("w");
         std::fs::create_dir_all(layout.store_dir.join("chats")).expect("store dir");
         std::fs::write(layout.store_dir.join("chats/a.parquet"), b"registered").expect("w");
-        std::fs::write(layout.store_dir.join("chats/stray.parquet"), b"not registered")
-            .expect("w");
+        std::fs::write(
+            layout.store_dir.join("chats/stray.parquet"),
+            b"not registered",
+        )
+        .expect("w");
         let change = chatvault_catalog::StoreChange {
             add_files: vec![chatvault_catalog::StoreFile {
                 path: "chats/a.parquet".into(),
@@ -562,7 +574,10 @@ mod tests {
             }],
             ..Default::default()
         };
-        catalog.commit_store_change(&change, 1).await.expect("register");
+        catalog
+            .commit_store_change(&change, 1)
+            .await
+            .expect("register");
         std::fs::write(dir.join("signing.key"), b"key").expect("w");
         std::fs::create_dir_all(dir.join("digests")).expect("digests");
         std::fs::write(dir.join("digests/digest-1.json"), b"{}").expect("w");
@@ -583,7 +598,12 @@ mod tests {
             .await
             .expect("backup");
         assert_eq!(report.attempts, 1);
-        let paths: Vec<&str> = report.manifest.files.iter().map(|f| f.path.as_str()).collect();
+        let paths: Vec<&str> = report
+            .manifest
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
         assert_eq!(
             paths,
             [
@@ -597,10 +617,13 @@ mod tests {
         );
 
         let restored = root.path().join("restored");
-        let manifest =
-            restore(&out, &layout(&restored), &no_progress()).expect("restore");
+        let manifest = restore(&out, &layout(&restored), &no_progress()).expect("restore");
         assert_eq!(manifest, report.manifest);
-        for file in ["archive/segment-0000000002.avro", "store/chats/a.parquet", "signing.key"] {
+        for file in [
+            "archive/segment-0000000002.avro",
+            "store/chats/a.parquet",
+            "signing.key",
+        ] {
             assert_eq!(
                 std::fs::read(restored.join(file)).expect("restored file"),
                 std::fs::read(live.join(file)).expect("live file"),
@@ -608,9 +631,12 @@ mod tests {
             );
         }
         assert!(!restored.join("store/chats/stray.parquet").exists());
-        let copy = Catalog::connect(&format!("sqlite://{}", restored.join("catalog.db").display()))
-            .await
-            .expect("restored catalog");
+        let copy = Catalog::connect(&format!(
+            "sqlite://{}",
+            restored.join("catalog.db").display()
+        ))
+        .await
+        .expect("restored catalog");
         let registry = copy.store_snapshot().await.expect("registry");
         assert_eq!(registry.files.len(), 1);
     }
@@ -664,7 +690,10 @@ mod tests {
             destination(&layout, "archive/segment-1.avro").expect("inside"),
             Path::new("/data/archive/segment-1.avro")
         );
-        assert_eq!(destination(&layout, "catalog.db").expect("catalog"), layout.catalog);
+        assert_eq!(
+            destination(&layout, "catalog.db").expect("catalog"),
+            layout.catalog
+        );
     }
 
     #[tokio::test]

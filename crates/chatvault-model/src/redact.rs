@@ -8,7 +8,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// One site's choice (or the default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct Redaction {
     /// Blank the visitor's IP address in the header, the visit and GeoIP.

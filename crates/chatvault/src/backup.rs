@@ -78,7 +78,10 @@ pub async fn backup(config: Config, out: PathBuf, json: bool) -> anyhow::Result<
             out.display(),
             started.elapsed().as_secs_f64(),
             if report.attempts > 1 {
-                format!(" ({} attempts: the data changed during the first)", report.attempts)
+                format!(
+                    " ({} attempts: the data changed during the first)",
+                    report.attempts
+                )
             } else {
                 String::new()
             }

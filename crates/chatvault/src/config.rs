@@ -686,7 +686,9 @@ impl Config {
     /// The embedded catalog's file, or None when the catalog is a PostgreSQL server.
     pub fn embedded_catalog_file(&self) -> Option<PathBuf> {
         let url = self.catalog_url();
-        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
         let path = path.split_once('?').map_or(path, |(path, _)| path);
         Some(PathBuf::from(path))
     }

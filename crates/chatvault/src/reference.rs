@@ -14,7 +14,10 @@ use crate::config::{Config, ENV_VARS, FLAGS};
 /// Writes `config.md` and `cli.md` into `out`.
 pub fn write_reference(cli: &clap::Command, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    for (name, text) in [("config.md", config_markdown()?), ("cli.md", cli_markdown(cli))] {
+    for (name, text) in [
+        ("config.md", config_markdown()?),
+        ("cli.md", cli_markdown(cli)),
+    ] {
         let path = out.join(name);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
@@ -138,7 +141,12 @@ impl<'a> Page<'a> {
             if let Some(about) = property.get("description") {
                 target["description"] = about.clone();
             }
-            self.section(&target, &format!("{key}."), &format!("`[{key}]`"), level + 1);
+            self.section(
+                &target,
+                &format!("{key}."),
+                &format!("`[{key}]`"),
+                level + 1,
+            );
         }
     }
 
@@ -405,7 +413,10 @@ mod tests {
         assert!(page.contains("`[auth.oidc]`"), "{page}");
         assert!(page.contains("auth.oidc.issuer"), "{page}");
         for (var, _) in ENV_VARS {
-            assert!(page.contains(&format!("`{var}`")), "{var} is not on the page");
+            assert!(
+                page.contains(&format!("`{var}`")),
+                "{var} is not on the page"
+            );
         }
         assert!(page.contains("one of `\"open\"`, `\"admin\"`"), "{page}");
     }
