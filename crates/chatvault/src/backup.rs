@@ -32,13 +32,20 @@ fn layout(config: &Config) -> anyhow::Result<Layout> {
     })
 }
 
-fn bytes_bar() -> ProgressBar {
-    ProgressBar::new(0).with_style(
+/// A byte-count progress bar, and the callback that moves it as a copy goes.
+fn bytes_bar() -> (ProgressBar, impl Fn(u64, u64) + Send + Sync + 'static) {
+    let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
             "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec})",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    )
+    );
+    let shown = bar.clone();
+    let progress = move |done: u64, total: u64| {
+        shown.set_length(total);
+        shown.set_position(done);
+    };
+    (bar, progress)
 }
 
 pub async fn backup(config: Config, out: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
@@ -46,11 +53,7 @@ pub async fn backup(config: Config, out: PathBuf, json: bool) -> anyhow::Result<
     // The catalog alone, never the data directory's lock: `serve` may hold it and go on
     // writing while the copy is taken.
     let catalog = crate::runtime::open_catalog(&config).await?;
-    let bar = bytes_bar();
-    let progress = |done: u64, total: u64| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
+    let (bar, progress) = bytes_bar();
     let started = std::time::Instant::now();
     let report = chatvault_backup::backup(
         &catalog,
@@ -92,12 +95,7 @@ pub async fn backup(config: Config, out: PathBuf, json: bool) -> anyhow::Result<
 
 pub async fn restore(config: Config, from: PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     let layout = layout(&config)?;
-    let bar = bytes_bar();
-    let shown = bar.clone();
-    let progress = move |done: u64, total: u64| {
-        shown.set_length(total);
-        shown.set_position(done);
-    };
+    let (bar, progress) = bytes_bar();
     let manifest = {
         let (from, layout) = (from.clone(), layout.clone());
         tokio::task::spawn_blocking(move || chatvault_backup::restore(&from, &layout, &progress))
